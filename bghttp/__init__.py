@@ -1,0 +1,34 @@
+"""bghttp: durable background HTTP requests on Dramatiq and RabbitMQ."""
+
+from .client import BackgroundHttpClient
+from .config import Settings
+from .errors import (
+    BghttpError,
+    BrokerUnavailable,
+    InvalidRequest,
+    InvalidRequestId,
+    RequestExists,
+    StoreError,
+    UnknownRequest,
+    WaitTimeout,
+)
+from .models import MultipartFile, Phase, RequestInfo, RequestStatus, Response, StatusRecord
+
+__all__ = [
+    "BackgroundHttpClient",
+    "BghttpError",
+    "BrokerUnavailable",
+    "InvalidRequest",
+    "InvalidRequestId",
+    "MultipartFile",
+    "Phase",
+    "RequestExists",
+    "RequestInfo",
+    "RequestStatus",
+    "Response",
+    "Settings",
+    "StatusRecord",
+    "StoreError",
+    "UnknownRequest",
+    "WaitTimeout",
+]

@@ -1,0 +1,230 @@
+"""The client: submit requests, read their status and responses.
+
+A submit validates its input, saves the request in the store, then publishes one
+message and waits for the broker's confirm. It returns only when both are done;
+if the broker does not confirm, the stored request is removed again and
+``BrokerUnavailable`` is raised, so a returned ``RequestInfo`` always means
+"accepted and on its way".
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import dramatiq
+
+from .broker import create_broker, publish_request
+from .config import Settings
+from .errors import BrokerUnavailable, RequestExists, UnknownRequest, WaitTimeout
+from .models import Phase, RequestInfo, RequestStatus, Response, StatusRecord
+from .store import FileStore, validate_request_id
+from .validation import FilesArg, HeadersArg, QueryArg, prepare_request
+
+OnConflict = Literal["return", "reject", "replace"]
+
+
+class BackgroundHttpClient:
+    """Submit HTTP requests to run in the background, durably.
+
+    ``broker`` is a broker URL, ``"local"`` for the embedded in-process worker,
+    or a ready Dramatiq broker (tests). Settings not given come from ``BGHTTP_*``
+    environment variables.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        broker: str | dramatiq.Broker | None = None,
+        store_dir: str | Path | None = None,
+        on_conflict: OnConflict = "return",
+    ) -> None:
+        overrides: dict[str, Any] = {}
+        if isinstance(broker, str):
+            overrides["broker_url"] = broker
+        if store_dir is not None:
+            overrides["store_dir"] = Path(store_dir)
+        base = settings or Settings.from_env()
+        self.settings = Settings(**{**base.__dict__, **overrides}) if overrides else base
+        if on_conflict not in ("return", "reject", "replace"):
+            raise ValueError("on_conflict must be 'return', 'reject' or 'replace'")
+        self.on_conflict = on_conflict
+        self.store = FileStore(self.settings.store_dir, fsync=self.settings.fsync)
+        self._local_worker: Any = None
+        if isinstance(broker, dramatiq.Broker):
+            self.broker = broker
+        elif self.settings.is_local:
+            from .local import LocalWorker  # the embedded worker is only built when asked for
+
+            self._local_worker = LocalWorker(self.settings, self.store)
+            self.broker = self._local_worker.broker
+        else:
+            self.broker = create_broker(self.settings)
+
+    # ------------------------------------------------------------- submits
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        data: Any = None,
+        headers: HeadersArg = None,
+        query_parameters: QueryArg = None,
+        timeout: float | None = None,
+        request_id: str | None = None,
+        retries: int = 0,
+        fields: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
+        files: FilesArg = None,
+        multipart: bool = False,
+    ) -> RequestInfo:
+        """Submit any request; returns once it is stored and the broker confirmed it."""
+        prepared = prepare_request(
+            method,
+            url,
+            data=data,
+            headers=headers,
+            query_parameters=query_parameters,
+            timeout=timeout,
+            request_id=request_id,
+            retries=retries,
+            fields=fields,
+            files=files,
+            multipart=multipart,
+            default_timeout=self.settings.default_timeout,
+        )
+        request_id = prepared.spec.request_id
+        record = self.store.create_request(prepared.spec, body=prepared.body, files=prepared.files)
+        if record is None:
+            existing = self._resolve_conflict(request_id)
+            if existing is not None:
+                return existing
+            record = self.store.create_request(prepared.spec, body=prepared.body, files=prepared.files)
+            if record is None:
+                raise RequestExists(f"request {request_id!r} was created by someone else meanwhile")
+        try:
+            self._publish(request_id, record.token)
+        except BaseException:
+            self.store.delete(request_id)
+            raise
+        return RequestInfo(request_id, self.store.request_path(request_id), RequestStatus.IN_PROGRESS)
+
+    def _resolve_conflict(self, request_id: str) -> RequestInfo | None:
+        if self.on_conflict == "reject":
+            raise RequestExists(f"request {request_id!r} exists already")
+        if self.on_conflict == "return":
+            record = self.get_request_status(request_id)
+            status = record.status if record else RequestStatus.IN_PROGRESS
+            return RequestInfo(request_id, self.store.request_path(request_id), status)
+        with self.store.claim(request_id) as claimed:
+            if not claimed:
+                raise RequestExists(f"request {request_id!r} is running; it cannot be replaced now")
+            self.store.update_status(request_id, lambda r: r.evolve(status=RequestStatus.CANCELLED, phase=Phase.DONE))
+            self.store.delete(request_id)
+        return None
+
+    def _publish(self, request_id: str, token: int, delay: float | None = None) -> None:
+        if self._local_worker is not None:
+            self._local_worker.start()
+        publish_request(self.broker, self.settings.queue_name, request_id, token, delay)
+
+    def get(self, url: str, **options: Any) -> RequestInfo:
+        return self.request("GET", url, **options)
+
+    def head(self, url: str, **options: Any) -> RequestInfo:
+        return self.request("HEAD", url, **options)
+
+    def delete(self, url: str, **options: Any) -> RequestInfo:
+        """Submit an HTTP DELETE. (To remove a request from the store, use ``remove``.)"""
+        return self.request("DELETE", url, **options)
+
+    def post(self, url: str, **options: Any) -> RequestInfo:
+        return self.request("POST", url, **options)
+
+    def put(self, url: str, **options: Any) -> RequestInfo:
+        return self.request("PUT", url, **options)
+
+    def patch(self, url: str, **options: Any) -> RequestInfo:
+        return self.request("PATCH", url, **options)
+
+    def post_multipart(self, url: str, **options: Any) -> RequestInfo:
+        return self.request("POST", url, multipart=True, **options)
+
+    # --------------------------------------------------------------- reads
+    def get_request_status(self, request_id: str) -> StatusRecord | None:
+        """The status record, or None for an unknown ID."""
+        return self.store.read_status(validate_request_id(request_id))
+
+    def get_response(self, request_id: str) -> Response | None:
+        """The saved response (the last one, for a failed request), or None."""
+        metadata = self.store.read_response_metadata(validate_request_id(request_id))
+        record = self.store.read_status(request_id)
+        if metadata is None or record is None:
+            return None
+        return Response(
+            request_id=request_id,
+            status_code=metadata["status_code"],
+            headers=[(str(k), str(v)) for k, v in metadata["headers"]],
+            response_file_path=self.store.response_body_path(request_id),
+            status=record.status,
+            error=record.last_error if record.status is not RequestStatus.COMPLETED else None,
+            url=metadata.get("url"),
+            http_version=metadata.get("http_version"),
+            elapsed_ms=metadata.get("elapsed_ms"),
+            size=metadata.get("size"),
+        )
+
+    def wait(self, request_id: str, timeout: float | None = None, *, poll_interval: float = 0.05) -> StatusRecord:
+        """Block until the request is terminal; raise WaitTimeout after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            record = self.get_request_status(request_id)
+            if record is None:
+                raise UnknownRequest(f"no request {request_id!r} in the store")
+            if record.is_terminal:
+                return record
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"request {request_id!r} is still {record.phase.value} after {timeout}s")
+            time.sleep(poll_interval)
+
+    def list(self, status: RequestStatus | str | None = None, limit: int | None = None) -> list[StatusRecord]:
+        """Status records, newest first, optionally only those with ``status``."""
+        wanted = None if status is None else RequestStatus(status)
+        records = [r for r in self.store.statuses() if wanted is None or r.status is wanted]
+        records.sort(key=lambda r: r.created_at, reverse=True)
+        return records if limit is None else records[:limit]
+
+    # -------------------------------------------------------------- changes
+    def cancel(self, request_id: str) -> StatusRecord:
+        """Cancel a request that is not terminal; a running one stops at its next check."""
+        validate_request_id(request_id)
+        return self.store.update_status(
+            request_id,
+            lambda r: r.evolve(status=RequestStatus.CANCELLED, phase=Phase.DONE, completed_at=time.time()),
+        )
+
+    def remove(self, request_id: str) -> bool:
+        """Remove every file of a request (cancelling it first); False if it was unknown."""
+        validate_request_id(request_id)
+        if self.store.status_path_exists(request_id):
+            self.cancel(request_id)
+        return self.store.delete(request_id)
+
+    def close(self) -> None:
+        if self._local_worker is not None:
+            self._local_worker.stop()
+        try:
+            self.broker.close()
+        except Exception:  # closing a broken connection must not hide the caller's error
+            pass
+
+    def __enter__(self) -> BackgroundHttpClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+__all__ = ["BackgroundHttpClient", "BrokerUnavailable"]

@@ -1,0 +1,55 @@
+"""The bghttp exception tree.
+
+Every error bghttp raises on purpose derives from :class:`BghttpError`, so a
+caller can catch "anything from bghttp" with one class::
+
+    BghttpError
+    ├── InvalidRequest            bad input to a client call; nothing was stored
+    │   └── InvalidRequestId      a request ID that is not a safe file name
+    ├── RequestExists             a request ID is taken (only with on_conflict="reject")
+    ├── UnknownRequest            no request with that ID in the store
+    ├── BrokerUnavailable         the message could not be confirmed by the broker;
+    │                             nothing was kept in the store
+    ├── StoreError                the store could not be read or written
+    └── WaitTimeout               wait() gave up before the request was terminal
+
+Errors of an *attempt* (timeouts, network errors, HTTP >= 400) are never raised
+to the caller: they are recorded in the request's status record.
+"""
+
+from __future__ import annotations
+
+
+class BghttpError(Exception):
+    """Root of every error bghttp raises on purpose."""
+
+
+class InvalidRequest(BghttpError, ValueError):
+    """A client call got input it cannot accept. Nothing was written to the store."""
+
+
+class InvalidRequestId(InvalidRequest):
+    """A request ID is not a safe file name (``[A-Za-z0-9._-]{1,128}``, not ``.``/``..``)."""
+
+
+class RequestExists(BghttpError):
+    """The request ID is already in the store and the caller asked to reject duplicates."""
+
+
+class UnknownRequest(BghttpError, KeyError):
+    """No request with this ID exists in the store."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "unknown request"
+
+
+class BrokerUnavailable(BghttpError):
+    """The broker did not confirm the message. The request was not accepted and not stored."""
+
+
+class StoreError(BghttpError):
+    """The store could not be read or written (permissions, full disk, corrupt file)."""
+
+
+class WaitTimeout(BghttpError, TimeoutError):
+    """``wait()`` reached its timeout before the request reached a terminal status."""

@@ -1,0 +1,214 @@
+"""Value objects shared by the client, the store and the workers.
+
+Records on disk are plain JSON; ``to_json``/``from_json`` are the only places
+that know their field names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+
+class RequestStatus(str, enum.Enum):
+    """Where a request stands. The last three are terminal: nothing changes them."""
+
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self is not RequestStatus.IN_PROGRESS
+
+
+class Phase(str, enum.Enum):
+    """What an ``in_progress`` request is doing; ``done`` for terminal ones."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING_RETRY = "waiting_retry"
+    WAITING_NETWORK = "waiting_network"
+    DONE = "done"
+
+
+@dataclasses.dataclass(frozen=True)
+class MultipartFile:
+    """A file part of a multipart request, streamed from ``path`` when sent."""
+
+    path: str | Path
+    filename: str | None = None
+    content_type: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class FilePart:
+    """A multipart file part as stored: the copy lives in the store."""
+
+    field: str
+    stored_name: str
+    filename: str
+    content_type: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestSpec:
+    """Everything a worker needs to send one request; saved as ``requests/<id>.json``."""
+
+    request_id: str
+    method: str
+    url: str
+    headers: list[tuple[str, str]]
+    timeout: float
+    max_retries: int
+    created_at: float
+    has_body: bool = False
+    form_fields: list[tuple[str, str]] | None = None
+    file_parts: list[FilePart] | None = None
+
+    @property
+    def is_multipart(self) -> bool:
+        return self.form_fields is not None
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["headers"] = [list(pair) for pair in self.headers]
+        if self.form_fields is not None:
+            data["form_fields"] = [list(pair) for pair in self.form_fields]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RequestSpec:
+        parts = data.get("file_parts")
+        fields = data.get("form_fields")
+        return cls(
+            request_id=data["request_id"],
+            method=data["method"],
+            url=data["url"],
+            headers=[(str(k), str(v)) for k, v in data["headers"]],
+            timeout=float(data["timeout"]),
+            max_retries=int(data["max_retries"]),
+            created_at=float(data["created_at"]),
+            has_body=bool(data.get("has_body", False)),
+            form_fields=None if fields is None else [(str(k), str(v)) for k, v in fields],
+            file_parts=None if parts is None else [FilePart(**part) for part in parts],
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class AttemptRecord:
+    """One HTTP attempt as the worker saw it."""
+
+    number: int
+    started_at: float
+    finished_at: float | None = None
+    outcome: str | None = None  # "success", "http_error", "timeout", "network_error", ...
+    status_code: int | None = None
+    error: str | None = None
+    counted: bool = True  # False when the network was down: no retry was spent
+
+
+@dataclasses.dataclass(frozen=True)
+class StatusRecord:
+    """The status of one request; saved as ``status/<id>.json``.
+
+    ``token`` numbers the message that may run the request next: every message
+    published for a request carries a token at least as large as the record's,
+    and a message with a smaller one is stale (a redelivered or recovered
+    duplicate) and is dropped.
+    """
+
+    request_id: str
+    status: RequestStatus
+    phase: Phase
+    created_at: float
+    updated_at: float
+    max_retries: int
+    token: int = 1
+    retries_used: int = 0
+    next_attempt_at: float | None = None
+    last_error: str | None = None
+    last_status_code: int | None = None
+    completed_at: float | None = None
+    attempts: tuple[AttemptRecord, ...] = ()
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+    @property
+    def attempt_count(self) -> int:
+        """HTTP attempts started (including ones that did not spend a retry)."""
+        return len(self.attempts)
+
+    def evolve(self, **changes: Any) -> StatusRecord:
+        changes.setdefault("updated_at", time.time())
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["status"] = self.status.value
+        data["phase"] = self.phase.value
+        data["attempt_count"] = self.attempt_count
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StatusRecord:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {key: value for key, value in data.items() if key in fields}
+        values["status"] = RequestStatus(data["status"])
+        values["phase"] = Phase(data["phase"])
+        values["attempts"] = tuple(AttemptRecord(**a) for a in data.get("attempts", ()))
+        return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestInfo:
+    """What a submit returns: the ID, where the request file is, and its status."""
+
+    request_id: str
+    request_file_path: Path
+    status: RequestStatus
+
+
+@dataclasses.dataclass(frozen=True)
+class Response:
+    """A saved response. The body lives in ``response_file_path``; read it with the helpers."""
+
+    request_id: str
+    status_code: int
+    headers: list[tuple[str, str]]
+    response_file_path: Path
+    status: RequestStatus
+    error: str | None = None
+    url: str | None = None
+    http_version: str | None = None
+    elapsed_ms: float | None = None
+    size: int | None = None
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (case-insensitive), or None."""
+        lowered = name.lower()
+        return next((value for key, value in self.headers if key.lower() == lowered), None)
+
+    def read_bytes(self) -> bytes:
+        return self.response_file_path.read_bytes()
+
+    def read_text(self, encoding: str | None = None) -> str:
+        return self.read_bytes().decode(encoding or self._charset() or "utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.read_bytes())
+
+    def _charset(self) -> str | None:
+        content_type = self.header("content-type") or ""
+        for part in content_type.split(";")[1:]:
+            key, _, value = part.strip().partition("=")
+            if key.lower() == "charset" and value:
+                return value.strip('"')
+        return None

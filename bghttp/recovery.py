@@ -1,0 +1,38 @@
+"""Re-sending requests from the store, the record of truth.
+
+A request whose status is not terminal but whose message is gone (queue purged,
+broker rebuilt, a local-mode process killed) is published again with a newer
+token. Any older message still around becomes stale and is dropped by the
+worker, so recovering twice never sends a request twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from .logs import get_logger
+from .store import FileStore
+
+
+def recover_pending(store: FileStore, publish: Callable[[str, int, float | None], None]) -> int:
+    """Publish one new run for every non-terminal request nobody is running; return the count."""
+    recovered = 0
+    for record in store.statuses():
+        if record.is_terminal:
+            continue
+        with store.claim(record.request_id) as claimed:
+            if not claimed:
+                continue  # a worker is running it right now
+            current = store.read_status(record.request_id)
+            if current is None or current.is_terminal:
+                continue
+            new_token = current.token + 1
+            delay = None if current.next_attempt_at is None else max(0.0, current.next_attempt_at - time.time())
+            publish(current.request_id, new_token, delay)
+            store.update_status(current.request_id, lambda r: r.evolve(token=max(r.token, new_token)))
+            recovered += 1
+            get_logger(request_id=current.request_id).info(
+                "request_recovered", phase=current.phase.value, delay_s=delay
+            )
+    return recovered

@@ -1,0 +1,217 @@
+"""What a worker does with one message: the life of a request between attempts.
+
+``RequestRunner.run(request_id, token)`` is the body of the ``execute_request``
+actor. It holds the request's claim for the whole attempt, so duplicates of a
+message (redelivery, recovery) can never run one request twice at once, and it
+decides the next step under that claim:
+
+* completed / failed  -> final status record, no new message;
+* retry               -> publish the next run (delay 2, 4 … 512 s × scale), then
+                         record ``waiting_retry``;
+* network down        -> publish a re-check, record ``waiting_network``; no retry spent.
+
+The next message is published *before* the status record names its token, so a
+crash between the two leaves a message that is still accepted (its token is
+newer). Messages whose token is older than the record's are stale and dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import httpx
+
+from .config import Settings
+from .execution import AttemptResult, perform_attempt
+from .logs import get_logger
+from .models import AttemptRecord, Phase, RequestSpec, RequestStatus, StatusRecord
+from .retry_policy import Outcome, backoff_seconds, is_retryable
+from .store import FileStore
+
+#: A message may arrive this early (clock skew between hosts) and still run.
+EARLY_TOLERANCE_SECONDS = 0.05
+#: How long a newer message waits for the claim its predecessor is about to release.
+SUCCESSOR_CLAIM_WAIT_SECONDS = 10.0
+
+Publish = Callable[[str, int, "float | None"], None]
+
+
+class Connectivity(Protocol):
+    def is_online(self) -> bool: ...
+    def check_now(self) -> bool: ...
+
+
+class RequestRunner:
+    def __init__(
+        self,
+        store: FileStore,
+        settings: Settings,
+        http: httpx.Client,
+        publish: Publish,
+        connectivity: Connectivity | None = None,
+        on_attempt: Callable[[RequestSpec, StatusRecord, AttemptResult], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.http = http
+        self.publish = publish
+        self.connectivity = connectivity
+        self.on_attempt = on_attempt
+
+    # ------------------------------------------------------------------ entry
+    def run(self, request_id: str, token: int) -> None:
+        log = get_logger(request_id=request_id, token=token)
+        spec = self.store.load_request(request_id)
+        if spec is None:
+            log.warning("request_missing", reason="no request file in the store; message dropped")
+            return
+        deadline = time.monotonic() + SUCCESSOR_CLAIM_WAIT_SECONDS
+        while True:
+            with self.store.claim(request_id) as claimed:
+                record = self.store.read_status(request_id)
+                if record is None or record.is_terminal or token < record.token:
+                    log.info("message_dropped", reason="stale" if record and not record.is_terminal else "terminal")
+                    return
+                if claimed:
+                    self._run_claimed(spec, record, token, log)
+                    return
+                if token == record.token:
+                    # The holder runs this very run: this message is a duplicate.
+                    log.info("message_dropped", reason="duplicate of a running attempt")
+                    return
+            # A newer message whose predecessor still holds the claim while it
+            # finishes: wait for it rather than drop the only message left.
+            if time.monotonic() > deadline:
+                self.publish(request_id, token, 1.0)
+                log.info("message_deferred", reason="claim still held")
+                return
+            time.sleep(0.01)
+
+    # ---------------------------------------------------------- under claim
+    def _run_claimed(self, spec: RequestSpec, record: StatusRecord, token: int, log: Any) -> None:
+        now = time.time()
+        if record.next_attempt_at is not None and record.next_attempt_at - now > EARLY_TOLERANCE_SECONDS:
+            # Never run early: hand the message back for the time that is left.
+            self._reschedule(spec, record, record.phase, record.next_attempt_at - now)
+            return
+        if self.connectivity is not None and not self.connectivity.is_online():
+            self._wait_for_network(spec, record, log)
+            return
+
+        number = record.attempt_count + 1
+        started = AttemptRecord(number=number, started_at=now)
+        record = self.store.update_status(
+            spec.request_id,
+            lambda r: r.evolve(phase=Phase.RUNNING, token=token, next_attempt_at=None, attempts=(*r.attempts, started)),
+        )
+        if record.is_terminal:  # cancelled between our checks
+            return
+        log = log.bind(attempt=number, method=spec.method, host=httpx.URL(spec.url).host)
+        log.info("attempt_started")
+        result = perform_attempt(
+            self.http,
+            self.store,
+            spec,
+            max_response_bytes=self.settings.max_response_bytes,
+            is_cancelled=lambda: self._is_cancelled(spec.request_id),
+        )
+        finished = dataclasses.replace(
+            started,
+            finished_at=time.time(),
+            outcome=result.outcome.value,
+            status_code=result.status_code,
+            error=result.error,
+        )
+        log = log.bind(outcome=result.outcome.value, status_code=result.status_code, duration_ms=round(result.duration_ms, 1))
+        record = self._settle(spec, record, finished, result, log)
+        if self.on_attempt is not None:
+            self.on_attempt(spec, record, result)
+
+    def _settle(
+        self, spec: RequestSpec, record: StatusRecord, attempt: AttemptRecord, result: AttemptResult, log: Any
+    ) -> StatusRecord:
+        outcome = result.outcome
+        if outcome is Outcome.SUCCESS:
+            log.info("request_completed", response_bytes=result.response_bytes)
+            return self._finish(spec, attempt, RequestStatus.COMPLETED, result)
+        if outcome is Outcome.CANCELLED:
+            log.info("request_cancelled")
+            return self._finish(spec, attempt, RequestStatus.CANCELLED, result)
+        if outcome is Outcome.NETWORK_ERROR and self.connectivity is not None and not self.connectivity.check_now():
+            # The network is down: this attempt does not spend a retry.
+            log.warning("attempt_failed_offline", error=result.error)
+            uncounted = dataclasses.replace(attempt, counted=False)
+            self._record_attempt(spec, uncounted, last_error=result.error)
+            return self._wait_for_network(spec, self.store.read_status(spec.request_id) or record, log)
+        if is_retryable(outcome) and record.retries_used < spec.max_retries:
+            retry_number = record.retries_used + 1
+            delay = backoff_seconds(retry_number, self.settings.backoff_scale)
+            log.warning("attempt_failed", error=result.error, retry=retry_number, retry_in_s=delay)
+            new_token = record.token + 1
+            due = time.time() + delay
+            self.publish(spec.request_id, new_token, delay)
+            return self.store.update_status(
+                spec.request_id,
+                lambda r: r.evolve(
+                    phase=Phase.WAITING_RETRY,
+                    token=max(r.token, new_token),
+                    retries_used=retry_number,
+                    next_attempt_at=due,
+                    last_error=result.error,
+                    last_status_code=result.status_code,
+                    attempts=_replace_last(r.attempts, attempt),
+                ),
+            )
+        log.error("request_failed", error=result.error, retries_used=record.retries_used)
+        return self._finish(spec, attempt, RequestStatus.FAILED, result)
+
+    def _finish(
+        self, spec: RequestSpec, attempt: AttemptRecord, status: RequestStatus, result: AttemptResult
+    ) -> StatusRecord:
+        return self.store.update_status(
+            spec.request_id,
+            lambda r: r.evolve(
+                status=status,
+                phase=Phase.DONE,
+                next_attempt_at=None,
+                completed_at=time.time(),
+                last_error=result.error,
+                last_status_code=result.status_code,
+                attempts=_replace_last(r.attempts, attempt),
+            ),
+        )
+
+    def _record_attempt(self, spec: RequestSpec, attempt: AttemptRecord, **changes: Any) -> None:
+        self.store.update_status(
+            spec.request_id, lambda r: r.evolve(attempts=_replace_last(r.attempts, attempt), **changes)
+        )
+
+    def _wait_for_network(self, spec: RequestSpec, record: StatusRecord, log: Any) -> StatusRecord:
+        log.info("waiting_for_network", recheck_in_s=self.settings.connectivity_interval)
+        return self._reschedule(spec, record, Phase.WAITING_NETWORK, self.settings.connectivity_interval)
+
+    def _reschedule(self, spec: RequestSpec, record: StatusRecord, phase: Phase, delay: float) -> StatusRecord:
+        new_token = record.token + 1
+        self.publish(spec.request_id, new_token, delay)
+        keep_due = phase is Phase.WAITING_RETRY
+        return self.store.update_status(
+            spec.request_id,
+            lambda r: r.evolve(
+                phase=phase,
+                token=max(r.token, new_token),
+                next_attempt_at=r.next_attempt_at if keep_due else None,
+            ),
+        )
+
+    def _is_cancelled(self, request_id: str) -> bool:
+        record = self.store.read_status(request_id)
+        return record is not None and record.status is RequestStatus.CANCELLED
+
+
+def _replace_last(attempts: tuple[AttemptRecord, ...], attempt: AttemptRecord) -> tuple[AttemptRecord, ...]:
+    if attempts and attempts[-1].number == attempt.number:
+        return (*attempts[:-1], attempt)
+    return (*attempts, attempt)

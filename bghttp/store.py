@@ -1,0 +1,335 @@
+"""The file store: the record of truth for requests, statuses and responses.
+
+Layout under the store root (directories 0700, files 0600)::
+
+    requests/<id>.json        the request spec (method, URL, headers, ...)
+    bodies/<id>.body          the request body, when there is one
+    bodies/<id>.files/<n>     copies of multipart files
+    status/<id>.json          the status record
+    responses/<id>.json       the last response's metadata
+    responses/<id>.body       the last response's body
+    locks/<id>.claim          held (flock) by the worker running the request
+    locks/<id>.status         held briefly around each status update
+
+Every file is written to a temporary name and moved into place with
+``os.replace``, so a reader sees the old or the new file, never half of one.
+``_path`` is the only place that joins a request ID into a path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import shutil
+import threading
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from .errors import InvalidRequestId, StoreError, UnknownRequest
+from .models import Phase, RequestSpec, RequestStatus, StatusRecord
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+_LOCATIONS = {
+    "request": ("requests", ".json"),
+    "body": ("bodies", ".body"),
+    "files": ("bodies", ".files"),
+    "status": ("status", ".json"),
+    "response": ("responses", ".json"),
+    "response_body": ("responses", ".body"),
+    "response_part": ("responses", ".body.part"),
+    "claim": ("locks", ".claim"),
+    "status_lock": ("locks", ".status"),
+}
+
+
+def validate_request_id(request_id: object) -> str:
+    """Return ``request_id`` if it is a safe file name, else raise InvalidRequestId."""
+    if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
+        raise InvalidRequestId(
+            f"request_id must be 1-128 characters of A-Z a-z 0-9 . _ -, got {request_id!r}"
+        )
+    if request_id in {".", ".."}:
+        raise InvalidRequestId(f"request_id must not be {request_id!r}")
+    return request_id
+
+
+class FileStore:
+    """Request, status and response files under one root directory."""
+
+    def __init__(self, root: str | Path, *, fsync: bool = True) -> None:
+        self.root = Path(root).absolute()
+        self.fsync = fsync
+        try:
+            for directory in {location for location, _ in _LOCATIONS.values()}:
+                (self.root / directory).mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(self.root, 0o700)
+        except OSError as error:
+            raise StoreError(f"cannot create the store at {self.root}: {error}") from error
+
+    # ----------------------------------------------------------------- paths
+    def _path(self, kind: str, request_id: str) -> Path:
+        directory, suffix = _LOCATIONS[kind]
+        return self.root / directory / (validate_request_id(request_id) + suffix)
+
+    def request_path(self, request_id: str) -> Path:
+        return self._path("request", request_id)
+
+    def body_path(self, request_id: str) -> Path:
+        return self._path("body", request_id)
+
+    def files_dir(self, request_id: str) -> Path:
+        return self._path("files", request_id)
+
+    def response_body_path(self, request_id: str) -> Path:
+        return self._path("response_body", request_id)
+
+    def response_part_path(self, request_id: str) -> Path:
+        return self._path("response_part", request_id)
+
+    # ------------------------------------------------------------ raw files
+    def _write_atomic(self, path: Path, data: bytes) -> None:
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, data)
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            if self.fsync:
+                self._fsync_dir(path.parent)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise StoreError(f"cannot write {path}: {error}") from error
+
+    def _write_exclusive(self, path: Path, data: bytes) -> bool:
+        """Create ``path`` with ``data`` unless it exists; False if it existed."""
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            self._write_atomic(tmp, data)
+            try:
+                os.link(tmp, path)  # atomic "create if absent" with the full content
+            except FileExistsError:
+                return False
+            if self.fsync:
+                self._fsync_dir(path.parent)
+            return True
+        except OSError as error:
+            raise StoreError(f"cannot write {path}: {error}") from error
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    @staticmethod
+    def _fsync_dir(directory: Path) -> None:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _read_json(self, path: Path) -> dict[str, Any] | None:
+        try:
+            with open(path, "rb") as handle:
+                data = json.load(handle)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as error:
+            raise StoreError(f"cannot read {path}: {error}") from error
+        if not isinstance(data, dict):
+            raise StoreError(f"{path} does not hold a JSON object")
+        return data
+
+    def open_private(self, path: Path) -> IO[bytes]:
+        """Open a new file for writing with mode 0600."""
+        return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
+
+    # ------------------------------------------------------------- requests
+    def create_request(
+        self,
+        spec: RequestSpec,
+        *,
+        body: bytes | None = None,
+        files: list[tuple[Path, str]] | None = None,
+    ) -> StatusRecord | None:
+        """Save a new request and its ``queued`` status record.
+
+        ``files`` are (source path, stored name) pairs, copied in chunks. Returns
+        the new status record, or None when the ID exists already (nothing is
+        changed then). If anything fails, nothing of the new request is left.
+        """
+        request_id = spec.request_id
+        if self.request_path(request_id).exists():
+            return None
+        try:
+            if body is not None:
+                self._write_atomic(self.body_path(request_id), body)
+            if files:
+                self._copy_files(request_id, files)
+            if not self._write_exclusive(
+                self.request_path(request_id), json.dumps(spec.to_json()).encode()
+            ):
+                return None
+            record = StatusRecord(
+                request_id=request_id,
+                status=RequestStatus.IN_PROGRESS,
+                phase=Phase.QUEUED,
+                created_at=spec.created_at,
+                updated_at=spec.created_at,
+                max_retries=spec.max_retries,
+            )
+            self._write_status(record)
+            return record
+        except BaseException:
+            if not self.status_path_exists(request_id):
+                self._remove_request_files(request_id)
+            raise
+
+    def _copy_files(self, request_id: str, files: list[tuple[Path, str]]) -> None:
+        directory = self.files_dir(request_id)
+        try:
+            directory.mkdir(mode=0o700, exist_ok=True)
+            for source, stored_name in files:
+                with open(source, "rb") as src, self.open_private(directory / stored_name) as dst:
+                    shutil.copyfileobj(src, dst, 1024 * 1024)
+                    if self.fsync:
+                        dst.flush()
+                        os.fsync(dst.fileno())
+        except OSError as error:
+            raise StoreError(f"cannot copy multipart files into the store: {error}") from error
+
+    def load_request(self, request_id: str) -> RequestSpec | None:
+        data = self._read_json(self.request_path(request_id))
+        return None if data is None else RequestSpec.from_json(data)
+
+    def status_path_exists(self, request_id: str) -> bool:
+        return self._path("status", request_id).exists()
+
+    # ------------------------------------------------------------- statuses
+    def read_status(self, request_id: str) -> StatusRecord | None:
+        data = self._read_json(self._path("status", request_id))
+        return None if data is None else StatusRecord.from_json(data)
+
+    def _write_status(self, record: StatusRecord) -> None:
+        self._write_atomic(
+            self._path("status", record.request_id), json.dumps(record.to_json()).encode()
+        )
+
+    def update_status(
+        self, request_id: str, change: Callable[[StatusRecord], StatusRecord | None]
+    ) -> StatusRecord:
+        """Apply ``change`` to the current record under the request's status lock.
+
+        ``change`` returns the new record, or None to leave it as it is. A
+        terminal record is final: ``change`` is not called for one.
+        """
+        with self._locked(self._path("status_lock", request_id), blocking=True):
+            current = self.read_status(request_id)
+            if current is None:
+                raise UnknownRequest(f"no request {request_id!r} in the store")
+            if current.is_terminal:
+                return current
+            new = change(current)
+            if new is None or new == current:
+                return current
+            self._write_status(new)
+            return new
+
+    # --------------------------------------------------------------- claims
+    @contextlib.contextmanager
+    def claim(self, request_id: str) -> Iterator[bool]:
+        """Hold the request's claim for the ``with`` block; yields False if another holds it.
+
+        The claim is an ``flock`` on ``locks/<id>.claim``: the kernel releases it
+        when the holding process dies, so a crashed worker never blocks a request.
+        """
+        with self._locked(self._path("claim", request_id), blocking=False) as got:
+            yield got
+
+    def is_claimed(self, request_id: str) -> bool:
+        with self.claim(request_id) as got:
+            return not got
+
+    @contextlib.contextmanager
+    def _locked(self, path: Path, *, blocking: bool) -> Iterator[bool]:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    # ------------------------------------------------------------ responses
+    def commit_response(self, request_id: str, metadata: dict[str, Any]) -> Path:
+        """Move the streamed ``.part`` body into place, then save its metadata."""
+        body = self.response_body_path(request_id)
+        try:
+            os.replace(self.response_part_path(request_id), body)
+        except OSError as error:
+            raise StoreError(f"cannot save the response body of {request_id}: {error}") from error
+        self._write_atomic(self._path("response", request_id), json.dumps(metadata).encode())
+        return body
+
+    def read_response_metadata(self, request_id: str) -> dict[str, Any] | None:
+        return self._read_json(self._path("response", request_id))
+
+    def discard_partial_response(self, request_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.response_part_path(request_id).unlink()
+
+    # ------------------------------------------------------------- listing
+    def request_ids(self) -> Iterator[str]:
+        """IDs of every request with a status record, in no particular order."""
+        with os.scandir(self.root / "status") as entries:
+            for entry in entries:
+                name = entry.name
+                if name.endswith(".json") and not name.endswith(".tmp"):
+                    yield name[: -len(".json")]
+
+    def statuses(self) -> Iterator[StatusRecord]:
+        for request_id in self.request_ids():
+            with contextlib.suppress(StoreError):
+                record = self.read_status(request_id)
+                if record is not None:
+                    yield record
+
+    # ------------------------------------------------------------ deletion
+    def delete(self, request_id: str) -> bool:
+        """Remove every file of a request; False if it did not exist."""
+        existed = self.status_path_exists(request_id) or self.request_path(request_id).exists()
+        self._remove_request_files(request_id)
+        return existed
+
+    def _remove_request_files(self, request_id: str) -> None:
+        # The status record goes last so that a crash half-way leaves a visible record.
+        for kind in ("request", "body", "response", "response_body", "response_part", "status"):
+            with contextlib.suppress(FileNotFoundError):
+                self._path(kind, request_id).unlink()
+        shutil.rmtree(self.files_dir(request_id), ignore_errors=True)
+        for kind in ("claim", "status_lock"):
+            with contextlib.suppress(FileNotFoundError):
+                self._path(kind, request_id).unlink()
+
+
+def is_disk_full(error: BaseException) -> bool:
+    cause = error.__cause__ if isinstance(error, StoreError) else error
+    return isinstance(cause, OSError) and cause.errno in {errno.ENOSPC, errno.EDQUOT}
+
+

@@ -1,0 +1,277 @@
+"""Turn a client call's arguments into a :class:`RequestSpec`, or raise InvalidRequest.
+
+Nothing here touches the store: every check runs before anything is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import mimetypes
+import re
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Union
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from .errors import InvalidRequest
+from .models import FilePart, MultipartFile, RequestSpec
+from .store import validate_request_id
+
+METHODS = frozenset({"GET", "HEAD", "DELETE", "POST", "PUT", "PATCH", "OPTIONS"})
+MAX_RETRIES = 10
+
+HeadersArg = Union[Mapping[str, str], Iterable[tuple[str, str]], None]
+QueryValue = Union[str, int, float, bool]
+QueryArg = Union[Mapping[str, Union[QueryValue, Iterable[QueryValue]]], None]
+FileArg = Union[str, Path, MultipartFile]
+FilesArg = Union[Mapping[str, Union[FileArg, Iterable[FileArg]]], None]
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FORBIDDEN_IN_VALUE = re.compile(r"[\r\n\x00]")
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedRequest:
+    """A validated request: the spec plus what goes into ``bodies/``."""
+
+    spec: RequestSpec
+    body: bytes | None
+    files: list[tuple[Path, str]]
+
+
+def prepare_request(
+    method: str,
+    url: str,
+    *,
+    data: Any = None,
+    headers: HeadersArg = None,
+    query_parameters: QueryArg = None,
+    timeout: float | None = None,
+    request_id: str | None = None,
+    retries: int = 0,
+    fields: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
+    files: FilesArg = None,
+    multipart: bool = False,
+    default_timeout: float = 60.0,
+) -> PreparedRequest:
+    method = _method(method)
+    header_list = _headers(headers)
+    full_url = _url(url, query_parameters)
+    request_id = uuid.uuid4().hex if request_id is None else validate_request_id(request_id)
+    timeout_seconds = _timeout(timeout, default_timeout)
+    max_retries = _retries(retries)
+
+    body: bytes | None = None
+    form_fields: list[tuple[str, str]] | None = None
+    file_parts: list[FilePart] | None = None
+    copies: list[tuple[Path, str]] = []
+    if multipart:
+        if data is not None:
+            raise InvalidRequest("a multipart request takes fields= and files=, not data=")
+        form_fields = _fields(fields)
+        file_parts, copies = _files(files)
+    elif fields is not None or files is not None:
+        raise InvalidRequest("fields= and files= need post_multipart() or multipart=True")
+    else:
+        body, content_type = encode_body(data)
+        if content_type and not _has_header(header_list, "content-type"):
+            header_list.append(("Content-Type", content_type))
+
+    spec = RequestSpec(
+        request_id=request_id,
+        method=method,
+        url=full_url,
+        headers=header_list,
+        timeout=timeout_seconds,
+        max_retries=max_retries,
+        created_at=time.time(),
+        has_body=body is not None,
+        form_fields=form_fields,
+        file_parts=file_parts,
+    )
+    return PreparedRequest(spec=spec, body=body, files=copies)
+
+
+def encode_body(data: Any) -> tuple[bytes | None, str | None]:
+    """Encode ``data`` like Dio: dict/list as JSON, str as UTF-8, bytes as they are."""
+    if data is None:
+        return None, None
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data), "application/octet-stream"
+    if isinstance(data, str):
+        try:
+            return data.encode("utf-8"), "text/plain; charset=utf-8"
+        except UnicodeEncodeError as error:
+            raise InvalidRequest(f"data is not valid text: {error}") from None
+    if isinstance(data, (dict, list)):
+        try:
+            text = json.dumps(data, allow_nan=False, ensure_ascii=False)
+            return text.encode("utf-8"), "application/json"
+        except (TypeError, ValueError) as error:
+            raise InvalidRequest(f"data cannot be encoded as JSON: {error}") from None
+        except RecursionError:
+            raise InvalidRequest("data cannot be encoded as JSON: it refers to itself") from None
+        except UnicodeEncodeError as error:
+            raise InvalidRequest(f"data cannot be encoded as JSON: {error}") from None
+    raise InvalidRequest(
+        f"data must be a dict, list, str or bytes, not {type(data).__name__}"
+    )
+
+
+def _method(method: object) -> str:
+    if not isinstance(method, str) or method.upper() not in METHODS:
+        raise InvalidRequest(f"unknown method {method!r}; use one of {', '.join(sorted(METHODS))}")
+    return method.upper()
+
+
+def _url(url: object, query: QueryArg) -> str:
+    if not isinstance(url, str):
+        raise InvalidRequest(f"url must be a string, not {type(url).__name__}")
+    if not url or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        raise InvalidRequest(f"malformed URL {url!r}: empty, or contains spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError for a bad port
+    except ValueError as error:
+        raise InvalidRequest(f"malformed URL {url!r}: {error}") from None
+    if parts.scheme.lower() not in {"http", "https"}:
+        raise InvalidRequest(f"URL scheme must be http or https, got {parts.scheme or 'none'!r} in {url!r}")
+    if not parts.hostname:
+        raise InvalidRequest(f"malformed URL {url!r}: no host")
+    if port == 0:
+        raise InvalidRequest(f"malformed URL {url!r}: port 0")
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise InvalidRequest(f"malformed URL {url!r}: host is not a valid name") from None
+    if not query:
+        return url
+    pairs = parse_qsl(parts.query, keep_blank_values=True) + _query_pairs(query)
+    return urlunsplit(parts._replace(query=urlencode(pairs)))
+
+
+def _query_pairs(query: QueryArg) -> list[tuple[str, str]]:
+    if not isinstance(query, Mapping):
+        raise InvalidRequest("query_parameters must be a mapping of names to values")
+    pairs: list[tuple[str, str]] = []
+    for key, value in query.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidRequest(f"query parameter names must be non-empty strings, got {key!r}")
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for item in values:
+            pairs.append((key, _scalar(item, f"query parameter {key!r}")))
+    return pairs
+
+
+def _scalar(value: object, what: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int)):
+        text = str(value)
+    elif isinstance(value, float) and math.isfinite(value):
+        text = repr(value)
+    else:
+        raise InvalidRequest(f"{what} must be a string or number, not {value!r}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"{what} is not valid text") from None
+    return text
+
+
+def _headers(headers: HeadersArg) -> list[tuple[str, str]]:
+    if headers is None:
+        return []
+    items: Iterable[Any] = headers.items() if isinstance(headers, Mapping) else headers
+    result: list[tuple[str, str]] = []
+    try:
+        for name, value in items:
+            if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+                raise InvalidRequest(f"invalid header name {name!r}")
+            if not isinstance(value, str):
+                raise InvalidRequest(f"header {name!r} must have a string value, not {type(value).__name__}")
+            if _FORBIDDEN_IN_VALUE.search(value):
+                raise InvalidRequest(f"header {name!r} has CR, LF or NUL in its value")
+            try:
+                value.encode("latin-1")
+            except UnicodeEncodeError:
+                raise InvalidRequest(f"header {name!r} has characters outside latin-1") from None
+            result.append((name, value))
+    except (TypeError, ValueError) as error:
+        if isinstance(error, InvalidRequest):
+            raise
+        raise InvalidRequest("headers must be a mapping or a list of (name, value) pairs") from None
+    return result
+
+
+def _has_header(headers: list[tuple[str, str]], name: str) -> bool:
+    return any(key.lower() == name for key, _ in headers)
+
+
+def _timeout(timeout: object, default: float) -> float:
+    if timeout is None:
+        return default
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise InvalidRequest(f"timeout must be a number of seconds, not {timeout!r}")
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise InvalidRequest(f"timeout must be > 0 seconds, got {timeout!r}")
+    return float(timeout)
+
+
+def _retries(retries: object) -> int:
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
+        raise InvalidRequest(f"retries must be a whole number from 0 to {MAX_RETRIES}, got {retries!r}")
+    return retries
+
+
+def _fields(fields: Any) -> list[tuple[str, str]]:
+    if fields is None:
+        return []
+    items = fields.items() if isinstance(fields, Mapping) else fields
+    try:
+        return [(_field_name(name), _scalar(value, f"field {name!r}")) for name, value in items]
+    except (TypeError, ValueError) as error:
+        if isinstance(error, InvalidRequest):
+            raise
+        raise InvalidRequest("fields must be a mapping or a list of (name, value) pairs") from None
+
+
+def _field_name(name: object) -> str:
+    if not isinstance(name, str) or not name or _FORBIDDEN_IN_VALUE.search(name) or '"' in name:
+        raise InvalidRequest(f"invalid multipart field name {name!r}")
+    return name
+
+
+def _files(files: FilesArg) -> tuple[list[FilePart], list[tuple[Path, str]]]:
+    if files is None:
+        return [], []
+    if not isinstance(files, Mapping):
+        raise InvalidRequest("files must be a mapping of field names to paths or MultipartFile")
+    parts: list[FilePart] = []
+    copies: list[tuple[Path, str]] = []
+    for field, value in files.items():
+        _field_name(field)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for item in values:
+            upload = item if isinstance(item, MultipartFile) else MultipartFile(path=item)
+            if not isinstance(upload.path, (str, Path)):
+                raise InvalidRequest(f"file for field {field!r} must be a path, not {upload.path!r}")
+            path = Path(upload.path)
+            if not path.is_file():
+                raise InvalidRequest(f"multipart file {str(path)!r} does not exist or is not a file")
+            filename = upload.filename or path.name
+            if _FORBIDDEN_IN_VALUE.search(filename):
+                raise InvalidRequest(f"invalid file name {filename!r}")
+            content_type = upload.content_type or (
+                mimetypes.guess_type(filename)[0] or "application/octet-stream"
+            )
+            if _FORBIDDEN_IN_VALUE.search(content_type):
+                raise InvalidRequest(f"invalid content type {content_type!r}")
+            stored_name = str(len(copies))
+            parts.append(FilePart(field, stored_name, filename, content_type))
+            copies.append((path, stored_name))
+    return parts, copies

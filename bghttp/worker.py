@@ -1,0 +1,81 @@
+"""Worker set-up: the broker with bghttp's middleware and the ``execute_request`` actor.
+
+``actors/__init__.py`` calls :func:`setup_worker_broker` so that ``dramatiq actors``
+starts a worker; the embedded local mode and the tests call the same functions.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+import dramatiq
+from dramatiq.middleware import CurrentMessage, Middleware, Retries, ShutdownNotifications
+
+from .broker import ACTOR_NAME, create_broker, publish_request
+from .config import Settings
+from .execution import build_http_client
+from .logs import configure_logging
+from .runner import RequestRunner
+from .store import FileStore
+
+#: Internal failures (an unreadable store, a bug) are retried a few times by
+#: Dramatiq's own Retries middleware; request errors never reach it: the
+#: runner schedules those itself with the exact 2, 4 … 512 s schedule.
+INTERNAL_RETRIES = 5
+INTERNAL_MIN_BACKOFF_MS = 1000
+#: Attempts are bounded by their own timeout; Dramatiq's 10-minute TimeLimit
+#: would kill long downloads.
+ACTOR_TIME_LIMIT_MS = 24 * 3600 * 1000
+
+
+def worker_middleware(settings: Settings) -> list[Middleware]:
+    return [
+        ShutdownNotifications(),
+        CurrentMessage(),
+        Retries(max_retries=INTERNAL_RETRIES, min_backoff=INTERNAL_MIN_BACKOFF_MS),
+    ]
+
+
+class RunnerHolder:
+    """Builds the process's RequestRunner on first use (after a worker fork)."""
+
+    def __init__(self, settings: Settings, broker: dramatiq.Broker, store: FileStore | None = None) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.store = store
+        self._runner: RequestRunner | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> RequestRunner:
+        with self._lock:
+            if self._runner is None:
+                store = self.store or FileStore(self.settings.store_dir, fsync=self.settings.fsync)
+                publish = functools.partial(publish_request, self.broker, self.settings.queue_name)
+                self._runner = RequestRunner(store, self.settings, build_http_client(), publish)
+            return self._runner
+
+
+def declare_actor(broker: dramatiq.Broker, settings: Settings, holder: RunnerHolder) -> dramatiq.Actor:
+    def execute_request(request_id: str, token: int = 1) -> None:
+        holder.get().run(request_id, token)
+
+    return dramatiq.Actor(
+        execute_request,
+        broker=broker,
+        actor_name=ACTOR_NAME,
+        queue_name=settings.queue_name,
+        priority=0,
+        options={"time_limit": ACTOR_TIME_LIMIT_MS},
+    )
+
+
+def setup_worker_broker(settings: Settings | None = None) -> tuple[dramatiq.Broker, RunnerHolder]:
+    """Create the worker's broker, make it Dramatiq's global one, declare the actor."""
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_format, settings.log_level)
+    broker = create_broker(settings, worker_middleware(settings))
+    dramatiq.set_broker(broker)
+    holder = RunnerHolder(settings, broker)
+    declare_actor(broker, settings, holder)
+    return broker, holder

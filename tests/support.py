@@ -1,0 +1,121 @@
+"""Helpers shared by the tests: RabbitMQ checks, worker processes, waiting."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pika
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+RABBITMQ_URL = os.environ.get("BGHTTP_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def rabbitmq_available(url: str = RABBITMQ_URL) -> bool:
+    try:
+        connection = pika.BlockingConnection(pika.URLParameters(url + "?connection_attempts=1&socket_timeout=2"))
+    except Exception:
+        return False
+    connection.close()
+    return True
+
+
+def require_rabbitmq() -> None:
+    """Skip without RabbitMQ on a laptop; fail in CI, where it must be there."""
+    if rabbitmq_available():
+        return
+    if IN_CI:
+        pytest.fail(f"RabbitMQ is not reachable at {RABBITMQ_URL} and CI=true")
+    pytest.skip(f"RabbitMQ is not reachable at {RABBITMQ_URL}")
+
+
+def unique_queue() -> str:
+    return f"bghttp-test-{uuid.uuid4().hex[:10]}"
+
+
+def delete_queues(queue_name: str, url: str = RABBITMQ_URL) -> None:
+    try:
+        connection = pika.BlockingConnection(pika.URLParameters(url))
+    except Exception:
+        return
+    try:
+        channel = connection.channel()
+        for name in (queue_name, f"{queue_name}.DQ", f"{queue_name}.XQ"):
+            channel.queue_delete(name)
+    finally:
+        connection.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def worker_env(env: dict[str, str]) -> dict[str, str]:
+    merged = {**os.environ, **env}
+    merged["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), merged.get("PYTHONPATH", "")]))
+    merged.setdefault("BGHTTP_LOG_FORMAT", "json")
+    return merged
+
+
+class WorkerProcess:
+    """A real ``dramatiq actors`` worker group in a subprocess."""
+
+    def __init__(self, env: dict[str, str], *, processes: int = 1, threads: int = 4, log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dramatiq", "actors", "--processes", str(processes), "--threads", str(threads)],
+            cwd=PROJECT_ROOT,
+            env=worker_env(env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{self.log_path.read_text()}")
+            if "Worker process is ready" in self.log_path.read_text(errors="replace"):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"worker not ready after {timeout}s:\n{self.log_path.read_text()}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to the whole process group (the dramatiq master and its workers)."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.kill(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill(signal.SIGKILL)
+                self.process.wait(timeout=5)
+        self._log.close()
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
