@@ -28,7 +28,7 @@ def create_broker(settings: Settings, middleware: list[Middleware] | None = None
     return RabbitmqBroker(url=settings.broker_url, confirm_delivery=True, middleware=middleware or [])
 
 
-def request_message(queue_name: str, request_id: str, token: int) -> dramatiq.Message:
+def request_message(queue_name: str, request_id: str, token: int) -> dramatiq.Message[None]:
     return dramatiq.Message(
         queue_name=queue_name,
         actor_name=ACTOR_NAME,
@@ -48,6 +48,7 @@ def publish_request(
     """Publish one run of a request, confirmed by the broker, or raise BrokerUnavailable."""
     delay_ms = None if not delay_seconds or delay_seconds <= 0 else max(1, int(delay_seconds * 1000))
     try:
+        broker.declare_queue(queue_name)  # a no-op once declared; StubBroker needs it
         broker.enqueue(request_message(queue_name, request_id, token), delay=delay_ms)
     except (dramatiq.errors.ConnectionError, pika.exceptions.AMQPError, OSError) as error:
         raise BrokerUnavailable(f"the broker did not confirm request {request_id}: {error}") from error

@@ -9,6 +9,7 @@ if the broker does not confirm, the stored request is removed again and
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -57,7 +58,7 @@ class BackgroundHttpClient:
         if isinstance(broker, dramatiq.Broker):
             self.broker = broker
         elif self.settings.is_local:
-            from .local import LocalWorker  # the embedded worker is only built when asked for
+            from .local import LocalWorker  # type: ignore[import-not-found,unused-ignore]  # built only when asked for
 
             self._local_worker = LocalWorker(self.settings, self.store)
             self.broker = self._local_worker.broker
@@ -215,10 +216,8 @@ class BackgroundHttpClient:
     def close(self) -> None:
         if self._local_worker is not None:
             self._local_worker.stop()
-        try:
+        with contextlib.suppress(Exception):  # closing a broken connection must not hide the caller's error
             self.broker.close()
-        except Exception:  # closing a broken connection must not hide the caller's error
-            pass
 
     def __enter__(self) -> BackgroundHttpClient:
         return self

@@ -7,8 +7,9 @@ in step.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .errors import BghttpError
@@ -39,6 +40,8 @@ class Settings:
     fsync: bool = True
     #: Refuse requests to loopback, private, link-local and metadata addresses.
     block_private_addresses: bool = False
+    #: Networks (CIDR) the egress policy lets through anyway, e.g. an internal API.
+    egress_allow_networks: tuple[str, ...] = ()
     #: Active connectivity probes (``tcp://host:port`` or http(s) URLs); empty: none.
     connectivity_probes: tuple[str, ...] = ()
     #: Interfaces that count for "online" (empty: any non-loopback interface).
@@ -53,6 +56,15 @@ class Settings:
     #: ``json``, ``console`` or ``auto`` (console on a terminal, JSON otherwise).
     log_format: str = "auto"
     log_level: str = "INFO"
+    #: Port of the worker's Prometheus endpoint (``bghttp worker --metrics-port``); None: off.
+    metrics_port: int | None = None
+    #: Local mode: worker threads of the in-process worker.
+    local_threads: int = 4
+    #: Local mode: seconds between scans of the store for orphaned requests (0: never).
+    local_rescan_interval: float = 5.0
+    #: Local mode: a request nobody holds counts as orphaned when its status record has
+    #: not changed (or its retry was due) this many seconds ago; then a scan picks it up.
+    local_orphan_after: float = 60.0
 
     @property
     def is_local(self) -> bool:
@@ -63,7 +75,7 @@ class Settings:
         """Read settings from ``environ`` (default ``os.environ``); ``overrides`` win."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
-        readers = {
+        readers: dict[str, tuple[str, Callable[[str], object]]] = {
             "broker_url": ("BGHTTP_BROKER_URL", str),
             "store_dir": ("BGHTTP_STORE_DIR", Path),
             "queue_name": ("BGHTTP_QUEUE", str),
@@ -72,6 +84,7 @@ class Settings:
             "max_response_bytes": ("BGHTTP_MAX_RESPONSE_BYTES", _optional_positive_int),
             "fsync": ("BGHTTP_FSYNC", _bool),
             "block_private_addresses": ("BGHTTP_BLOCK_PRIVATE_ADDRESSES", _bool),
+            "egress_allow_networks": ("BGHTTP_EGRESS_ALLOW_NETWORKS", _networks),
             "connectivity_probes": ("BGHTTP_CONNECTIVITY_PROBES", _list),
             "network_interfaces": ("BGHTTP_NETWORK_INTERFACES", _list),
             "connectivity_interval": ("BGHTTP_CONNECTIVITY_INTERVAL", _positive_float),
@@ -79,6 +92,10 @@ class Settings:
             "offline_hold_seconds": ("BGHTTP_OFFLINE_HOLD_SECONDS", _non_negative_float),
             "log_format": ("BGHTTP_LOG_FORMAT", _log_format),
             "log_level": ("BGHTTP_LOG_LEVEL", str.upper),
+            "metrics_port": ("BGHTTP_METRICS_PORT", _port),
+            "local_threads": ("BGHTTP_LOCAL_THREADS", _positive_int),
+            "local_rescan_interval": ("BGHTTP_LOCAL_RESCAN_INTERVAL", _non_negative_float),
+            "local_orphan_after": ("BGHTTP_LOCAL_ORPHAN_AFTER", _non_negative_float),
         }
         for field, (variable, parse) in readers.items():
             raw = env.get(variable)
@@ -106,6 +123,13 @@ def _non_negative_float(raw: str) -> float:
     return value
 
 
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 65535:
+        raise ValueError("must be a port number from 1 to 65535")
+    return value
+
+
 def _positive_int(raw: str) -> int:
     value = int(raw)
     if value <= 0:
@@ -130,6 +154,13 @@ def _bool(raw: str) -> bool:
 
 def _list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.replace(";", ",").split(",") if item.strip())
+
+
+def _networks(raw: str) -> tuple[str, ...]:
+    networks = _list(raw)
+    for network in networks:
+        ipaddress.ip_network(network, strict=False)  # ValueError names the bad entry
+    return networks
 
 
 def _log_format(raw: str) -> str:

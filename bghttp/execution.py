@@ -49,12 +49,15 @@ class AttemptResult:
     duration_ms: float = 0.0
 
 
-def build_http_client(*, pool_size: int = 16, transport: httpx.BaseTransport | None = None) -> httpx.Client:
+def build_http_client(
+    *, pool_size: int = 16, transport: httpx.BaseTransport | None = None, trust_env: bool = True
+) -> httpx.Client:
     """The one httpx client a worker process shares between its threads."""
     return httpx.Client(
         follow_redirects=True,
         limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
         transport=transport,
+        trust_env=trust_env,
     )
 
 
@@ -70,7 +73,9 @@ def perform_attempt(
     started = time.monotonic()
     deadline = started + spec.timeout
 
-    def result(outcome: Outcome, status_code: int | None = None, error: str | None = None, size: int = 0) -> AttemptResult:
+    def result(
+        outcome: Outcome, status_code: int | None = None, error: str | None = None, size: int = 0
+    ) -> AttemptResult:
         return AttemptResult(outcome, status_code, error, size, (time.monotonic() - started) * 1000)
 
     try:
@@ -101,7 +106,9 @@ def perform_attempt(
     finally:
         store.discard_partial_response(spec.request_id)
     if response.status_code >= 400:
-        return result(Outcome.HTTP_ERROR, response.status_code, f"HTTP {response.status_code} {response.reason_phrase}", size)
+        return result(
+            Outcome.HTTP_ERROR, response.status_code, f"HTTP {response.status_code} {response.reason_phrase}", size
+        )
     return result(Outcome.SUCCESS, response.status_code, size=size)
 
 
@@ -133,9 +140,7 @@ def _build_request(
 def _fields_only_multipart(fields: dict[str, list[str]]) -> tuple[bytes, str]:
     boundary = os.urandom(16).hex()
     parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
-        + value.encode()
-        + b"\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode() + value.encode() + b"\r\n"
         for name, values in fields.items()
         for value in values
     ]

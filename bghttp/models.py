@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 
-class RequestStatus(str, enum.Enum):
+class RequestStatus(enum.StrEnum):
     """Where a request stands. The last three are terminal: nothing changes them."""
 
     IN_PROGRESS = "in_progress"
@@ -27,7 +27,7 @@ class RequestStatus(str, enum.Enum):
         return self is not RequestStatus.IN_PROGRESS
 
 
-class Phase(str, enum.Enum):
+class Phase(enum.StrEnum):
     """What an ``in_progress`` request is doing; ``done`` for terminal ones."""
 
     QUEUED = "queued"
@@ -106,6 +106,7 @@ class AttemptRecord:
 
     number: int
     started_at: float
+    due_at: float | None = None  # when the attempt was due (retries: previous end + backoff)
     finished_at: float | None = None
     outcome: str | None = None  # "success", "http_error", "timeout", "network_error", ...
     status_code: int | None = None

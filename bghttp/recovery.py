@@ -12,14 +12,24 @@ import time
 from collections.abc import Callable
 
 from .logs import get_logger
+from .models import StatusRecord
+from .models import StatusRecord
 from .store import FileStore
 
 
-def recover_pending(store: FileStore, publish: Callable[[str, int, float | None], None]) -> int:
-    """Publish one new run for every non-terminal request nobody is running; return the count."""
+def recover_pending(
+    store: FileStore,
+    publish: Callable[[str, int, float | None], None],
+    should_recover: Callable[[StatusRecord], bool] | None = None,
+) -> int:
+    """Publish one new run for every non-terminal request nobody is running; return the count.
+
+    ``should_recover``, when given, narrows the choice; it sees the record as read
+    under the request's claim.
+    """
     recovered = 0
     for record in store.statuses():
-        if record.is_terminal:
+        if record.is_terminal or (should_recover is not None and not should_recover(record)):
             continue
         with store.claim(record.request_id) as claimed:
             if not claimed:
@@ -27,12 +37,18 @@ def recover_pending(store: FileStore, publish: Callable[[str, int, float | None]
             current = store.read_status(record.request_id)
             if current is None or current.is_terminal:
                 continue
+            if should_recover is not None and not should_recover(current):
+                continue
             new_token = current.token + 1
             delay = None if current.next_attempt_at is None else max(0.0, current.next_attempt_at - time.time())
             publish(current.request_id, new_token, delay)
-            store.update_status(current.request_id, lambda r: r.evolve(token=max(r.token, new_token)))
+            store.update_status(current.request_id, _raise_token_to(new_token))
             recovered += 1
             get_logger(request_id=current.request_id).info(
                 "request_recovered", phase=current.phase.value, delay_s=delay
             )
     return recovered
+
+
+def _raise_token_to(token: int) -> Callable[[StatusRecord], StatusRecord]:
+    return lambda record: record.evolve(token=max(record.token, token))

@@ -12,7 +12,7 @@ import enum
 MAX_BACKOFF_SECONDS = 512
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     """How one attempt ended."""
 
     SUCCESS = "success"
@@ -37,4 +37,4 @@ def backoff_seconds(retry_number: int, scale: float = 1.0) -> float:
     """Delay before retry number ``retry_number`` (1 for the first retry)."""
     if retry_number < 1:
         raise ValueError("retry_number starts at 1")
-    return min(2**retry_number, MAX_BACKOFF_SECONDS) * scale
+    return float(min(2**retry_number, MAX_BACKOFF_SECONDS) * scale)

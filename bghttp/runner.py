@@ -102,7 +102,7 @@ class RequestRunner:
             return
 
         number = record.attempt_count + 1
-        started = AttemptRecord(number=number, started_at=now)
+        started = AttemptRecord(number=number, started_at=now, due_at=record.next_attempt_at)
         record = self.store.update_status(
             spec.request_id,
             lambda r: r.evolve(phase=Phase.RUNNING, token=token, next_attempt_at=None, attempts=(*r.attempts, started)),
@@ -125,7 +125,9 @@ class RequestRunner:
             status_code=result.status_code,
             error=result.error,
         )
-        log = log.bind(outcome=result.outcome.value, status_code=result.status_code, duration_ms=round(result.duration_ms, 1))
+        log = log.bind(
+            outcome=result.outcome.value, status_code=result.status_code, duration_ms=round(result.duration_ms, 1)
+        )
         record = self._settle(spec, record, finished, result, log)
         if self.on_attempt is not None:
             self.on_attempt(spec, record, result)

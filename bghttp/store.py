@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import threading
-
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, TypeAlias
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import InvalidRequest
@@ -24,11 +24,11 @@ from .store import validate_request_id
 METHODS = frozenset({"GET", "HEAD", "DELETE", "POST", "PUT", "PATCH", "OPTIONS"})
 MAX_RETRIES = 10
 
-HeadersArg = Union[Mapping[str, str], Iterable[tuple[str, str]], None]
-QueryValue = Union[str, int, float, bool]
-QueryArg = Union[Mapping[str, Union[QueryValue, Iterable[QueryValue]]], None]
-FileArg = Union[str, Path, MultipartFile]
-FilesArg = Union[Mapping[str, Union[FileArg, Iterable[FileArg]]], None]
+HeadersArg: TypeAlias = Mapping[str, str] | Iterable[tuple[str, str]] | None
+QueryValue: TypeAlias = str | int | float | bool
+QueryArg: TypeAlias = Mapping[str, QueryValue | Iterable[QueryValue]] | None
+FileArg: TypeAlias = str | Path | MultipartFile
+FilesArg: TypeAlias = Mapping[str, FileArg | Iterable[FileArg]] | None
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FORBIDDEN_IN_VALUE = re.compile(r"[\r\n\x00]")
@@ -255,7 +255,7 @@ def _files(files: FilesArg) -> tuple[list[FilePart], list[tuple[Path, str]]]:
     copies: list[tuple[Path, str]] = []
     for field, value in files.items():
         _field_name(field)
-        values = value if isinstance(value, (list, tuple)) else [value]
+        values: Iterable[Any] = value if isinstance(value, (list, tuple)) else [value]
         for item in values:
             upload = item if isinstance(item, MultipartFile) else MultipartFile(path=item)
             if not isinstance(upload.path, (str, Path)):

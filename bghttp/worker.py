@@ -10,12 +10,15 @@ import functools
 import threading
 
 import dramatiq
+import httpx
 from dramatiq.middleware import CurrentMessage, Middleware, Retries, ShutdownNotifications
 
 from .broker import ACTOR_NAME, create_broker, publish_request
 from .config import Settings
+from .egress import egress_transport
 from .execution import build_http_client
 from .logs import configure_logging
+from .metrics import metrics_middleware, observe_attempt
 from .runner import RequestRunner
 from .store import FileStore
 
@@ -34,6 +37,7 @@ def worker_middleware(settings: Settings) -> list[Middleware]:
         ShutdownNotifications(),
         CurrentMessage(),
         Retries(max_retries=INTERNAL_RETRIES, min_backoff=INTERNAL_MIN_BACKOFF_MS),
+        *metrics_middleware(settings),
     ]
 
 
@@ -52,11 +56,20 @@ class RunnerHolder:
             if self._runner is None:
                 store = self.store or FileStore(self.settings.store_dir, fsync=self.settings.fsync)
                 publish = functools.partial(publish_request, self.broker, self.settings.queue_name)
-                self._runner = RequestRunner(store, self.settings, build_http_client(), publish)
+                self._runner = RequestRunner(
+                    store, self.settings, self._http_client(), publish, on_attempt=observe_attempt
+                )
             return self._runner
 
+    def _http_client(self) -> httpx.Client:
+        if not self.settings.block_private_addresses:
+            return build_http_client()
+        # Every connection (and every redirect hop) goes through the policy; env
+        # proxies are ignored, since behind one the final address is unknown.
+        return build_http_client(transport=egress_transport(self.settings.egress_allow_networks), trust_env=False)
 
-def declare_actor(broker: dramatiq.Broker, settings: Settings, holder: RunnerHolder) -> dramatiq.Actor:
+
+def declare_actor(broker: dramatiq.Broker, settings: Settings, holder: RunnerHolder) -> dramatiq.Actor[..., None]:
     def execute_request(request_id: str, token: int = 1) -> None:
         holder.get().run(request_id, token)
 

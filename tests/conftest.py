@@ -46,6 +46,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
     }
     if settings.max_response_bytes is not None:
         env["BGHTTP_MAX_RESPONSE_BYTES"] = str(settings.max_response_bytes)
+    if settings.egress_allow_networks:
+        env["BGHTTP_EGRESS_ALLOW_NETWORKS"] = ",".join(settings.egress_allow_networks)
+    if settings.metrics_port is not None:
+        env["BGHTTP_METRICS_PORT"] = str(settings.metrics_port)
     if settings.connectivity_probes:
         env["BGHTTP_CONNECTIVITY_PROBES"] = ",".join(settings.connectivity_probes)
     if settings.network_interfaces:
@@ -58,9 +62,13 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """Start real ``dramatiq actors`` worker groups; all are stopped at teardown."""
     started: list[WorkerProcess] = []
 
-    def start(settings: Settings, *, processes: int = 1, threads: int = 4, extra_env: dict[str, str] | None = None) -> WorkerProcess:
+    def start(
+        settings: Settings, *, processes: int = 1, threads: int = 4, extra_env: dict[str, str] | None = None
+    ) -> WorkerProcess:
         log = tmp_path / f"worker-{len(started)}.log"
-        worker = WorkerProcess({**settings_env(settings), **(extra_env or {})}, processes=processes, threads=threads, log_path=log)
+        worker = WorkerProcess(
+            {**settings_env(settings), **(extra_env or {})}, processes=processes, threads=threads, log_path=log
+        )
         started.append(worker)
         worker.wait_ready()
         return worker

@@ -1,0 +1,121 @@
+"""Every bad input gets a clear InvalidRequest and leaves nothing in the store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dramatiq.brokers.stub import StubBroker
+
+from bghttp import BackgroundHttpClient, BghttpError, InvalidRequest, InvalidRequestId, Settings
+from bghttp.config import ConfigError
+
+
+@pytest.fixture
+def stub_client(tmp_path: Path) -> Iterator[BackgroundHttpClient]:
+    settings = Settings(store_dir=tmp_path / "store", queue_name="unit", fsync=False)
+    with BackgroundHttpClient(settings, broker=StubBroker()) as client:
+        yield client
+
+
+def stored_files(client: BackgroundHttpClient) -> list[Path]:
+    return [p for p in client.store.root.rglob("*") if p.is_file()]
+
+
+URL = "http://127.0.0.1:9/x"
+
+BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
+    ("ftp://127.0.0.1/file", {}, "scheme must be http or https"),
+    ("file:///etc/passwd", {}, "scheme must be http or https"),
+    ("127.0.0.1/no-scheme", {}, "scheme"),
+    ("http://", {}, "no host"),
+    ("http://exa mple.com/", {}, "malformed URL"),
+    ("http://host:99999/", {}, "malformed URL"),
+    ("http://host:port/", {}, "malformed URL"),
+    ("", {}, "malformed URL"),
+    (URL, {"retries": -1}, "retries must be"),
+    (URL, {"retries": 11}, "retries must be"),
+    (URL, {"retries": 2.5}, "retries must be"),
+    (URL, {"retries": True}, "retries must be"),
+    (URL, {"timeout": 0}, "timeout must be > 0"),
+    (URL, {"timeout": -3}, "timeout must be > 0"),
+    (URL, {"timeout": float("nan")}, "timeout must be > 0"),
+    (URL, {"timeout": "10"}, "timeout must be a number"),
+    (URL, {"data": {"x": float("inf")}}, "cannot be encoded"),
+    (URL, {"data": {"when": object()}}, "cannot be encoded"),
+    (URL, {"data": 42}, "data must be a dict, list, str or bytes"),
+    (URL, {"data": "\ud800"}, "not valid text"),
+    (URL, {"headers": {"X-Evil": "a\r\nInjected: yes"}}, "CR, LF or NUL"),
+    (URL, {"headers": {"X-Evil": "a\nb"}}, "CR, LF or NUL"),
+    (URL, {"headers": {"Bad Name": "v"}}, "invalid header name"),
+    (URL, {"headers": {"X-Evil\r\n": "v"}}, "invalid header name"),
+    (URL, {"headers": {"X-Num": 5}}, "string value"),
+    (URL, {"query_parameters": {"a": None}}, "query parameter 'a'"),
+    (URL, {"query_parameters": ["a", "b"]}, "query_parameters must be a mapping"),
+]
+
+
+@pytest.mark.parametrize(("url", "options", "message"), BAD_CALLS)
+def test_bad_input_is_rejected_and_nothing_is_stored(
+    stub_client: BackgroundHttpClient, url: str, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidRequest, match=message) as raised:
+        stub_client.post(url, **options)
+    assert isinstance(raised.value, BghttpError)
+    assert stored_files(stub_client) == []
+
+
+def test_unknown_method(stub_client: BackgroundHttpClient) -> None:
+    with pytest.raises(InvalidRequest, match="unknown method 'FETCH'"):
+        stub_client.request("FETCH", URL)
+    assert stored_files(stub_client) == []
+
+
+UNSAFE_IDS = ["../x", "..", ".", "", "a/b", "x" * 129, "spa ce", "é", "a\x00b", "../../etc/passwd"]
+
+
+@pytest.mark.parametrize("request_id", UNSAFE_IDS)
+def test_unsafe_request_ids_are_rejected(stub_client: BackgroundHttpClient, request_id: str) -> None:
+    with pytest.raises(InvalidRequestId):
+        stub_client.get(URL, request_id=request_id)
+    assert stored_files(stub_client) == []
+    with pytest.raises(InvalidRequestId):
+        stub_client.get_request_status(request_id)
+
+
+def test_missing_multipart_file(stub_client: BackgroundHttpClient, tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequest, match="does not exist"):
+        stub_client.post_multipart(URL, files={"f": tmp_path / "absent.bin"})
+    with pytest.raises(InvalidRequest, match="does not exist or is not a file"):
+        stub_client.post_multipart(URL, files={"f": tmp_path})  # a directory
+    assert stored_files(stub_client) == []
+
+
+def test_multipart_and_data_do_not_mix(stub_client: BackgroundHttpClient, tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequest, match="fields= and files="):
+        stub_client.post(URL, data={"a": 1}, fields={"b": "c"})
+    with pytest.raises(InvalidRequest, match="not data="):
+        stub_client.request("POST", URL, data="x", multipart=True)
+    assert stored_files(stub_client) == []
+
+
+def test_a_good_request_is_stored_with_private_permissions(stub_client: BackgroundHttpClient) -> None:
+    info = stub_client.post(URL, data={"a": 1}, headers={"Authorization": "Bearer s3cret"}, request_id="ok-1")
+    assert info.request_file_path == stub_client.store.root / "requests" / "ok-1.json"
+    for path in stub_client.store.root.rglob("*"):
+        mode = path.stat().st_mode & 0o777
+        assert mode == (0o700 if path.is_dir() else 0o600), path
+    record = stub_client.get_request_status("ok-1")
+    assert record is not None and record.phase.value == "queued" and record.max_retries == 0
+
+
+def test_bad_settings_give_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="BGHTTP_BACKOFF_SCALE"):
+        Settings.from_env({"BGHTTP_BACKOFF_SCALE": "fast"})
+    with pytest.raises(ConfigError, match="BGHTTP_FSYNC"):
+        Settings.from_env({"BGHTTP_FSYNC": "maybe"})
+    settings = Settings.from_env({"BGHTTP_BACKOFF_SCALE": "0.5", "BGHTTP_CONNECTIVITY_PROBES": "tcp://a:1, http://b/"})
+    assert settings.backoff_scale == 0.5
+    assert settings.connectivity_probes == ("tcp://a:1", "http://b/")
