@@ -25,6 +25,7 @@ from .store import FileStore, validate_request_id
 from .validation import FilesArg, HeadersArg, QueryArg, prepare_request
 
 OnConflict = Literal["return", "reject", "replace"]
+CONCURRENT_CREATE_WAIT_SECONDS = 5.0
 
 
 class BackgroundHttpClient:
@@ -116,9 +117,14 @@ class BackgroundHttpClient:
         if self.on_conflict == "reject":
             raise RequestExists(f"request {request_id!r} exists already")
         if self.on_conflict == "return":
-            record = self.get_request_status(request_id)
-            status = record.status if record else RequestStatus.IN_PROGRESS
-            return RequestInfo(request_id, self.store.request_path(request_id), status)
+            # Another caller may be saving this ID right now: its status record
+            # appears once its files are whole.
+            deadline = time.monotonic() + CONCURRENT_CREATE_WAIT_SECONDS
+            while (record := self.get_request_status(request_id)) is None:
+                if time.monotonic() > deadline:
+                    raise RequestExists(f"request {request_id!r} is being created by another caller")
+                time.sleep(0.01)
+            return RequestInfo(request_id, self.store.request_path(request_id), record.status)
         with self.store.claim(request_id) as claimed:
             if not claimed:
                 raise RequestExists(f"request {request_id!r} is running; it cannot be replaced now")

@@ -35,6 +35,10 @@ from .store import FileStore
 EARLY_TOLERANCE_SECONDS = 0.05
 #: How long a newer message waits for the claim its predecessor is about to release.
 SUCCESSOR_CLAIM_WAIT_SECONDS = 10.0
+#: Attempts during which the worker died (killed, out of memory) do not spend a
+#: retry; this many of them fail the request, so a response that kills every
+#: worker cannot loop forever.
+MAX_INTERRUPTED_ATTEMPTS = 5
 
 Publish = Callable[[str, int, "float | None"], None]
 
@@ -99,6 +103,18 @@ class RequestRunner:
             return
         if self.connectivity is not None and not self.connectivity.is_online():
             self._wait_for_network(spec, record, log)
+            return
+
+        interrupted = sum(1 for attempt in record.attempts if attempt.finished_at is None)
+        if interrupted >= MAX_INTERRUPTED_ATTEMPTS:
+            error = f"the worker died during {interrupted} attempts"
+            log.error("request_failed", error=error)
+            self.store.update_status(
+                spec.request_id,
+                lambda r: r.evolve(
+                    status=RequestStatus.FAILED, phase=Phase.DONE, completed_at=now, last_error=error
+                ),
+            )
             return
 
         number = record.attempt_count + 1

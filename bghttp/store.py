@@ -168,17 +168,15 @@ class FileStore:
         changed then). If anything fails, nothing of the new request is left.
         """
         request_id = spec.request_id
-        if self.request_path(request_id).exists():
+        # The spec file reserves the ID (created exclusively) before the body is
+        # written, so a concurrent submit with the same ID cannot overwrite a body.
+        if not self._write_exclusive(self.request_path(request_id), json.dumps(spec.to_json()).encode()):
             return None
         try:
             if body is not None:
                 self._write_atomic(self.body_path(request_id), body)
             if files:
                 self._copy_files(request_id, files)
-            if not self._write_exclusive(
-                self.request_path(request_id), json.dumps(spec.to_json()).encode()
-            ):
-                return None
             record = StatusRecord(
                 request_id=request_id,
                 status=RequestStatus.IN_PROGRESS,
@@ -190,8 +188,7 @@ class FileStore:
             self._write_status(record)
             return record
         except BaseException:
-            if not self.status_path_exists(request_id):
-                self._remove_request_files(request_id)
+            self._remove_request_files(request_id)
             raise
 
     def _copy_files(self, request_id: str, files: list[tuple[Path, str]]) -> None:

@@ -15,8 +15,10 @@ from dramatiq.middleware import CurrentMessage, Middleware, Retries, ShutdownNot
 
 from .broker import ACTOR_NAME, create_broker, publish_request
 from .config import Settings
+from .connectivity import MonitorHolder
 from .egress import egress_transport
 from .execution import build_http_client
+from .gate import ConnectivityGate
 from .logs import configure_logging
 from .metrics import metrics_middleware, observe_attempt
 from .runner import RequestRunner
@@ -27,15 +29,14 @@ from .store import FileStore
 #: runner schedules those itself with the exact 2, 4 … 512 s schedule.
 INTERNAL_RETRIES = 5
 INTERNAL_MIN_BACKOFF_MS = 1000
-#: Attempts are bounded by their own timeout; Dramatiq's 10-minute TimeLimit
-#: would kill long downloads.
-ACTOR_TIME_LIMIT_MS = 24 * 3600 * 1000
 
 
-def worker_middleware(settings: Settings) -> list[Middleware]:
+def worker_middleware(settings: Settings, connectivity: MonitorHolder | None = None) -> list[Middleware]:
+    """The worker's middleware; pass the ``connectivity`` the runner shares with the gate."""
     return [
         ShutdownNotifications(),
         CurrentMessage(),
+        ConnectivityGate(settings, connectivity or MonitorHolder(settings)),
         Retries(max_retries=INTERNAL_RETRIES, min_backoff=INTERNAL_MIN_BACKOFF_MS),
         *metrics_middleware(settings),
     ]
@@ -44,10 +45,17 @@ def worker_middleware(settings: Settings) -> list[Middleware]:
 class RunnerHolder:
     """Builds the process's RequestRunner on first use (after a worker fork)."""
 
-    def __init__(self, settings: Settings, broker: dramatiq.Broker, store: FileStore | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        broker: dramatiq.Broker,
+        store: FileStore | None = None,
+        connectivity: MonitorHolder | None = None,
+    ) -> None:
         self.settings = settings
         self.broker = broker
         self.store = store
+        self.connectivity = connectivity
         self._runner: RequestRunner | None = None
         self._lock = threading.Lock()
 
@@ -57,7 +65,12 @@ class RunnerHolder:
                 store = self.store or FileStore(self.settings.store_dir, fsync=self.settings.fsync)
                 publish = functools.partial(publish_request, self.broker, self.settings.queue_name)
                 self._runner = RequestRunner(
-                    store, self.settings, self._http_client(), publish, on_attempt=observe_attempt
+                    store,
+                    self.settings,
+                    self._http_client(),
+                    publish,
+                    connectivity=None if self.connectivity is None else self.connectivity.get(),
+                    on_attempt=observe_attempt,
                 )
             return self._runner
 
@@ -79,7 +92,9 @@ def declare_actor(broker: dramatiq.Broker, settings: Settings, holder: RunnerHol
         actor_name=ACTOR_NAME,
         queue_name=settings.queue_name,
         priority=0,
-        options={"time_limit": ACTOR_TIME_LIMIT_MS},
+        # No TimeLimit middleware: an attempt is bounded by its own timeout, and
+        # Dramatiq's 10-minute default would kill long downloads.
+        options={},
     )
 
 
@@ -87,8 +102,10 @@ def setup_worker_broker(settings: Settings | None = None) -> tuple[dramatiq.Brok
     """Create the worker's broker, make it Dramatiq's global one, declare the actor."""
     settings = settings or Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
-    broker = create_broker(settings, worker_middleware(settings))
+    # One monitor per worker process, shared by the gate and the runner.
+    connectivity = MonitorHolder(settings)
+    broker = create_broker(settings, worker_middleware(settings, connectivity))
     dramatiq.set_broker(broker)
-    holder = RunnerHolder(settings, broker)
+    holder = RunnerHolder(settings, broker, connectivity=connectivity)
     declare_actor(broker, settings, holder)
     return broker, holder

@@ -149,3 +149,25 @@ def test_recovery_publishes_newer_tokens_and_keeps_due_times(tmp_path: Path) -> 
     again = Published()
     recover_pending(runner.store, again)
     assert {(r, t) for r, t, _ in again} == {("queued", 3), ("waiting", 6)}
+
+
+def test_attempts_interrupted_by_dying_workers_are_bounded(tmp_path: Path) -> None:
+    from bghttp.models import AttemptRecord
+    from bghttp.runner import MAX_INTERRUPTED_ATTEMPTS
+
+    calls: list[httpx.Request] = []
+    runner, _ = make_runner(tmp_path, httpx.MockTransport(lambda r: calls.append(r) or httpx.Response(200)))
+    submit(runner, retries=0)
+    crashed = tuple(AttemptRecord(number=n, started_at=time.time()) for n in range(1, MAX_INTERRUPTED_ATTEMPTS))
+    runner.store.update_status("r1", lambda r: r.evolve(phase=Phase.RUNNING, attempts=crashed))
+    runner.run("r1", 1)  # one crash fewer than the bound: it runs, and a crash spends no retry
+    record = runner.store.read_status("r1")
+    assert record is not None and record.status is RequestStatus.COMPLETED and len(calls) == 1
+
+    submit(runner, "r2", retries=0)
+    crashed = tuple(AttemptRecord(number=n, started_at=time.time()) for n in range(1, MAX_INTERRUPTED_ATTEMPTS + 1))
+    runner.store.update_status("r2", lambda r: r.evolve(phase=Phase.RUNNING, attempts=crashed))
+    runner.run("r2", 1)
+    record = runner.store.read_status("r2")
+    assert record is not None and record.status is RequestStatus.FAILED and len(calls) == 1
+    assert record.last_error == f"the worker died during {MAX_INTERRUPTED_ATTEMPTS} attempts"
