@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(BIN)/python -m bghttp.demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check bghttp actors tests benchmarks
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 test: lint

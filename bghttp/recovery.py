@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 from .logs import get_logger
 from .models import StatusRecord
-from .models import StatusRecord
 from .store import FileStore
 
 
