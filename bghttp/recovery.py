@@ -9,7 +9,7 @@ worker, so recovering twice never sends a request twice.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from .logs import get_logger
 from .models import StatusRecord
@@ -20,14 +20,16 @@ def recover_pending(
     store: FileStore,
     publish: Callable[[str, int, float | None], None],
     should_recover: Callable[[StatusRecord], bool] | None = None,
+    records: Iterable[StatusRecord] | None = None,
 ) -> int:
     """Publish one new run for every non-terminal request nobody is running; return the count.
 
     ``should_recover``, when given, narrows the choice; it sees the record as read
-    under the request's claim.
+    under the request's claim. ``records`` replaces the full listing of the store
+    (a caller that already knows which requests are terminal can skip reading them).
     """
     recovered = 0
-    for record in store.statuses():
+    for record in store.statuses() if records is None else records:
         if record.is_terminal or (should_recover is not None and not should_recover(record)):
             continue
         with store.claim(record.request_id) as claimed:

@@ -1,4 +1,8 @@
-"""Fixtures named by role: ``rabbitmq_settings``, ``worker``, ``client``, ``httpserver``."""
+"""Fixtures named by role: ``rabbitmq_settings``, ``worker``, ``client``, ``httpserver``.
+
+``client`` and ``worker`` are parametrized by ``mode`` (``rabbitmq``, ``local``):
+see the "modes" section below.
+"""
 
 from __future__ import annotations
 
@@ -42,7 +46,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "BGHTTP_DEFAULT_TIMEOUT": repr(settings.default_timeout),
         "BGHTTP_CONNECTIVITY_INTERVAL": repr(settings.connectivity_interval),
         "BGHTTP_OFFLINE_HOLD_SECONDS": repr(settings.offline_hold_seconds),
+        "BGHTTP_OFFLINE_AFTER_FAILURES": str(settings.offline_after_failures),
         "BGHTTP_BLOCK_PRIVATE_ADDRESSES": "1" if settings.block_private_addresses else "0",
+        "BGHTTP_LOCAL_THREADS": str(settings.local_threads),
+        "BGHTTP_LOCAL_RESCAN_INTERVAL": repr(settings.local_rescan_interval),
+        "BGHTTP_LOCAL_ORPHAN_AFTER": repr(settings.local_orphan_after),
     }
     if settings.max_response_bytes is not None:
         env["BGHTTP_MAX_RESPONSE_BYTES"] = str(settings.max_response_bytes)
@@ -78,12 +86,59 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
         worker.stop()
 
 
-@pytest.fixture
-def worker(rabbitmq_settings: Settings, start_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
-    return start_worker(rabbitmq_settings)
+# ----------------------------------------------------------------------------- modes
+# Tests that use ``client``/``worker`` (or ``mode``/``mode_settings``) run once per
+# mode: against RabbitMQ with a real worker process, and in local mode with the
+# client's in-process worker. A test that itself asks for ``rabbitmq_settings``
+# runs in RabbitMQ mode only; ``@pytest.mark.modes("rabbitmq")`` pins one explicitly.
+MODES = ("rabbitmq", "local")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "modes(*names): run a mode-parametrized test only in these modes")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "mode" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("modes")
+    modes = [m for m in MODES if marker is None or m in marker.args]
+    if "rabbitmq_settings" in metafunc.fixturenames:
+        return  # the ``mode`` fixture's default, rabbitmq; the test ID stays as it was
+    metafunc.parametrize(
+        "mode", [pytest.param(m, marks=[pytest.mark.rabbitmq] if m == "rabbitmq" else []) for m in modes]
+    )
 
 
 @pytest.fixture
-def client(rabbitmq_settings: Settings) -> Iterator[BackgroundHttpClient]:
-    with BackgroundHttpClient(rabbitmq_settings) as bg_client:
+def mode() -> str:
+    """``rabbitmq`` or ``local``; parametrized by ``pytest_generate_tests``."""
+    return "rabbitmq"
+
+
+def local_settings(store_dir: Path) -> Settings:
+    """Local-mode settings matching ``rabbitmq_settings`` (same backoff scale, no fsync)."""
+    return Settings(broker_url="local", store_dir=store_dir, queue_name=unique_queue(), backoff_scale=0.01, fsync=False)
+
+
+@pytest.fixture
+def mode_settings(mode: str, store_dir: Path, request: pytest.FixtureRequest) -> Settings:
+    if mode == "local":
+        return local_settings(store_dir)
+    settings: Settings = request.getfixturevalue("rabbitmq_settings")
+    return settings
+
+
+@pytest.fixture
+def worker(mode: str, mode_settings: Settings, request: pytest.FixtureRequest) -> WorkerProcess | None:
+    """A real worker process in RabbitMQ mode; None in local mode, where the client runs one in-process."""
+    if mode == "local":
+        return None
+    start: Callable[..., WorkerProcess] = request.getfixturevalue("start_worker")
+    return start(mode_settings)
+
+
+@pytest.fixture
+def client(mode_settings: Settings) -> Iterator[BackgroundHttpClient]:
+    with BackgroundHttpClient(mode_settings) as bg_client:
         yield bg_client

@@ -20,8 +20,6 @@ from bghttp import BackgroundHttpClient, MultipartFile, Phase, RequestStatus
 from bghttp.broker import publish_request
 from tests.support import wait_until
 
-pytestmark = pytest.mark.rabbitmq
-
 WAIT = 30.0
 
 
