@@ -35,10 +35,17 @@ from .store import FileStore
 EARLY_TOLERANCE_SECONDS = 0.05
 #: How long a newer message waits for the claim its predecessor is about to release.
 SUCCESSOR_CLAIM_WAIT_SECONDS = 10.0
+#: How long a message with the current token waits for a claim held by another
+#: message before it concludes that the holder is running this very run.
+DUPLICATE_CLAIM_GRACE_SECONDS = 1.0
 #: Attempts during which the worker died (killed, out of memory) do not spend a
 #: retry; this many of them fail the request, so a response that kills every
 #: worker cannot loop forever.
 MAX_INTERRUPTED_ATTEMPTS = 5
+
+#: Outcomes an outage causes (a connect that times out as much as one refused):
+#: after one the runner asks the connectivity monitor at once.
+OUTAGE_OUTCOMES = frozenset({Outcome.NETWORK_ERROR, Outcome.TIMEOUT})
 
 Publish = Callable[[str, int, "float | None"], None]
 
@@ -72,7 +79,9 @@ class RequestRunner:
         if spec is None:
             log.warning("request_missing", reason="no request file in the store; message dropped")
             return
-        deadline = time.monotonic() + SUCCESSOR_CLAIM_WAIT_SECONDS
+        log = log.bind(method=spec.method, host=httpx.URL(spec.url).host)
+        started = time.monotonic()
+        deadline = started + SUCCESSOR_CLAIM_WAIT_SECONDS
         while True:
             with self.store.claim(request_id) as claimed:
                 record = self.store.read_status(request_id)
@@ -82,8 +91,10 @@ class RequestRunner:
                 if claimed:
                     self._run_claimed(spec, record, token, log)
                     return
-                if token == record.token:
-                    # The holder runs this very run: this message is a duplicate.
+                if token == record.token and time.monotonic() - started > DUPLICATE_CLAIM_GRACE_SECONDS:
+                    # The holder has run this very run for a while: this message is a duplicate.
+                    # (A stale message holds the claim only for the moment it takes to see that
+                    # it is stale; dropping at once would lose the current run behind it.)
                     log.info("message_dropped", reason="duplicate of a running attempt")
                     return
             # A newer message whose predecessor still holds the claim while it
@@ -99,7 +110,8 @@ class RequestRunner:
         now = time.time()
         if record.next_attempt_at is not None and record.next_attempt_at - now > EARLY_TOLERANCE_SECONDS:
             # Never run early: hand the message back for the time that is left.
-            self._reschedule(spec, record, record.phase, record.next_attempt_at - now)
+            # Keep the due time whatever the phase (the gate may have marked it waiting_network).
+            self._reschedule(spec, record, record.phase, record.next_attempt_at - now, keep_due=True)
             return
         if self.connectivity is not None and not self.connectivity.is_online():
             self._wait_for_network(spec, record, log)
@@ -125,7 +137,7 @@ class RequestRunner:
         )
         if record.is_terminal:  # cancelled between our checks
             return
-        log = log.bind(attempt=number, method=spec.method, host=httpx.URL(spec.url).host)
+        log = log.bind(attempt=number)
         log.info("attempt_started")
         result = perform_attempt(
             self.http,
@@ -158,7 +170,7 @@ class RequestRunner:
         if outcome is Outcome.CANCELLED:
             log.info("request_cancelled")
             return self._finish(spec, attempt, RequestStatus.CANCELLED, result)
-        if outcome is Outcome.NETWORK_ERROR and self.connectivity is not None and not self.connectivity.check_now():
+        if outcome in OUTAGE_OUTCOMES and self.connectivity is not None and not self.connectivity.check_now():
             # The network is down: this attempt does not spend a retry.
             log.warning("attempt_failed_offline", error=result.error)
             uncounted = dataclasses.replace(attempt, counted=False)
@@ -211,10 +223,11 @@ class RequestRunner:
         log.info("waiting_for_network", recheck_in_s=self.settings.connectivity_interval)
         return self._reschedule(spec, record, Phase.WAITING_NETWORK, self.settings.connectivity_interval)
 
-    def _reschedule(self, spec: RequestSpec, record: StatusRecord, phase: Phase, delay: float) -> StatusRecord:
+    def _reschedule(
+        self, spec: RequestSpec, record: StatusRecord, phase: Phase, delay: float, *, keep_due: bool = False
+    ) -> StatusRecord:
         new_token = record.token + 1
         self.publish(spec.request_id, new_token, delay)
-        keep_due = phase is Phase.WAITING_RETRY
         return self.store.update_status(
             spec.request_id,
             lambda r: r.evolve(
