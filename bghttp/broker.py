@@ -50,5 +50,5 @@ def publish_request(
     try:
         broker.declare_queue(queue_name)  # a no-op once declared; StubBroker needs it
         broker.enqueue(request_message(queue_name, request_id, token), delay=delay_ms)
-    except (dramatiq.errors.ConnectionError, pika.exceptions.AMQPError, OSError) as error:
+    except (dramatiq.errors.BrokerError, pika.exceptions.AMQPError, OSError) as error:
         raise BrokerUnavailable(f"the broker did not confirm request {request_id}: {error}") from error

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import httpx
 
 from .config import Settings
+from .errors import BrokerUnavailable
 from .execution import AttemptResult, perform_attempt
 from .logs import get_logger
 from .models import AttemptRecord, Phase, RequestSpec, RequestStatus, StatusRecord
@@ -182,7 +183,24 @@ class RequestRunner:
             log.warning("attempt_failed", error=result.error, retry=retry_number, retry_in_s=delay)
             new_token = record.token + 1
             due = time.time() + delay
-            self.publish(spec.request_id, new_token, delay)
+            try:
+                self.publish(spec.request_id, new_token, delay)
+            except BrokerUnavailable:
+                # Spend the retry and record the due time under the *current*
+                # token: the message we hold comes back (redelivered, or retried by
+                # Dramatiq) and then waits until it is due, as the new one would have.
+                self.store.update_status(
+                    spec.request_id,
+                    lambda r: r.evolve(
+                        phase=Phase.WAITING_RETRY,
+                        retries_used=retry_number,
+                        next_attempt_at=due,
+                        last_error=result.error,
+                        last_status_code=result.status_code,
+                        attempts=_replace_last(r.attempts, attempt),
+                    ),
+                )
+                raise
             return self.store.update_status(
                 spec.request_id,
                 lambda r: r.evolve(

@@ -171,3 +171,30 @@ def test_attempts_interrupted_by_dying_workers_are_bounded(tmp_path: Path) -> No
     record = runner.store.read_status("r2")
     assert record is not None and record.status is RequestStatus.FAILED and len(calls) == 1
     assert record.last_error == f"the worker died during {MAX_INTERRUPTED_ATTEMPTS} attempts"
+
+
+def test_a_retry_that_cannot_be_published_is_still_spent_and_delayed(tmp_path: Path) -> None:
+    from bghttp.errors import BrokerUnavailable
+
+    calls: list[httpx.Request] = []
+    runner, _ = make_runner(tmp_path, httpx.MockTransport(lambda r: calls.append(r) or httpx.Response(503)))
+
+    def broker_down(request_id: str, token: int, delay: float | None) -> None:
+        raise BrokerUnavailable("broker down")
+
+    runner.publish = broker_down
+    submit(runner, retries=2)
+    with pytest.raises(BrokerUnavailable):
+        runner.run("r1", 1)
+    record = runner.store.read_status("r1")
+    assert record is not None
+    assert (record.phase, record.token, record.retries_used) == (Phase.WAITING_RETRY, 1, 1)
+    assert record.next_attempt_at is not None and record.next_attempt_at > time.time() + 1
+    assert record.attempts[0].outcome == "http_error"
+    # The redelivered message (same token) does not run before the retry is due.
+    published = Published()
+    runner.publish = published
+    runner.run("r1", 1)
+    assert len(calls) == 1
+    ((_, token, delay),) = published
+    assert token == 2 and delay is not None and delay > 1
