@@ -1,5 +1,6 @@
 """bghttp: durable background HTTP requests on Dramatiq and RabbitMQ."""
 
+from .aio import AsyncBackgroundHttpClient
 from .client import BackgroundHttpClient
 from .config import Settings
 from .errors import (
@@ -15,6 +16,7 @@ from .errors import (
 from .models import MultipartFile, Phase, RequestInfo, RequestStatus, Response, StatusRecord
 
 __all__ = [
+    "AsyncBackgroundHttpClient",
     "BackgroundHttpClient",
     "BghttpError",
     "BrokerUnavailable",

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import httpx
 import psutil
 
+from . import metrics
 from .config import ConfigError, Settings
 from .logs import get_logger
 
@@ -280,6 +281,7 @@ class ConnectivityMonitor:
                 if self._offline_since is not None:
                     offline_s = time.monotonic() - self._offline_since
                     self._log.info("network_online", offline_s=round(offline_s, 3), held_requests=len(self._held))
+                    metrics.connectivity_changed(True)
                     self._offline_since = None
                     self._held.clear()
                     self._online_event.set()
@@ -289,6 +291,7 @@ class ConnectivityMonitor:
                 self._offline_since = time.monotonic()
                 self._online_event.clear()
                 self._log.warning("network_offline", reason=reason, failed_checks=self._failures)
+                metrics.connectivity_changed(False)
             elif self._offline_since is None:
                 self._log.info("connectivity_check_failed", reason=reason, failed_checks=self._failures)
 

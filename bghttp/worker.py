@@ -15,7 +15,7 @@ from dramatiq.middleware import CurrentMessage, Middleware, Retries, ShutdownNot
 
 from .broker import ACTOR_NAME, create_broker, publish_request
 from .config import Settings
-from .connectivity import MonitorHolder
+from .connectivity import ConnectivityMonitor, MonitorHolder
 from .egress import egress_transport
 from .execution import build_http_client
 from .gate import ConnectivityGate
@@ -69,10 +69,18 @@ class RunnerHolder:
                     self.settings,
                     self._http_client(),
                     publish,
-                    connectivity=None if self.connectivity is None else self.connectivity.get(),
+                    connectivity=self._connectivity(),
                     on_attempt=observe_attempt,
                 )
             return self._runner
+
+    def _connectivity(self) -> ConnectivityMonitor | None:
+        # The runner must share the gate's monitor: use the one given, else the
+        # gate's among the broker's middleware (the local mode builds it that way).
+        holder = self.connectivity or next(
+            (m.connectivity for m in self.broker.middleware if isinstance(m, ConnectivityGate)), None
+        )
+        return None if holder is None else holder.get()
 
     def _http_client(self) -> httpx.Client:
         if not self.settings.block_private_addresses:

@@ -1,0 +1,140 @@
+"""``AsyncBackgroundHttpClient``: the client's methods as awaitables for asyncio services.
+
+Every call that touches the broker or the disk runs on a small thread pool of
+the client's own, so the event loop never blocks: a submit waits for RabbitMQ's
+publisher confirm in a pool thread, and ``wait()`` sleeps with ``asyncio.sleep``
+between status reads. Dramatiq keeps one RabbitMQ connection per thread, so a
+bounded pool (``max_threads``) also bounds the connections.
+
+    async with AsyncBackgroundHttpClient() as client:
+        info = await client.post("https://api.example.com/orders", data={"id": 7})
+        record = await client.wait(info.request_id, timeout=60)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import dramatiq
+
+from .client import BackgroundHttpClient, OnConflict
+from .config import Settings
+from .errors import UnknownRequest, WaitTimeout
+from .models import RequestInfo, RequestStatus, Response, StatusRecord
+
+T = TypeVar("T")
+
+DEFAULT_MAX_THREADS = 4
+
+
+class AsyncBackgroundHttpClient:
+    """The async twin of :class:`~bghttp.BackgroundHttpClient`; same arguments, same results."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        broker: str | dramatiq.Broker | None = None,
+        store_dir: str | Path | None = None,
+        on_conflict: OnConflict = "return",
+        max_threads: int = DEFAULT_MAX_THREADS,
+        client: BackgroundHttpClient | None = None,
+    ) -> None:
+        """Build a sync client from the arguments, or wrap ``client`` (then the others are ignored)."""
+        if max_threads < 1:
+            raise ValueError("max_threads must be at least 1")
+        self.sync = client or BackgroundHttpClient(
+            settings, broker=broker, store_dir=store_dir, on_conflict=on_conflict
+        )
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_threads, thread_name_prefix="bghttp-aio")
+        self._closed = False
+
+    async def _run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(function, *args, **kwargs))
+
+    # ------------------------------------------------------------- submits
+    async def request(self, method: str, url: str, **options: Any) -> RequestInfo:
+        """Submit any request; returns once it is stored and the broker confirmed it."""
+        return await self._run(self.sync.request, method, url, **options)
+
+    async def get(self, url: str, **options: Any) -> RequestInfo:
+        return await self.request("GET", url, **options)
+
+    async def head(self, url: str, **options: Any) -> RequestInfo:
+        return await self.request("HEAD", url, **options)
+
+    async def delete(self, url: str, **options: Any) -> RequestInfo:
+        """Submit an HTTP DELETE. (To remove a request from the store, use ``remove``.)"""
+        return await self.request("DELETE", url, **options)
+
+    async def post(self, url: str, **options: Any) -> RequestInfo:
+        return await self.request("POST", url, **options)
+
+    async def put(self, url: str, **options: Any) -> RequestInfo:
+        return await self.request("PUT", url, **options)
+
+    async def patch(self, url: str, **options: Any) -> RequestInfo:
+        return await self.request("PATCH", url, **options)
+
+    async def post_multipart(self, url: str, **options: Any) -> RequestInfo:
+        return await self.request("POST", url, multipart=True, **options)
+
+    # --------------------------------------------------------------- reads
+    async def get_request_status(self, request_id: str) -> StatusRecord | None:
+        return await self._run(self.sync.get_request_status, request_id)
+
+    async def get_response(self, request_id: str) -> Response | None:
+        return await self._run(self.sync.get_response, request_id)
+
+    async def list(self, status: RequestStatus | str | None = None, limit: int | None = None) -> list[StatusRecord]:
+        return await self._run(self.sync.list, status, limit)
+
+    async def wait(self, request_id: str, timeout: float | None = None, *, poll_interval: float = 0.05) -> StatusRecord:
+        """Wait until the request is terminal without blocking the loop; WaitTimeout after ``timeout`` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            record = await self.get_request_status(request_id)
+            if record is None:
+                raise UnknownRequest(f"no request {request_id!r} in the store")
+            if record.is_terminal:
+                return record
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"request {request_id!r} is still {record.phase.value} after {timeout}s")
+            await asyncio.sleep(poll_interval)
+
+    # -------------------------------------------------------------- changes
+    async def cancel(self, request_id: str) -> StatusRecord:
+        return await self._run(self.sync.cancel, request_id)
+
+    async def remove(self, request_id: str) -> bool:
+        return await self._run(self.sync.remove, request_id)
+
+    async def close(self) -> None:
+        """Wait for calls in flight, then close the pool and the client's broker connections."""
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._close_sync)
+
+    def _close_sync(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.sync.close()
+
+    async def __aenter__(self) -> AsyncBackgroundHttpClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+__all__ = ["AsyncBackgroundHttpClient"]

@@ -1,0 +1,575 @@
+"""The ``bghttp`` command line: submit requests, inspect the store, run workers.
+
+Exit codes (also in ``bghttp --help``)::
+
+    0  success
+    1  the request ended failed or cancelled (wait, --wait); cancel: it had finished already;
+       any other error
+    2  bad usage or input (nothing was stored)
+    3  not found: unknown request ID, or no saved response yet
+    4  the broker is unavailable (the request was not accepted)
+    5  wait timed out before the request finished
+    6  the store could not be read or written
+
+Errors are one line on stderr (``bghttp: error: ...``), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from . import cli_output as out
+from .cli_input import UsageError, request_options
+from .client import BackgroundHttpClient
+from .config import ConfigError, Settings
+from .errors import BghttpError, BrokerUnavailable, InvalidRequest, StoreError, UnknownRequest, WaitTimeout
+from .models import RequestStatus, StatusRecord
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_BROKER = 4
+EXIT_TIMEOUT = 5
+EXIT_STORE = 6
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0  success
+  1  the request ended failed or cancelled (wait, --wait); cancel: it had finished already; other errors
+  2  bad usage or input (nothing was stored)
+  3  not found: unknown request ID, or no saved response yet
+  4  the broker is unavailable (the request was not accepted)
+  5  wait timed out before the request finished
+  6  the store could not be read or written
+"""
+
+#: Dramatiq CLI's "could not connect to the broker" exit code.
+_DRAMATIQ_RET_CONNECT = 3
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_POLL_SECONDS = 0.1
+_SUBMIT_METHODS = ("get", "post", "put", "patch", "delete", "head")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One clear line instead of the usage block; --help shows the rest.
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+# ------------------------------------------------------------------- parsing
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Global options may come before or after the command: SUPPRESS keeps a
+    # subcommand's unset copy from overwriting the value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--store", metavar="DIR", default=argparse.SUPPRESS, help="store directory (BGHTTP_STORE_DIR)")
+    common.add_argument("--broker", metavar="URL", default=argparse.SUPPRESS, help="broker URL (BGHTTP_BROKER_URL)")
+    common.add_argument(
+        "--local", action="store_true", default=argparse.SUPPRESS, help="no RabbitMQ: run requests in this process"
+    )
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
+
+    parser = _Parser(
+        prog="bghttp",
+        description="Durable background HTTP requests: submit, inspect, run workers.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    def add(name: str, help_text: str, parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            parents=list[Any]([common, *parents]),
+            epilog=EXIT_CODES_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    submit = _submit_options("URL")
+    for method in _SUBMIT_METHODS:
+        if method == "delete":
+            continue
+        add(method, f"submit an HTTP {method.upper()} request; prints its request ID", parents=[submit]).set_defaults(
+            handler=cmd_submit, method=method.upper()
+        )
+    # A request ID never contains ':' or '/', a URL always does: one word, two meanings, no ambiguity.
+    add(
+        "delete",
+        "delete URL: submit an HTTP DELETE request; delete ID: remove a request and all its files (like rm)",
+        parents=[_submit_options("URL|ID")],
+    ).set_defaults(handler=cmd_delete, method="DELETE")
+
+    add("status", "show a request's status record").add_argument("request_id", metavar="ID")
+    response = add("response", "show a request's saved response (the last one, for a failed request)")
+    response.add_argument("request_id", metavar="ID")
+    response.add_argument("--body", action="store_true", help="write the body bytes to stdout instead")
+    wait = add("wait", "wait until a request is finished, showing download progress on stderr")
+    wait.add_argument("request_id", metavar="ID")
+    wait.add_argument("--timeout", type=float, metavar="SECONDS", help="give up after this long (exit 5)")
+    wait.add_argument("--no-progress", action="store_true", help="do not show progress on stderr")
+    ls = add("ls", "list requests, newest first")
+    ls.add_argument("--status", choices=[s.value for s in RequestStatus], help="only requests with this status")
+    ls.add_argument("--limit", type=_positive_int, metavar="N", help="at most N requests")
+    add("cancel", "cancel a request: a queued one never runs, a running one stops soon").add_argument(
+        "request_id", metavar="ID"
+    )
+    add("rm", "remove a request and all its files from the store (cancels it first)").add_argument(
+        "request_id", metavar="ID"
+    )
+    worker = add("worker", "run a worker group (Dramatiq) until SIGTERM; with --local, an in-process worker")
+    worker.add_argument("--processes", type=_positive_int, default=2, metavar="N", help="worker processes (2)")
+    worker.add_argument("--threads", type=_positive_int, default=8, metavar="N", help="threads per process (8)")
+    worker.add_argument("--metrics-port", type=_port, metavar="PORT", help="serve Prometheus metrics on this port")
+    worker.add_argument("--metrics-host", default="0.0.0.0", metavar="HOST", help="metrics address (0.0.0.0)")
+    gc = add("gc", "remove finished (completed, failed, cancelled) requests older than an age")
+    gc.add_argument("--older-than", type=_duration, required=True, metavar="AGE", help="e.g. 90m, 12h, 7d, 2w")
+    gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    add("recover", "re-send every unfinished request from the store (safe to repeat: nothing runs twice)")
+
+    handlers: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+        "status": cmd_status,
+        "response": cmd_response,
+        "wait": cmd_wait,
+        "ls": cmd_ls,
+        "cancel": cmd_cancel,
+        "rm": cmd_rm,
+        "worker": cmd_worker,
+        "gc": cmd_gc,
+        "recover": cmd_recover,
+    }
+    for name, handler in handlers.items():
+        commands.choices[name].set_defaults(handler=handler)
+    return parser
+
+
+def _submit_options(metavar: str) -> argparse.ArgumentParser:
+    submit = argparse.ArgumentParser(add_help=False)
+    submit.add_argument("url", metavar=metavar)
+    submit.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'", help="add a header")
+    body = submit.add_mutually_exclusive_group()
+    body.add_argument("-d", "--data", metavar="DATA", help="body text; @FILE reads a file, @- stdin")
+    body.add_argument("--json-body", metavar="JSON", help="JSON body (sets Content-Type); @FILE reads a file")
+    body.add_argument(
+        "-F",
+        "--form",
+        action="append",
+        metavar="NAME=VALUE",
+        help="multipart field; NAME=@PATH[;type=T][;filename=F] for a file",
+    )
+    submit.add_argument("-q", "--query", action="append", default=[], metavar="KEY=VALUE", help="add a query parameter")
+    submit.add_argument("--timeout", type=float, metavar="SECONDS", help="timeout of each attempt")
+    submit.add_argument("--retries", type=int, default=0, metavar="N", help="retries after a failed attempt (0-10)")
+    submit.add_argument("--id", dest="request_id", metavar="ID", help="request ID (default: a new UUID)")
+    submit.add_argument("--wait", action="store_true", help="wait for the result (exit codes as for wait)")
+    submit.add_argument("--wait-timeout", type=float, metavar="SECONDS", help="with --wait: give up after this long")
+    return submit
+
+
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {raw!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {raw!r}")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = _positive_int(raw)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"not a port number: {raw!r}")
+    return value
+
+
+def _duration(raw: str) -> float:
+    match = _DURATION.fullmatch(raw.strip().lower())
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a duration: {raw!r} (use e.g. 30s, 90m, 12h, 7d, 2w)")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+# ---------------------------------------------------------------- settings
+
+
+def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "store", None):
+        overrides["store_dir"] = Path(args.store)
+    if getattr(args, "broker", None):
+        overrides["broker_url"] = args.broker
+    if getattr(args, "local", False):
+        overrides["broker_url"] = "local"
+    if getattr(args, "metrics_port", None) is not None:
+        overrides["metrics_port"] = args.metrics_port
+    return Settings.from_env(environ, **overrides)
+
+
+def _reader(settings: Settings) -> BackgroundHttpClient:
+    """A client for commands that only read or change the store: it never needs a broker."""
+    from dramatiq.brokers.stub import StubBroker
+
+    if not settings.store_dir.is_dir():
+        # A mistyped --store should say so, not create an empty store and report "not found".
+        raise StoreError(f"no store at {settings.store_dir} (set --store or BGHTTP_STORE_DIR)")
+    return BackgroundHttpClient(settings, broker=StubBroker())
+
+
+# ---------------------------------------------------------------- submits
+
+
+def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    options = request_options(args)
+    with BackgroundHttpClient(settings) as client:
+        info = client.request(args.method, args.url, **options)
+        if args.json and not (args.wait or settings.is_local):
+            out.print_json(
+                {
+                    "request_id": info.request_id,
+                    "request_file_path": str(info.request_file_path),
+                    "status": info.status.value,
+                }
+            )
+        elif not args.json:
+            print(info.request_id)
+            sys.stdout.flush()
+        # In local mode the worker lives in this process: leaving now would strand the request.
+        if args.wait or settings.is_local:
+            return _wait_and_report(client, info.request_id, args.wait_timeout, show_progress=True, as_json=args.json)
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------ reads
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    with _reader(settings) as client:
+        record = _existing(client, args.request_id)
+        spec = client.store.load_request(args.request_id)
+        if args.json:
+            out.print_json(out.status_json(record, spec))
+        else:
+            out.print_status(record, spec)
+    return EXIT_OK
+
+
+def cmd_response(args: argparse.Namespace, settings: Settings) -> int:
+    with _reader(settings) as client:
+        record = _existing(client, args.request_id)
+        response = client.get_response(args.request_id)
+        if response is None:
+            raise UnknownRequest(
+                f"request {args.request_id!r} has no saved response yet ({record.status.value}/{record.phase.value})"
+            )
+        if args.body:
+            out.write_body(response.response_file_path, sys.stdout.buffer)
+        elif args.json:
+            out.print_json(out.response_json(response))
+        else:
+            out.print_response(response)
+    return EXIT_OK
+
+
+def cmd_wait(args: argparse.Namespace, settings: Settings) -> int:
+    with _reader(settings) as client:
+        return _wait_and_report(
+            client, args.request_id, args.timeout, show_progress=not args.no_progress, as_json=args.json
+        )
+
+
+def _wait_and_report(
+    client: BackgroundHttpClient, request_id: str, timeout: float | None, *, show_progress: bool, as_json: bool
+) -> int:
+    record = _wait(client, request_id, timeout, show_progress)
+    spec = client.store.load_request(request_id)
+    if as_json:
+        out.print_json(out.status_json(record, spec))
+    else:
+        code = f" (HTTP {record.last_status_code})" if record.last_status_code is not None else ""
+        error = f": {record.last_error}" if record.last_error and record.status is not RequestStatus.COMPLETED else ""
+        print(f"{request_id} {record.status.value}{code}{error}")
+    return EXIT_OK if record.status is RequestStatus.COMPLETED else EXIT_FAILED
+
+
+def _wait(client: BackgroundHttpClient, request_id: str, timeout: float | None, show_progress: bool) -> StatusRecord:
+    """Poll the store until the request is terminal, showing the growing ``.part`` file."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    progress = out.Progress(request_id) if show_progress else None
+    part = client.store.response_part_path(request_id)
+    try:
+        while True:
+            record = _existing(client, request_id)
+            if record.is_terminal:
+                return record
+            if progress is not None:
+                progress.update(record.phase.value, _size(part))
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"request {request_id!r} is still {record.phase.value} after {timeout:g}s")
+            time.sleep(_POLL_SECONDS)
+    finally:
+        if progress is not None:
+            progress.finish()
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
+    with _reader(settings) as client:
+        records = client.list(status=args.status, limit=args.limit)
+        rows = [(record, _spec_or_none(client, record.request_id)) for record in records]
+        if args.json:
+            out.print_json([out.status_json(record, spec) for record, spec in rows])
+        else:
+            out.print_table(rows)
+    return EXIT_OK
+
+
+def _spec_or_none(client: BackgroundHttpClient, request_id: str) -> Any:
+    try:
+        return client.store.load_request(request_id)
+    except StoreError:
+        return None  # a request deleted while listing
+
+
+def _existing(client: BackgroundHttpClient, request_id: str) -> StatusRecord:
+    record = client.get_request_status(request_id)
+    if record is None:
+        raise UnknownRequest(f"no request {request_id!r} in the store {client.store.root}")
+    return record
+
+
+# ---------------------------------------------------------------- changes
+
+
+def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    with _reader(settings) as client:
+        _existing(client, args.request_id)
+        record = client.cancel(args.request_id)
+        cancelled = record.status is RequestStatus.CANCELLED
+        if args.json:
+            out.print_json({"request_id": args.request_id, "status": record.status.value, "cancelled": cancelled})
+        elif cancelled:
+            print(f"{args.request_id} cancelled")
+        else:
+            print(f"{args.request_id} was already {record.status.value}; not cancelled")
+    return EXIT_OK if cancelled else EXIT_FAILED
+
+
+def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
+    if ":" in args.url or "/" in args.url:
+        return cmd_submit(args, settings)
+    given = [flag for flag, value in _submit_flags(args).items() if value]
+    if given:
+        raise UsageError(f"delete ID removes a stored request and takes no {', '.join(given)}; for HTTP give a URL")
+    args.request_id = args.url
+    try:
+        return cmd_rm(args, settings)
+    except UnknownRequest as error:
+        raise UnknownRequest(f"{error} (for an HTTP DELETE, give a full http:// or https:// URL)") from None
+
+
+def _submit_flags(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "-H": args.header,
+        "-d": args.data is not None,
+        "--json-body": args.json_body is not None,
+        "-F": args.form,
+        "-q": args.query,
+        "--timeout": args.timeout is not None,
+        "--retries": args.retries,
+        "--id": args.request_id is not None,
+        "--wait": args.wait,
+    }
+
+
+def cmd_rm(args: argparse.Namespace, settings: Settings) -> int:
+    with _reader(settings) as client:
+        if not client.remove(args.request_id):
+            raise UnknownRequest(f"no request {args.request_id!r} in the store {client.store.root}")
+    if args.json:
+        out.print_json({"request_id": args.request_id, "deleted": True})
+    else:
+        print(f"{args.request_id} deleted")
+    return EXIT_OK
+
+
+def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
+    cutoff = time.time() - args.older_than
+    removed: list[str] = []
+    with _reader(settings) as client:
+        for record in client.store.statuses():
+            finished_at = record.completed_at or record.updated_at
+            # Only terminal records: they never change again, so removing one races with nobody.
+            if record.is_terminal and finished_at < cutoff:
+                if not args.dry_run:
+                    client.store.delete(record.request_id)
+                removed.append(record.request_id)
+    if args.json:
+        out.print_json({"removed": len(removed), "dry_run": args.dry_run, "request_ids": removed})
+    else:
+        for request_id in removed:
+            print(request_id)
+        verb = "would remove" if args.dry_run else "removed"
+        print(f"{verb} {len(removed)} finished request(s)", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
+    from .broker import publish_request
+    from .recovery import recover_pending
+
+    if settings.is_local:
+        raise UsageError("recover re-sends to RabbitMQ; in local mode `bghttp worker --local` recovers at start")
+    with BackgroundHttpClient(settings) as client:
+        publish = functools.partial(publish_request, client.broker, settings.queue_name)
+        count = recover_pending(client.store, publish)
+    if args.json:
+        out.print_json({"recovered": count})
+    else:
+        print(f"re-sent {count} unfinished request(s)")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------- worker
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.is_local:
+        from .local import run_local_worker  # only local mode needs the embedded worker
+
+        if settings.metrics_port is not None:
+            raise UsageError("--metrics-port needs a RabbitMQ worker group; local mode serves no metrics")
+
+        run_local_worker(settings)
+        return EXIT_OK
+    from dramatiq.cli import main as dramatiq_main
+    from dramatiq.cli import make_argument_parser
+
+    # Worker processes read their settings from the environment (actors/__init__.py).
+    os.environ.update(settings_env_overrides(settings))
+    metrics_dir: str | None = None
+    if settings.metrics_port is not None:
+        import importlib.util
+
+        from .metrics import prepare_exposition
+
+        if importlib.util.find_spec("prometheus_client") is None:
+            raise UsageError("--metrics-port needs prometheus-client: pip install 'bghttp[metrics]'")
+
+        own_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        path = prepare_exposition(settings.metrics_port, args.metrics_host, own_dir)
+        metrics_dir = None if own_dir else path  # a directory we made is ours to remove
+    argv = ["actors", "--processes", str(args.processes), "--threads", str(args.threads), "--skip-logging"]
+    try:
+        # Our logging is set up (JSON or console) before Dramatiq starts, and
+        # --skip-logging keeps Dramatiq's plain-text format away from every process.
+        dramatiq_args = make_argument_parser().parse_args(argv)  # type: ignore[no-untyped-call]
+        code = int(dramatiq_main(dramatiq_args) or 0)  # type: ignore[no-untyped-call]
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    if code == _DRAMATIQ_RET_CONNECT:
+        return EXIT_BROKER
+    return EXIT_OK if code == 0 else EXIT_FAILED
+
+
+def settings_env_overrides(settings: Settings) -> dict[str, str]:
+    """The variables a worker process needs so that its settings match this command line."""
+    env = {"BGHTTP_STORE_DIR": str(settings.store_dir), "BGHTTP_BROKER_URL": settings.broker_url}
+    if settings.metrics_port is not None:
+        env["BGHTTP_METRICS_PORT"] = str(settings.metrics_port)
+    return env
+
+
+# ------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns (and, as a console script, exits with) the exit code."""
+    args = build_parser().parse_args(argv)
+    args.json = getattr(args, "json", False)
+    try:
+        settings = settings_from_args(args)
+        _configure_logging(args, settings)
+        code = int(args.handler(args, settings))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `bghttp ls | head`: the reader left; that is not an error.
+        sys.stderr.close()
+        return EXIT_OK
+    except Exception as error:  # every failure becomes one line and an exit code
+        return _report(error, settings if "settings" in locals() else None)
+    return code
+
+
+def _configure_logging(args: argparse.Namespace, settings: Settings) -> None:
+    from .logs import configure_logging
+
+    # Log lines go to stderr; stdout stays for results. Only the worker and
+    # recover log at INFO: the other commands' output is their result.
+    is_service = args.handler in (cmd_worker, cmd_recover)
+    configure_logging(settings.log_format, settings.log_level if is_service else "WARNING")
+    if not is_service:
+        # A broker failure is reported as one line with exit code 4; pika's own
+        # connection errors would only repeat it at length.
+        logging.getLogger("pika").setLevel(logging.CRITICAL)
+
+
+def _report(error: Exception, settings: Settings | None) -> int:
+    code = _exit_code(error)
+    message = str(error) or type(error).__name__
+    if not isinstance(error, BghttpError):
+        message = f"{type(error).__name__}: {message}"
+    print(f"bghttp: error: {message}", file=sys.stderr)
+    if settings is not None and settings.log_level == "DEBUG" and not isinstance(error, BghttpError):
+        import traceback
+
+        traceback.print_exception(error)
+    return code
+
+
+def _exit_code(error: Exception) -> int:
+    if isinstance(error, (InvalidRequest, ConfigError)):
+        return EXIT_USAGE
+    if isinstance(error, UnknownRequest):
+        return EXIT_NOT_FOUND
+    if isinstance(error, BrokerUnavailable):
+        return EXIT_BROKER
+    if isinstance(error, WaitTimeout):
+        return EXIT_TIMEOUT
+    if isinstance(error, StoreError):
+        return EXIT_STORE
+    return EXIT_FAILED
+
+
+def console_main() -> NoReturn:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()
+
+__all__ = ["EXIT_CODES_HELP", "build_parser", "main", "settings_from_args"]

@@ -1,0 +1,163 @@
+"""What the ``bghttp`` CLI prints: text for people, one JSON document for machines,
+and the download progress shown on stderr while ``wait`` polls.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Any
+
+from .models import RequestSpec, Response, StatusRecord
+
+#: Seconds between progress lines when stderr is not a terminal (a log, a CI job).
+PROGRESS_LINE_INTERVAL = 1.0
+
+
+def timestamp(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(value, datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def human_bytes(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"  # pragma: no cover - the loop always returns
+
+
+def print_json(data: Any, stream: IO[str] | None = None) -> None:
+    out = stream or sys.stdout
+    out.write(json.dumps(data, default=str) + "\n")
+
+
+def status_json(record: StatusRecord, spec: RequestSpec | None) -> dict[str, Any]:
+    data = record.to_json()
+    data["method"] = spec.method if spec else None
+    data["url"] = spec.url if spec else None
+    return data
+
+
+def print_status(record: StatusRecord, spec: RequestSpec | None) -> None:
+    """A status record as aligned ``name  value`` lines. Request headers are never shown."""
+    rows = [
+        ("request_id", record.request_id),
+        ("status", record.status.value),
+        ("phase", record.phase.value),
+        ("method", spec.method if spec else "-"),
+        ("url", spec.url if spec else "-"),
+        ("attempts", str(record.attempt_count)),
+        ("retries", f"{record.retries_used}/{record.max_retries}"),
+        ("last_status_code", str(record.last_status_code) if record.last_status_code is not None else "-"),
+        ("last_error", record.last_error or "-"),
+        ("created_at", timestamp(record.created_at)),
+        ("updated_at", timestamp(record.updated_at)),
+        ("next_attempt_at", timestamp(record.next_attempt_at)),
+        ("completed_at", timestamp(record.completed_at)),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name.ljust(width)}  {value}")
+
+
+def response_json(response: Response) -> dict[str, Any]:
+    return {
+        "request_id": response.request_id,
+        "status": response.status.value,
+        "status_code": response.status_code,
+        "headers": [list(pair) for pair in response.headers],
+        "response_file_path": str(response.response_file_path),
+        "size": response.size,
+        "url": response.url,
+        "http_version": response.http_version,
+        "elapsed_ms": response.elapsed_ms,
+        "error": response.error,
+    }
+
+
+def print_response(response: Response) -> None:
+    print(f"{response.http_version or 'HTTP'} {response.status_code}  (request {response.status.value})")
+    for name, value in response.headers:
+        print(f"{name}: {value}")
+    print()
+    size = "?" if response.size is None else f"{response.size} bytes"
+    print(f"body: {response.response_file_path} ({size})")
+    if response.error:
+        print(f"error: {response.error}")
+
+
+def write_body(path: Path, out: IO[bytes]) -> None:
+    with open(path, "rb") as body:
+        while chunk := body.read(1024 * 1024):
+            out.write(chunk)
+    out.flush()
+
+
+def print_table(rows: Iterable[tuple[StatusRecord, RequestSpec | None]]) -> None:
+    header = ("ID", "STATUS", "PHASE", "ATTEMPTS", "CODE", "CREATED", "METHOD", "URL")
+    lines = [header]
+    for record, spec in rows:
+        lines.append(
+            (
+                record.request_id,
+                record.status.value,
+                record.phase.value,
+                str(record.attempt_count),
+                str(record.last_status_code or "-"),
+                timestamp(record.created_at),
+                spec.method if spec else "-",
+                _shorten(spec.url if spec else "-", 60),
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+    for line in lines:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)) + "  " + line[-1])
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Progress:
+    """Shows how much of a response a worker has streamed so far.
+
+    On a terminal: one line redrawn in place. Otherwise: a line at most every
+    PROGRESS_LINE_INTERVAL seconds, only when the size changed.
+    """
+
+    def __init__(self, request_id: str, stream: IO[str] | None = None) -> None:
+        self.request_id = request_id
+        self.stream = stream or sys.stderr
+        self.interactive = self.stream.isatty()
+        self._last_size = -1
+        self._last_line = 0.0
+        self._started = time.monotonic()
+        self._drawn = False
+
+    def update(self, phase: str, size: int | None) -> None:
+        now = time.monotonic()
+        if size is None or size == self._last_size:
+            return
+        if not self.interactive and now - self._last_line < PROGRESS_LINE_INTERVAL:
+            return
+        rate = size / max(now - self._started, 1e-6)
+        text = f"{self.request_id}: {phase}, {human_bytes(size)} received ({human_bytes(rate)}/s)"
+        if self.interactive:
+            self.stream.write("\r\033[K" + text)
+            self._drawn = True
+        else:
+            self.stream.write(f"{text} [{size} bytes]\n")
+        self.stream.flush()
+        self._last_size = size
+        self._last_line = now
+
+    def finish(self) -> None:
+        if self._drawn:
+            self.stream.write("\r\033[K")
+            self.stream.flush()

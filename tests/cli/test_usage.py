@@ -1,0 +1,136 @@
+"""Bad arguments and unknown IDs: a documented exit code and one clear line, never a traceback.
+
+These need no worker; only the broker-unavailable case talks to a (closed) port.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bghttp import Settings
+from bghttp.cli import main
+from bghttp.store import FileStore
+from tests.cli.helpers import assert_one_line_error, bghttp_command, run_cli
+from tests.support import RABBITMQ_URL, free_port, unique_queue
+
+URL = "http://127.0.0.1:9/x"
+
+
+@pytest.fixture
+def offline_settings(tmp_path: Path) -> Settings:
+    """A real store; the queue is never used because every case fails before publishing."""
+    settings = Settings(broker_url=RABBITMQ_URL, store_dir=tmp_path / "store", queue_name=unique_queue(), fsync=False)
+    FileStore(settings.store_dir)
+    return settings
+
+
+def _stored(settings: Settings) -> list[str]:
+    return sorted(FileStore(settings.store_dir).request_ids())
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (["frobnicate"], 2, "invalid choice"),
+        ([], 2, "required: COMMAND"),
+        (["get"], 2, "required: URL"),
+        (["get", "not a url"], 2, "url"),
+        (["get", "ftp://example.com/"], 2, "http"),
+        (["get", URL, "-H", "no colon here"], 2, "-H needs 'Name: value'"),
+        (["get", URL, "-H", "X-Bad: a\r\nInjected: 1"], 2, "header"),
+        (["get", URL, "-q", "novalue"], 2, "-q needs KEY=VALUE"),
+        (["get", URL, "--retries", "11"], 2, "retries must be"),
+        (["get", URL, "--retries", "many"], 2, "invalid int value"),
+        (["get", URL, "--timeout", "-1"], 2, "timeout"),
+        (["get", URL, "--id", "../etc"], 2, "request_id must be"),
+        (["post", URL, "--json-body", "{bad"], 2, "--json-body is not valid JSON"),
+        (["post", URL, "-d", "@/nonexistent/file"], 2, "--data: cannot read"),
+        (["post", URL, "-F", "doc=@/nonexistent/file"], 2, "does not exist"),
+        (["post", URL, "-F", "novalue"], 2, "-F needs NAME=VALUE"),
+        (["post", URL, "-F", "doc=@x;color=red"], 2, "unknown option"),
+        (["post", URL, "-d", "x", "--json-body", "{}"], 2, "not allowed with"),
+        (["ls", "--status", "bogus"], 2, "invalid choice"),
+        (["ls", "--limit", "0"], 2, "must be > 0"),
+        (["gc"], 2, "--older-than"),
+        (["gc", "--older-than", "7x"], 2, "not a duration"),
+        (["worker", "--metrics-port", "70000"], 2, "not a port"),
+        (["status"], 2, "required: ID"),
+        (["status", "bad/id"], 2, "request_id must be"),
+        (["status", "nope"], 3, "no request 'nope'"),
+        (["response", "nope"], 3, "no request 'nope'"),
+        (["wait", "nope"], 3, "no request 'nope'"),
+        (["cancel", "nope"], 3, "no request 'nope'"),
+        (["rm", "nope"], 3, "no request 'nope'"),
+        (["delete", "nope"], 3, "no request 'nope'"),
+        (["delete", "nope", "-H", "A: b"], 2, "takes no -H"),
+        (["--store", "/nonexistent/bghttp-store", "ls"], 6, "no store at"),
+        (["--local", "recover"], 2, "local mode"),
+        (["--local", "worker", "--metrics-port", "9191"], 2, "local mode serves no metrics"),
+    ],
+)
+def test_bad_input_gives_exit_code_and_one_line(
+    offline_settings: Settings, args: list[str], code: int, fragment: str
+) -> None:
+    result = run_cli(offline_settings, *args)
+
+    assert_one_line_error(result, code)
+    assert fragment.lower() in result.stderr.lower()
+    assert _stored(offline_settings) == []  # nothing was stored
+
+
+def test_bad_environment_setting_is_a_usage_error(offline_settings: Settings) -> None:
+    result = run_cli(offline_settings, "ls", env={"BGHTTP_BACKOFF_SCALE": "fast"})
+
+    assert_one_line_error(result, 2)
+    assert "BGHTTP_BACKOFF_SCALE" in result.stderr
+
+
+def test_broker_unavailable_exits_4_and_keeps_nothing(offline_settings: Settings) -> None:
+    closed = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+
+    result = run_cli(offline_settings, "--broker", closed, "post", URL, "-d", "x")
+
+    assert_one_line_error(result, 4)
+    assert "broker did not confirm" in result.stderr
+    assert _stored(offline_settings) == []
+
+
+def test_response_before_any_response_exits_3(offline_settings: Settings) -> None:
+    from dramatiq.brokers.stub import StubBroker
+
+    from bghttp import BackgroundHttpClient
+
+    with BackgroundHttpClient(offline_settings, broker=StubBroker()) as client:
+        info = client.get(URL)  # stored and "published" to a broker nobody reads: stays queued
+
+    result = run_cli(offline_settings, "response", info.request_id)
+    assert_one_line_error(result, 3)
+    assert "no saved response yet (in_progress/queued)" in result.stderr
+    timed_out = run_cli(offline_settings, "wait", info.request_id, "--timeout", "0.3", "--no-progress")
+    assert_one_line_error(timed_out, 5)
+
+
+COMMANDS = ["get", "post", "put", "patch", "delete", "head", "status", "response", "wait", "ls", "cancel", "rm",
+            "worker", "gc", "recover"]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: bghttp {command}")
+    assert "exit codes:" in text and "--json" in text
+
+
+def test_top_level_help_lists_commands_and_exit_codes() -> None:
+    result = subprocess.run([*bghttp_command(), "--help"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    for command in COMMANDS:
+        assert f"    {command} " in result.stdout
+    assert "5  wait timed out" in result.stdout

@@ -1,0 +1,108 @@
+"""The Docker fleet files, checked structurally (no Docker engine needed)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from bghttp.cli import build_parser
+from tests.support import PROJECT_ROOT
+
+DOCKER = PROJECT_ROOT / "docker"
+_DEFAULTED = re.compile(r"\$\{(\w+):-([^}]*)\}")
+
+
+def _interpolate(text: str) -> str:
+    """Compose's ``${NAME:-default}`` with nothing set: the default."""
+    return _DEFAULTED.sub(lambda match: match.group(2), text)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(_interpolate((DOCKER / "compose.yaml").read_text()))
+    assert isinstance(data, dict)
+    return data
+
+
+def _volume_targets(service: dict[str, Any]) -> dict[str, str]:
+    return dict(reversed(entry.split(":")[:2]) for entry in service["volumes"])  # target -> source
+
+
+def test_rabbitmq_is_healthchecked_and_durable(compose: dict[str, Any]) -> None:
+    rabbitmq = compose["services"]["rabbitmq"]
+
+    assert rabbitmq["image"].startswith("rabbitmq:")
+    check = rabbitmq["healthcheck"]
+    assert check["test"][0] == "CMD" and "rabbitmq-diagnostics" in check["test"]
+    assert {"interval", "timeout", "retries"} <= check.keys()
+    data_volume = _volume_targets(rabbitmq)["/var/lib/rabbitmq"]
+    assert data_volume in compose["volumes"]  # a named, durable volume
+    assert rabbitmq["hostname"]  # the data directory is named after the node
+    user = rabbitmq["environment"]["RABBITMQ_DEFAULT_USER"]
+    assert user != "guest"  # guest may only connect from localhost
+    assert all(port.startswith("127.0.0.1:") for port in rabbitmq.get("ports", []))
+
+
+def test_workers_restart_scale_and_share_the_store(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    worker = services["worker"]
+
+    assert worker["restart"] in {"on-failure", "unless-stopped", "always"}
+    assert worker["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+    assert "container_name" not in worker and "ports" not in worker  # --scale worker=N must work
+    assert worker["init"] is True
+    env = worker["environment"]
+    broker = urlsplit(env["BGHTTP_BROKER_URL"])
+    assert broker.scheme == "amqp" and broker.hostname == "rabbitmq"
+    assert broker.username == services["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_USER"]
+    store_mount = _volume_targets(worker)["/data"]
+    assert store_mount in compose["volumes"]
+    assert Path(env["BGHTTP_STORE_DIR"]).is_relative_to("/data")
+    # The CLI service sees the same store and broker as the workers.
+    cli = services["cli"]
+    assert _volume_targets(cli)["/data"] == store_mount and cli["environment"] == env
+    assert cli["entrypoint"] == ["bghttp"] and "profiles" in cli
+    # The worker command is a valid `bghttp worker` command line, metrics on.
+    args = build_parser().parse_args(worker["command"])
+    assert args.command == "worker" and args.metrics_port == 9191 and args.processes >= 1
+    assert "9191" in [str(port) for port in worker["expose"]]
+
+
+def test_build_context_and_dockerfile_match(compose: dict[str, Any]) -> None:
+    build = compose["services"]["worker"]["build"]
+    context = (DOCKER / build["context"]).resolve()
+    assert context == PROJECT_ROOT.resolve()
+    assert (context / build["dockerfile"]).is_file()
+
+
+def _instructions() -> list[tuple[str, str]]:
+    text = (DOCKER / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+
+
+def test_dockerfile_runs_as_a_non_root_user_with_the_cli_as_entrypoint() -> None:
+    instructions = _instructions()
+    final_stage = instructions[max(i for i, (name, _) in enumerate(instructions) if name == "FROM") :]
+
+    users = [value for name, value in final_stage if name == "USER"]
+    assert users and users[-1] not in {"root", "0"} and not users[-1].startswith("0:")
+    user_at = max(i for i, (name, _) in enumerate(final_stage) if name == "USER")
+    created = " ".join(value for name, value in final_stage[:user_at] if name == "RUN")
+    assert "useradd" in created and users[-1] in shlex.split(created)
+    entrypoint = json.loads(dict(final_stage)["ENTRYPOINT"])  # exec form: signals reach the CLI
+    assert entrypoint == ["bghttp"]
+    cmd = json.loads(dict(final_stage)["CMD"])
+    assert build_parser().parse_args(cmd).command == "worker"
+    assert json.loads(dict(final_stage)["VOLUME"]) == ["/data"]
+    for name, value in instructions:
+        if name == "COPY" and not value.startswith("--from"):
+            for source in shlex.split(value)[:-1]:
+                assert (PROJECT_ROOT / source).exists(), source
