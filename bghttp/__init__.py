@@ -1,6 +1,7 @@
 """bghttp: durable background HTTP requests on Dramatiq and RabbitMQ."""
 
 from .aio import AsyncBackgroundHttpClient
+from .bulk import BulkRequest
 from .client import BackgroundHttpClient
 from .config import Settings
 from .errors import (
@@ -20,6 +21,7 @@ __all__ = [
     "BackgroundHttpClient",
     "BghttpError",
     "BrokerUnavailable",
+    "BulkRequest",
     "InvalidRequest",
     "InvalidRequestId",
     "MultipartFile",

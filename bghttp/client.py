@@ -17,7 +17,9 @@ from typing import Any, Literal
 
 import dramatiq
 
+from . import bulk
 from .broker import create_broker, publish_request
+from .bulk import BulkRequest
 from .config import Settings
 from .errors import BrokerUnavailable, RequestExists, UnknownRequest, WaitTimeout
 from .models import Phase, RequestInfo, RequestStatus, Response, StatusRecord
@@ -158,6 +160,10 @@ class BackgroundHttpClient:
 
     def post_multipart(self, url: str, **options: Any) -> RequestInfo:
         return self.request("POST", url, multipart=True, **options)
+
+    def submit_many(self, requests: Iterable[BulkRequest | Mapping[str, Any]]) -> list[RequestInfo]:
+        """Submit many requests at once, all or nothing (see ``bghttp.bulk.submit_many``)."""
+        return bulk.submit_many(self, requests)
 
     # --------------------------------------------------------------- reads
     def get_request_status(self, request_id: str) -> StatusRecord | None:

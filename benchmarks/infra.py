@@ -1,0 +1,159 @@
+"""What every workload needs: bghttp settings on a fresh queue and store, worker groups, RSS sampling, load."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pika
+import psutil
+
+from bghttp import Settings
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BROKER_URL = os.environ.get("BGHTTP_BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def load() -> str:
+    """The 1/5/15-minute load averages, for the record next to each result."""
+    return "/".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+@contextlib.contextmanager
+def bench_settings(*, fsync: bool = True) -> Iterator[Settings]:
+    """Settings with a unique queue and a temporary store; both are deleted afterwards."""
+    store = Path(tempfile.mkdtemp(prefix="bghttp-bench-store-"))
+    settings = Settings(
+        broker_url=BROKER_URL,
+        store_dir=store,
+        queue_name=f"bghttp-bench-{uuid.uuid4().hex[:10]}",
+        fsync=fsync,
+    )
+    try:
+        yield settings
+    finally:
+        delete_queues(settings.queue_name)
+        shutil.rmtree(store, ignore_errors=True)
+
+
+def delete_queues(queue_name: str) -> None:
+    with contextlib.suppress(Exception):
+        connection = pika.BlockingConnection(pika.URLParameters(BROKER_URL))
+        try:
+            channel = connection.channel()
+            for name in (queue_name, f"{queue_name}.DQ", f"{queue_name}.XQ"):
+                channel.queue_delete(name)
+        finally:
+            connection.close()
+
+
+def worker_env(settings: Settings, log_level: str = "INFO") -> dict[str, str]:
+    env = {
+        **os.environ,
+        "BGHTTP_BROKER_URL": settings.broker_url,
+        "BGHTTP_STORE_DIR": str(settings.store_dir),
+        "BGHTTP_QUEUE": settings.queue_name,
+        "BGHTTP_FSYNC": "1" if settings.fsync else "0",
+        "BGHTTP_LOG_FORMAT": "json",
+        "BGHTTP_LOG_LEVEL": log_level,
+    }
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH", "")]))
+    return env
+
+
+class WorkerGroup:
+    """``python -m dramatiq actors --processes P --threads T`` in its own process group."""
+
+    def __init__(self, settings: Settings, *, processes: int, threads: int, log_level: str = "INFO") -> None:
+        self.processes = processes
+        self.log_path = Path(settings.store_dir).parent / f"{settings.queue_name}-worker.log"
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dramatiq", "actors", "--processes", str(processes), "--threads", str(threads)],
+            cwd=PROJECT_ROOT,
+            env=worker_env(settings, log_level),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{self.log_path.read_text(errors='replace')[-3000:]}")
+            if self.log_path.read_text(errors="replace").count("Worker process is ready") >= self.processes:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"worker not ready after {timeout}s")
+
+    def worker_pids(self) -> list[int]:
+        """The worker processes (children of the dramatiq master)."""
+        with contextlib.suppress(psutil.Error):
+            return [child.pid for child in psutil.Process(self.process.pid).children(recursive=True)]
+        return []
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self._log.close()
+        with contextlib.suppress(OSError):
+            self.log_path.unlink()
+
+
+@contextlib.contextmanager
+def worker_group(settings: Settings, *, processes: int, threads: int, log_level: str = "INFO") -> Iterator[WorkerGroup]:
+    group = WorkerGroup(settings, processes=processes, threads=threads, log_level=log_level)
+    try:
+        group.wait_ready()
+        yield group
+    finally:
+        group.stop()
+
+
+class RssSampler:
+    """Samples the RSS of some processes every ``interval`` seconds; keeps each one's peak."""
+
+    def __init__(self, pids: list[int], interval: float = 0.02) -> None:
+        self.processes = [psutil.Process(pid) for pid in pids]
+        self.start_rss = {p.pid: p.memory_info().rss for p in self.processes}
+        self.peak_rss = dict(self.start_rss)
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            for process in self.processes:
+                with contextlib.suppress(psutil.Error):
+                    rss = process.memory_info().rss
+                    self.peak_rss[process.pid] = max(self.peak_rss[process.pid], rss)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def max_growth(self) -> int:
+        return max((self.peak_rss[pid] - self.start_rss[pid] for pid in self.peak_rss), default=0)
