@@ -15,9 +15,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import pika
 import psutil
 
+import bghttp.broker
 from bghttp import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -47,14 +47,7 @@ def bench_settings(*, fsync: bool = True) -> Iterator[Settings]:
 
 
 def delete_queues(queue_name: str) -> None:
-    with contextlib.suppress(Exception):
-        connection = pika.BlockingConnection(pika.URLParameters(BROKER_URL))
-        try:
-            channel = connection.channel()
-            for name in (queue_name, f"{queue_name}.DQ", f"{queue_name}.XQ"):
-                channel.queue_delete(name)
-        finally:
-            connection.close()
+    bghttp.broker.delete_queues(BROKER_URL, queue_name)
 
 
 def worker_env(settings: Settings, log_level: str = "INFO") -> dict[str, str]:

@@ -7,7 +7,11 @@ request itself lives in the store, never in the message.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 import dramatiq
+import pika
 import pika.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
@@ -52,3 +56,33 @@ def publish_request(
         broker.enqueue(request_message(queue_name, request_id, token), delay=delay_ms)
     except (dramatiq.errors.BrokerError, pika.exceptions.AMQPError, OSError) as error:
         raise BrokerUnavailable(f"the broker did not confirm request {request_id}: {error}") from error
+
+
+def rabbitmq_reachable(url: str) -> bool:
+    """True if a RabbitMQ at ``url`` accepts a connection now (one try, 2 s at most)."""
+    pika_logger = logging.getLogger("pika")
+    level = pika_logger.level
+    pika_logger.setLevel(logging.CRITICAL)  # a refused connection is an answer here, not an error
+    try:
+        separator = "&" if "?" in url else "?"
+        connection = pika.BlockingConnection(
+            pika.URLParameters(f"{url}{separator}connection_attempts=1&socket_timeout=2")
+        )
+    except Exception:
+        return False
+    finally:
+        pika_logger.setLevel(level)
+    connection.close()
+    return True
+
+
+def delete_queues(url: str, queue_name: str) -> None:
+    """Delete a queue with its delay and dead-letter queues; quietly does nothing if unreachable."""
+    with contextlib.suppress(Exception):
+        connection = pika.BlockingConnection(pika.URLParameters(url))
+        try:
+            channel = connection.channel()
+            for name in (queue_name, f"{queue_name}.DQ", f"{queue_name}.XQ"):
+                channel.queue_delete(name)
+        finally:
+            connection.close()

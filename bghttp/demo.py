@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -31,8 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import pika
-
+from .broker import delete_queues, rabbitmq_reachable
 from .client import BackgroundHttpClient
 from .config import LOCAL_BROKER, Settings
 from .logs import configure_logging
@@ -99,25 +97,6 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-def rabbitmq_reachable(url: str) -> bool:
-    pika_logger = logging.getLogger("pika")
-    level = pika_logger.level
-    pika_logger.setLevel(logging.CRITICAL)  # a refused connection is an answer here, not an error
-    try:
-        parameters = pika.URLParameters(_with_query(url, "connection_attempts=1&socket_timeout=2"))
-        connection = pika.BlockingConnection(parameters)
-    except Exception:
-        return False
-    finally:
-        pika_logger.setLevel(level)
-    connection.close()
-    return True
-
-
-def _with_query(url: str, query: str) -> str:
-    return url + ("&" if "?" in url else "?") + query
-
-
 def redact_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
@@ -161,17 +140,6 @@ def worker_process(settings: Settings, log_path: Path) -> Iterator[None]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-
-def delete_queue(url: str, queue_name: str) -> None:
-    with contextlib.suppress(Exception):
-        connection = pika.BlockingConnection(pika.URLParameters(url))
-        try:
-            channel = connection.channel()
-            for name in (queue_name, f"{queue_name}.DQ", f"{queue_name}.XQ"):
-                channel.queue_delete(name)
-        finally:
-            connection.close()
 
 
 Submitted = list[tuple[str, RequestInfo, RequestStatus]]
@@ -231,7 +199,7 @@ def run(keep: bool = False) -> int:
     try:
         with contextlib.ExitStack() as running:
             if use_rabbitmq:
-                running.callback(delete_queue, settings.broker_url, settings.queue_name)
+                running.callback(delete_queues, settings.broker_url, settings.queue_name)
                 running.enter_context(worker_process(settings, workdir / "worker.log"))
             client = running.enter_context(BackgroundHttpClient(settings))
             started = time.monotonic()

@@ -135,6 +135,9 @@ class RequestRunner:
         record = self.store.update_status(
             spec.request_id,
             lambda r: r.evolve(phase=Phase.RUNNING, token=token, next_attempt_at=None, attempts=(*r.attempts, started)),
+            # A process crash keeps this record (it is written before the request is
+            # sent); only a power loss can undo it, and the request then just runs again.
+            durable=False,
         )
         if record.is_terminal:  # cancelled between our checks
             return

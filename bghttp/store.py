@@ -93,18 +93,21 @@ class FileStore:
         return self._path("response_part", request_id)
 
     # ------------------------------------------------------------ raw files
-    def _write_atomic(self, path: Path, data: bytes) -> None:
+    def _write_file(self, path: Path, data: bytes, *, durable: bool = True) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            if self.fsync and durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _write_atomic(self, path: Path, data: bytes, *, durable: bool = True) -> None:
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, data)
-                if self.fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+            self._write_file(tmp, data, durable=durable)
             os.replace(tmp, path)
-            if self.fsync:
+            if self.fsync and durable:
                 self._fsync_dir(path.parent)
         except OSError as error:
             with contextlib.suppress(OSError):
@@ -115,7 +118,7 @@ class FileStore:
         """Create ``path`` with ``data`` unless it exists; False if it existed."""
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            self._write_atomic(tmp, data)
+            self._write_file(tmp, data)
             try:
                 os.link(tmp, path)  # atomic "create if absent" with the full content
             except FileExistsError:
@@ -216,18 +219,24 @@ class FileStore:
         data = self._read_json(self._path("status", request_id))
         return None if data is None else StatusRecord.from_json(data)
 
-    def _write_status(self, record: StatusRecord) -> None:
+    def _write_status(self, record: StatusRecord, *, durable: bool = True) -> None:
         self._write_atomic(
-            self._path("status", record.request_id), json.dumps(record.to_json()).encode()
+            self._path("status", record.request_id), json.dumps(record.to_json()).encode(), durable=durable
         )
 
     def update_status(
-        self, request_id: str, change: Callable[[StatusRecord], StatusRecord | None]
+        self,
+        request_id: str,
+        change: Callable[[StatusRecord], StatusRecord | None],
+        *,
+        durable: bool = True,
     ) -> StatusRecord:
         """Apply ``change`` to the current record under the request's status lock.
 
         ``change`` returns the new record, or None to leave it as it is. A
         terminal record is final: ``change`` is not called for one.
+        ``durable=False`` skips the fsyncs: for a change that a power loss may
+        undo without harm (the record then shows the state before it).
         """
         with self._locked(self._path("status_lock", request_id), blocking=True):
             current = self.read_status(request_id)
@@ -238,7 +247,7 @@ class FileStore:
             new = change(current)
             if new is None or new == current:
                 return current
-            self._write_status(new)
+            self._write_status(new, durable=durable)
             return new
 
     # --------------------------------------------------------------- claims

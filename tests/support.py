@@ -13,8 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pika
 import pytest
+
+import bghttp.broker
+from bghttp.broker import rabbitmq_reachable
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RABBITMQ_URL = os.environ.get("BGHTTP_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -22,12 +24,7 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 def rabbitmq_available(url: str = RABBITMQ_URL) -> bool:
-    try:
-        connection = pika.BlockingConnection(pika.URLParameters(url + "?connection_attempts=1&socket_timeout=2"))
-    except Exception:
-        return False
-    connection.close()
-    return True
+    return rabbitmq_reachable(url)
 
 
 def require_rabbitmq() -> None:
@@ -44,16 +41,7 @@ def unique_queue() -> str:
 
 
 def delete_queues(queue_name: str, url: str = RABBITMQ_URL) -> None:
-    try:
-        connection = pika.BlockingConnection(pika.URLParameters(url))
-    except Exception:
-        return
-    try:
-        channel = connection.channel()
-        for name in (queue_name, f"{queue_name}.DQ", f"{queue_name}.XQ"):
-            channel.queue_delete(name)
-    finally:
-        connection.close()
+    bghttp.broker.delete_queues(url, queue_name)
 
 
 def free_port() -> int:
