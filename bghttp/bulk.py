@@ -20,12 +20,8 @@ store to be the bottleneck, and fails atomically.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import dataclasses
-import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dramatiq
@@ -34,6 +30,7 @@ import pika.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from .broker import request_message
+from .durability import sync_filesystem
 from .errors import BrokerUnavailable, InvalidRequest, RequestExists
 from .models import RequestInfo, RequestStatus
 from .store import FileStore
@@ -199,23 +196,6 @@ def publish_in_transaction(
     finally:
         with contextlib.suppress(Exception):
             channel.close()
-
-
-_libc: Any = None
-
-
-def sync_filesystem(path: Path) -> None:
-    """Make every write on the filesystem holding ``path`` durable (``syncfs``; else ``sync``)."""
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        syncfs = getattr(_libc, "syncfs", None)
-        if syncfs is None or syncfs(fd) != 0:
-            os.sync()
-    finally:
-        os.close(fd)
 
 
 __all__ = ["BulkRequest", "publish_in_transaction", "submit_many", "sync_filesystem"]

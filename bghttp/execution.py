@@ -170,9 +170,8 @@ def _stream_body(
                 next_cancel_check = now + CANCEL_CHECK_SECONDS
                 if is_cancelled():
                     raise AttemptCancelled()
-        if store.fsync:
-            out.flush()
-            os.fsync(out.fileno())
+        out.flush()
+        store.sync_file(out.fileno())
     return size
 
 

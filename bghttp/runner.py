@@ -75,6 +75,12 @@ class RequestRunner:
 
     # ------------------------------------------------------------------ entry
     def run(self, request_id: str, token: int) -> None:
+        # Every file this run writes becomes durable in one shared filesystem sync
+        # before we return (and the message is acked), instead of 5 fsyncs of its own.
+        with self.store.group_commit():
+            self._run(request_id, token)
+
+    def _run(self, request_id: str, token: int) -> None:
         log = get_logger(request_id=request_id, token=token)
         spec = self.store.load_request(request_id)
         if spec is None:

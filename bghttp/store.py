@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from .durability import GroupCommit
 from .errors import InvalidRequestId, StoreError, UnknownRequest
 from .models import Phase, RequestSpec, RequestStatus, StatusRecord
 
@@ -65,6 +66,8 @@ class FileStore:
     def __init__(self, root: str | Path, *, fsync: bool = True) -> None:
         self.root = Path(root).absolute()
         self.fsync = fsync
+        self._group_commit = GroupCommit(self.root)
+        self._deferred = threading.local()
         try:
             for directory in {location for location, _ in _LOCATIONS.values()}:
                 (self.root / directory).mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -92,12 +95,43 @@ class FileStore:
     def response_part_path(self, request_id: str) -> Path:
         return self._path("response_part", request_id)
 
+    # ----------------------------------------------------------- durability
+    @contextlib.contextmanager
+    def group_commit(self) -> Iterator[None]:
+        """Inside the block this thread's writes skip their fsyncs; leaving it waits
+        for one shared filesystem sync that makes them all durable (see ``durability``).
+        """
+        if not self.fsync:
+            yield
+            return
+        self._deferred.active = True
+        self._deferred.wrote = False
+        try:
+            yield
+        finally:
+            self._deferred.active = False
+            if self._deferred.wrote:
+                self._group_commit.wait_durable()
+
+    def _must_sync(self, durable: bool = True) -> bool:
+        if not (self.fsync and durable):
+            return False
+        if getattr(self._deferred, "active", False):
+            self._deferred.wrote = True
+            return False
+        return True
+
+    def sync_file(self, fd: int) -> None:
+        """fsync ``fd`` unless fsync is off or deferred to a group commit."""
+        if self._must_sync():
+            os.fsync(fd)
+
     # ------------------------------------------------------------ raw files
     def _write_file(self, path: Path, data: bytes, *, durable: bool = True) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, data)
-            if self.fsync and durable:
+            if self._must_sync(durable):
                 os.fsync(fd)
         finally:
             os.close(fd)
@@ -107,7 +141,7 @@ class FileStore:
         try:
             self._write_file(tmp, data, durable=durable)
             os.replace(tmp, path)
-            if self.fsync and durable:
+            if self._must_sync(durable):
                 self._fsync_dir(path.parent)
         except OSError as error:
             with contextlib.suppress(OSError):
@@ -123,7 +157,7 @@ class FileStore:
                 os.link(tmp, path)  # atomic "create if absent" with the full content
             except FileExistsError:
                 return False
-            if self.fsync:
+            if self._must_sync():
                 self._fsync_dir(path.parent)
             return True
         except OSError as error:
@@ -201,9 +235,8 @@ class FileStore:
             for source, stored_name in files:
                 with open(source, "rb") as src, self.open_private(directory / stored_name) as dst:
                     shutil.copyfileobj(src, dst, 1024 * 1024)
-                    if self.fsync:
-                        dst.flush()
-                        os.fsync(dst.fileno())
+                    dst.flush()
+                    self.sync_file(dst.fileno())
         except OSError as error:
             raise StoreError(f"cannot copy multipart files into the store: {error}") from error
 

@@ -29,7 +29,7 @@ def rabbitmq_settings(store_dir: Path) -> Iterator[Settings]:
         store_dir=store_dir,
         queue_name=unique_queue(),
         backoff_scale=0.01,
-        fsync=False,
+        fsync=True,  # the default users get: exercises the group commit
     )
     yield settings
     delete_queues(settings.queue_name)
