@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pika
 import pytest
 
 import bghttp.broker
@@ -42,6 +43,16 @@ def unique_queue() -> str:
 
 def delete_queues(queue_name: str, url: str = RABBITMQ_URL) -> None:
     bghttp.broker.delete_queues(url, queue_name)
+
+
+def queue_counts(queue_name: str, url: str = RABBITMQ_URL) -> tuple[int, int]:
+    """(ready messages, consumers) of a queue, read with a passive declare."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        method = connection.channel().queue_declare(queue_name, passive=True).method
+        return int(method.message_count), int(method.consumer_count)
+    finally:
+        connection.close()
 
 
 def free_port() -> int:

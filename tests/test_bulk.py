@@ -13,7 +13,7 @@ from werkzeug import Request, Response
 
 from bghttp import BackgroundHttpClient, BrokerUnavailable, InvalidRequest, MultipartFile, RequestStatus, Settings
 from bghttp.bulk import BulkRequest, submit_many
-from tests.support import RABBITMQ_URL, WorkerProcess, free_port, wait_until
+from tests.support import RABBITMQ_URL, WorkerProcess, free_port, queue_counts, wait_until
 
 
 def _echo(request: Request) -> Response:
@@ -31,11 +31,7 @@ def _stored_ids(store_dir: Path) -> set[str]:
 
 
 def _queue_depth(queue_name: str) -> int:
-    connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
-    try:
-        return int(connection.channel().queue_declare(queue_name, passive=True).method.message_count)
-    finally:
-        connection.close()
+    return queue_counts(queue_name)[0]
 
 
 @pytest.mark.rabbitmq

@@ -15,7 +15,6 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 
-import pika
 import pytest
 
 from bghttp import BackgroundHttpClient, RequestStatus, Settings
@@ -27,7 +26,7 @@ from tests.connectivity.support import (
     outage_settings,
     statuses,
 )
-from tests.support import RABBITMQ_URL, WorkerProcess, wait_until
+from tests.support import WorkerProcess, queue_counts, wait_until
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 
@@ -85,11 +84,7 @@ def rabbit_env() -> Iterator[RabbitEnv]:
 
 
 def _consumers(queue: str) -> int:
-    connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
-    try:
-        return int(connection.channel().queue_declare(queue, passive=True).method.consumer_count)
-    finally:
-        connection.close()
+    return queue_counts(queue)[1]
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,15 @@ class Recorder:
     def count(self) -> int:
         with self.lock:
             return len(self.requests)
+
+    def responding(self, body: str = "ok") -> Callable[[Request], WerkzeugResponse]:
+        """A handler that records each request and answers 200 with ``body``."""
+
+        def handler(request: Request) -> WerkzeugResponse:
+            self(request)
+            return WerkzeugResponse(body)
+
+        return handler
 
 
 def test_every_verb_reaches_the_server(client: BackgroundHttpClient, worker: object, httpserver: HTTPServer) -> None:
@@ -72,11 +82,7 @@ def test_json_text_and_bytes_bodies_arrive_as_sent(
 ) -> None:
     recorder = Recorder()
 
-    def handler(request: Request) -> WerkzeugResponse:
-        recorder(request)
-        return WerkzeugResponse("ok")
-
-    httpserver.expect_request("/body").respond_with_handler(handler)
+    httpserver.expect_request("/body").respond_with_handler(recorder.responding())
     url = httpserver.url_for("/body")
     payload = {"name": "Zoë", "items": [1, 2.5, None, True], "nested": {"a": "b"}}
     sent = [
@@ -138,11 +144,7 @@ def test_query_parameters_merge_with_the_url_query(
 ) -> None:
     recorder = Recorder()
 
-    def handler(request: Request) -> WerkzeugResponse:
-        recorder(request)
-        return WerkzeugResponse("ok")
-
-    httpserver.expect_request("/search").respond_with_handler(handler)
+    httpserver.expect_request("/search").respond_with_handler(recorder.responding())
     info = client.get(
         httpserver.url_for("/search") + "?q=first&lang=en",
         query_parameters={"q": "second", "tag": ["a", "b c"], "page": 2, "exact": True},
@@ -318,11 +320,7 @@ def test_a_duplicated_message_sends_one_http_request(
 def test_same_request_id_twice_sends_once(client: BackgroundHttpClient, worker: object, httpserver: HTTPServer) -> None:
     recorder = Recorder()
 
-    def handler(request: Request) -> WerkzeugResponse:
-        recorder(request)
-        return WerkzeugResponse("ok")
-
-    httpserver.expect_request("/idem").respond_with_handler(handler)
+    httpserver.expect_request("/idem").respond_with_handler(recorder.responding())
     first = client.post(httpserver.url_for("/idem"), data={"x": 1}, request_id="order-42.webhook")
     second = client.post(httpserver.url_for("/idem"), data={"x": 2}, request_id="order-42.webhook")
     assert first.request_id == second.request_id == "order-42.webhook"
@@ -340,7 +338,7 @@ def test_cancelled_queued_request_never_runs(
 
     assert isinstance(rabbitmq_settings, Settings)
     recorder = Recorder()
-    httpserver.expect_request("/never").respond_with_handler(lambda r: (recorder(r), WerkzeugResponse("x"))[1])
+    httpserver.expect_request("/never").respond_with_handler(recorder.responding())
     with BackgroundHttpClient(rabbitmq_settings) as bg:
         info = bg.get(httpserver.url_for("/never"))
         cancelled = bg.cancel(info.request_id)  # no worker yet: it is queued

@@ -7,12 +7,11 @@ import signal
 import time
 from collections.abc import Callable
 
-import pika
 import pytest
 
 from bghttp import BackgroundHttpClient, RequestStatus, Settings
 from tests.reliability.server import CountingServer, slow_body
-from tests.support import RABBITMQ_URL, WorkerProcess, wait_until
+from tests.support import WorkerProcess, queue_counts, wait_until
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 
@@ -92,8 +91,4 @@ def test_worker_killed_holding_delayed_retries_hands_them_on(
 
 
 def _ready_messages(queue: str) -> int:
-    connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
-    try:
-        return int(connection.channel().queue_declare(queue, passive=True).method.message_count)
-    finally:
-        connection.close()
+    return queue_counts(queue)[0]
