@@ -51,15 +51,7 @@ def delete_queues(queue_name: str) -> None:
 
 
 def worker_env(settings: Settings, log_level: str = "INFO") -> dict[str, str]:
-    env = {
-        **os.environ,
-        "BGHTTP_BROKER_URL": settings.broker_url,
-        "BGHTTP_STORE_DIR": str(settings.store_dir),
-        "BGHTTP_QUEUE": settings.queue_name,
-        "BGHTTP_FSYNC": "1" if settings.fsync else "0",
-        "BGHTTP_LOG_FORMAT": "json",
-        "BGHTTP_LOG_LEVEL": log_level,
-    }
+    env = {**os.environ, **settings.to_env(), "BGHTTP_LOG_FORMAT": "json", "BGHTTP_LOG_LEVEL": log_level}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH", "")]))
     return env
 

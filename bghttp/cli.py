@@ -468,7 +468,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from dramatiq.cli import make_argument_parser
 
     # Worker processes read their settings from the environment (actors/__init__.py).
-    os.environ.update(settings_env_overrides(settings))
+    os.environ.update(settings.to_env())
     metrics_dir: str | None = None
     if settings.metrics_port is not None:
         import importlib.util
@@ -493,14 +493,6 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if code == _DRAMATIQ_RET_CONNECT:
         return EXIT_BROKER
     return EXIT_OK if code == 0 else EXIT_FAILED
-
-
-def settings_env_overrides(settings: Settings) -> dict[str, str]:
-    """The variables a worker process needs so that its settings match this command line."""
-    env = {"BGHTTP_STORE_DIR": str(settings.store_dir), "BGHTTP_BROKER_URL": settings.broker_url}
-    if settings.metrics_port is not None:
-        env["BGHTTP_METRICS_PORT"] = str(settings.metrics_port)
-    return env
 
 
 # ------------------------------------------------------------------- main

@@ -75,29 +75,7 @@ class Settings:
         """Read settings from ``environ`` (default ``os.environ``); ``overrides`` win."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
-        readers: dict[str, tuple[str, Callable[[str], object]]] = {
-            "broker_url": ("BGHTTP_BROKER_URL", str),
-            "store_dir": ("BGHTTP_STORE_DIR", Path),
-            "queue_name": ("BGHTTP_QUEUE", str),
-            "backoff_scale": ("BGHTTP_BACKOFF_SCALE", _non_negative_float),
-            "default_timeout": ("BGHTTP_DEFAULT_TIMEOUT", _positive_float),
-            "max_response_bytes": ("BGHTTP_MAX_RESPONSE_BYTES", _optional_positive_int),
-            "fsync": ("BGHTTP_FSYNC", _bool),
-            "block_private_addresses": ("BGHTTP_BLOCK_PRIVATE_ADDRESSES", _bool),
-            "egress_allow_networks": ("BGHTTP_EGRESS_ALLOW_NETWORKS", _networks),
-            "connectivity_probes": ("BGHTTP_CONNECTIVITY_PROBES", _list),
-            "network_interfaces": ("BGHTTP_NETWORK_INTERFACES", _list),
-            "connectivity_interval": ("BGHTTP_CONNECTIVITY_INTERVAL", _positive_float),
-            "offline_after_failures": ("BGHTTP_OFFLINE_AFTER_FAILURES", _positive_int),
-            "offline_hold_seconds": ("BGHTTP_OFFLINE_HOLD_SECONDS", _non_negative_float),
-            "log_format": ("BGHTTP_LOG_FORMAT", _log_format),
-            "log_level": ("BGHTTP_LOG_LEVEL", str.upper),
-            "metrics_port": ("BGHTTP_METRICS_PORT", _port),
-            "local_threads": ("BGHTTP_LOCAL_THREADS", _positive_int),
-            "local_rescan_interval": ("BGHTTP_LOCAL_RESCAN_INTERVAL", _non_negative_float),
-            "local_orphan_after": ("BGHTTP_LOCAL_ORPHAN_AFTER", _non_negative_float),
-        }
-        for field, (variable, parse) in readers.items():
+        for field, (variable, parse) in _VARIABLES.items():
             raw = env.get(variable)
             if raw is None or raw == "":
                 continue
@@ -107,6 +85,23 @@ class Settings:
                 raise ConfigError(f"{variable}={raw!r}: {error}") from None
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
+
+    def to_env(self) -> dict[str, str]:
+        """The ``BGHTTP_*`` variables that give another process these settings (``from_env``'s inverse)."""
+        env = {}
+        for field, (variable, _) in _VARIABLES.items():
+            value = getattr(self, field)
+            if value is None or value == ():
+                continue  # unset: the other process takes the default too
+            if isinstance(value, bool):
+                env[variable] = "1" if value else "0"
+            elif isinstance(value, tuple):
+                env[variable] = ",".join(value)
+            elif isinstance(value, float):
+                env[variable] = repr(value)
+            else:
+                env[variable] = str(value)
+        return env
 
 
 def _positive_float(raw: str) -> float:
@@ -168,3 +163,28 @@ def _log_format(raw: str) -> str:
     if lowered not in {"json", "console", "auto"}:
         raise ValueError("must be json, console or auto")
     return lowered
+
+
+#: Each setting and the variable it is read from, with its parser.
+_VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
+    "broker_url": ("BGHTTP_BROKER_URL", str),
+    "store_dir": ("BGHTTP_STORE_DIR", Path),
+    "queue_name": ("BGHTTP_QUEUE", str),
+    "backoff_scale": ("BGHTTP_BACKOFF_SCALE", _non_negative_float),
+    "default_timeout": ("BGHTTP_DEFAULT_TIMEOUT", _positive_float),
+    "max_response_bytes": ("BGHTTP_MAX_RESPONSE_BYTES", _optional_positive_int),
+    "fsync": ("BGHTTP_FSYNC", _bool),
+    "block_private_addresses": ("BGHTTP_BLOCK_PRIVATE_ADDRESSES", _bool),
+    "egress_allow_networks": ("BGHTTP_EGRESS_ALLOW_NETWORKS", _networks),
+    "connectivity_probes": ("BGHTTP_CONNECTIVITY_PROBES", _list),
+    "network_interfaces": ("BGHTTP_NETWORK_INTERFACES", _list),
+    "connectivity_interval": ("BGHTTP_CONNECTIVITY_INTERVAL", _positive_float),
+    "offline_after_failures": ("BGHTTP_OFFLINE_AFTER_FAILURES", _positive_int),
+    "offline_hold_seconds": ("BGHTTP_OFFLINE_HOLD_SECONDS", _non_negative_float),
+    "log_format": ("BGHTTP_LOG_FORMAT", _log_format),
+    "log_level": ("BGHTTP_LOG_LEVEL", str.upper),
+    "metrics_port": ("BGHTTP_METRICS_PORT", _port),
+    "local_threads": ("BGHTTP_LOCAL_THREADS", _positive_int),
+    "local_rescan_interval": ("BGHTTP_LOCAL_RESCAN_INTERVAL", _non_negative_float),
+    "local_orphan_after": ("BGHTTP_LOCAL_ORPHAN_AFTER", _non_negative_float),
+}

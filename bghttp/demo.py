@@ -105,23 +105,13 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    return {
-        "BGHTTP_BROKER_URL": settings.broker_url,
-        "BGHTTP_STORE_DIR": str(settings.store_dir),
-        "BGHTTP_QUEUE": settings.queue_name,
-        "BGHTTP_BACKOFF_SCALE": repr(settings.backoff_scale),
-        "BGHTTP_LOG_FORMAT": "json",
-    }
-
-
 @contextlib.contextmanager
 def worker_process(settings: Settings, log_path: Path) -> Iterator[None]:
     """A real ``dramatiq actors`` worker for the demo's queue, stopped on exit."""
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "dramatiq", "actors", "--processes", "1", "--threads", "4"],
-            env={**os.environ, **settings_env(settings)},
+            env={**os.environ, **settings.to_env(), "BGHTTP_LOG_FORMAT": "json"},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

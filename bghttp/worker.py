@@ -60,6 +60,9 @@ class RunnerHolder:
         self._lock = threading.Lock()
 
     def get(self) -> RequestRunner:
+        runner = self._runner  # every message passes here: no lock once it is built
+        if runner is not None:
+            return runner
         with self._lock:
             if self._runner is None:
                 store = self.store or FileStore(self.settings.store_dir, fsync=self.settings.fsync)

@@ -37,32 +37,7 @@ def rabbitmq_settings(store_dir: Path) -> Iterator[Settings]:
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The ``BGHTTP_*`` variables that give a worker process the same settings."""
-    env = {
-        "BGHTTP_BROKER_URL": settings.broker_url,
-        "BGHTTP_STORE_DIR": str(settings.store_dir),
-        "BGHTTP_QUEUE": settings.queue_name,
-        "BGHTTP_BACKOFF_SCALE": repr(settings.backoff_scale),
-        "BGHTTP_FSYNC": "1" if settings.fsync else "0",
-        "BGHTTP_DEFAULT_TIMEOUT": repr(settings.default_timeout),
-        "BGHTTP_CONNECTIVITY_INTERVAL": repr(settings.connectivity_interval),
-        "BGHTTP_OFFLINE_HOLD_SECONDS": repr(settings.offline_hold_seconds),
-        "BGHTTP_OFFLINE_AFTER_FAILURES": str(settings.offline_after_failures),
-        "BGHTTP_BLOCK_PRIVATE_ADDRESSES": "1" if settings.block_private_addresses else "0",
-        "BGHTTP_LOCAL_THREADS": str(settings.local_threads),
-        "BGHTTP_LOCAL_RESCAN_INTERVAL": repr(settings.local_rescan_interval),
-        "BGHTTP_LOCAL_ORPHAN_AFTER": repr(settings.local_orphan_after),
-    }
-    if settings.max_response_bytes is not None:
-        env["BGHTTP_MAX_RESPONSE_BYTES"] = str(settings.max_response_bytes)
-    if settings.egress_allow_networks:
-        env["BGHTTP_EGRESS_ALLOW_NETWORKS"] = ",".join(settings.egress_allow_networks)
-    if settings.metrics_port is not None:
-        env["BGHTTP_METRICS_PORT"] = str(settings.metrics_port)
-    if settings.connectivity_probes:
-        env["BGHTTP_CONNECTIVITY_PROBES"] = ",".join(settings.connectivity_probes)
-    if settings.network_interfaces:
-        env["BGHTTP_NETWORK_INTERFACES"] = ",".join(settings.network_interfaces)
-    return env
+    return settings.to_env()
 
 
 @pytest.fixture

@@ -119,3 +119,21 @@ def test_bad_settings_give_a_clear_error() -> None:
     settings = Settings.from_env({"BGHTTP_BACKOFF_SCALE": "0.5", "BGHTTP_CONNECTIVITY_PROBES": "tcp://a:1, http://b/"})
     assert settings.backoff_scale == 0.5
     assert settings.connectivity_probes == ("tcp://a:1", "http://b/")
+
+
+def test_settings_survive_the_trip_through_the_environment(tmp_path: Path) -> None:
+    settings = Settings(
+        broker_url="local",
+        store_dir=tmp_path,
+        backoff_scale=0.25,
+        max_response_bytes=10,
+        fsync=False,
+        egress_allow_networks=("10.0.0.0/8",),
+        connectivity_probes=("tcp://a:1", "http://b/"),
+        metrics_port=9191,
+        log_level="DEBUG",
+    )
+    env = settings.to_env()
+    assert env["BGHTTP_FSYNC"] == "0" and env["BGHTTP_CONNECTIVITY_PROBES"] == "tcp://a:1,http://b/"
+    assert Settings.from_env(env) == settings
+    assert Settings.from_env(Settings().to_env()) == Settings()
