@@ -133,7 +133,7 @@ def wait_all_terminal(
     responses = Path(settings.store_dir) / "responses"
     deadline = time.monotonic() + timeout
     # Cheap poll first (one directory listing), so the poller does not steal the workers' CPU.
-    while sum(1 for name in os.listdir(responses) if name.endswith(".json")) < count:
+    while sum(1 for name in os.listdir(responses) if name.endswith(".meta.log")) < count:
         if time.monotonic() > deadline:
             raise TimeoutError(f"requests not done within {timeout}s")
         if not alive():

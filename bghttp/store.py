@@ -5,15 +5,17 @@ Layout under the store root (directories 0700, files 0600)::
     requests/<id>.json        the request spec (method, URL, headers, ...)
     bodies/<id>.body          the request body, when there is one
     bodies/<id>.files/<n>     copies of multipart files
-    status/<id>.json          the status record
-    responses/<id>.json       the last response's metadata
+    status/<id>.log           the status record: a record log (see ``record_log``)
+    responses/<id>.meta.log   the last response's metadata, a record log too
     responses/<id>.body       the last response's body
-    locks/<id>.claim          held (flock) by the worker running the request
-    locks/<id>.status         held briefly around each status update
 
-Every file is written to a temporary name and moved into place with
-``os.replace``, so a reader sees the old or the new file, never half of one.
-``_path`` is the only place that joins a request ID into a path.
+New files are written to a temporary name and moved into place, so a reader
+sees the old or the new file, never half of one. The two records that change
+(status, response metadata) are then appended to, not rewritten: creating and
+freeing inodes was the worker's largest cost. Locks are ``flock`` on files that
+exist anyway and keep their inode: the request's claim on ``requests/<id>.json``
+(immutable), its status lock on ``status/<id>.log`` (only ever appended to or
+shrunk in place). ``_path`` is the only place that joins a request ID into a path.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from . import record_log
 from .durability import GroupCommit
 from .errors import InvalidRequestId, StoreError, UnknownRequest
 from .models import Phase, RequestSpec, RequestStatus, StatusRecord
@@ -40,12 +43,10 @@ _LOCATIONS = {
     "request": ("requests", ".json"),
     "body": ("bodies", ".body"),
     "files": ("bodies", ".files"),
-    "status": ("status", ".json"),
-    "response": ("responses", ".json"),
+    "status": ("status", ".log"),
+    "response": ("responses", ".meta.log"),
     "response_body": ("responses", ".body"),
     "response_part": ("responses", ".body.part"),
-    "claim": ("locks", ".claim"),
-    "status_lock": ("locks", ".status"),
 }
 
 
@@ -127,21 +128,21 @@ class FileStore:
             os.fsync(fd)
 
     # ------------------------------------------------------------ raw files
-    def _write_file(self, path: Path, data: bytes, *, durable: bool = True) -> None:
+    def _write_file(self, path: Path, data: bytes) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, data)
-            if self._must_sync(durable):
+            if self._must_sync():
                 os.fsync(fd)
         finally:
             os.close(fd)
 
-    def _write_atomic(self, path: Path, data: bytes, *, durable: bool = True) -> None:
+    def _write_atomic(self, path: Path, data: bytes) -> None:
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            self._write_file(tmp, data, durable=durable)
+            self._write_file(tmp, data)
             os.replace(tmp, path)
-            if self._must_sync(durable):
+            if self._must_sync():
                 self._fsync_dir(path.parent)
         except OSError as error:
             with contextlib.suppress(OSError):
@@ -249,13 +250,12 @@ class FileStore:
 
     # ------------------------------------------------------------- statuses
     def read_status(self, request_id: str) -> StatusRecord | None:
-        data = self._read_json(self._path("status", request_id))
+        data = self._read_record(self._path("status", request_id))
         return None if data is None else StatusRecord.from_json(data)
 
-    def _write_status(self, record: StatusRecord, *, durable: bool = True) -> None:
-        self._write_atomic(
-            self._path("status", record.request_id), json.dumps(record.to_json()).encode(), durable=durable
-        )
+    def _write_status(self, record: StatusRecord) -> None:
+        """The first version of a status record (the file is new, or replaces a leftover)."""
+        self._write_atomic(self._path("status", record.request_id), record_log.encode(record.to_json()))
 
     def update_status(
         self,
@@ -268,65 +268,116 @@ class FileStore:
 
         ``change`` returns the new record, or None to leave it as it is. A
         terminal record is final: ``change`` is not called for one.
-        ``durable=False`` skips the fsyncs: for a change that a power loss may
+        ``durable=False`` skips the fsync: for a change that a power loss may
         undo without harm (the record then shows the state before it).
         """
-        with self._locked(self._path("status_lock", request_id), blocking=True):
-            current = self.read_status(request_id)
-            if current is None:
+        path = self._path("status", request_id)
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            raise UnknownRequest(f"no request {request_id!r} in the store") from None
+        except OSError as error:
+            raise StoreError(f"cannot open {path}: {error}") from error
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released by the close below
+            data = self._read_record_fd(fd, path)
+            if data is None:
                 raise UnknownRequest(f"no request {request_id!r} in the store")
+            current = StatusRecord.from_json(data)
             if current.is_terminal:
                 return current
             new = change(current)
             if new is None or new == current:
                 return current
-            self._write_status(new, durable=durable)
+            self._append_record(fd, path, new.to_json(), durable=durable)
             return new
+        finally:
+            os.close(fd)
+
+    # ------------------------------------------------------------- records
+    def _read_record(self, path: Path) -> dict[str, Any] | None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise StoreError(f"cannot read {path}: {error}") from error
+        try:
+            return self._read_record_fd(fd, path)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _read_record_fd(fd: int, path: Path) -> dict[str, Any] | None:
+        try:
+            return record_log.read_last(fd)
+        except (OSError, record_log.CorruptRecord) as error:
+            raise StoreError(f"cannot read {path}: {error}") from error
+
+    def _append_record(self, fd: int, path: Path, record: dict[str, Any], *, durable: bool = True) -> None:
+        try:
+            record_log.append(fd, record, sync=self._must_sync(durable), sync_before_shrink=self.fsync)
+        except OSError as error:
+            raise StoreError(f"cannot write {path}: {error}") from error
 
     # --------------------------------------------------------------- claims
     @contextlib.contextmanager
     def claim(self, request_id: str) -> Iterator[bool]:
         """Hold the request's claim for the ``with`` block; yields False if another holds it.
 
-        The claim is an ``flock`` on ``locks/<id>.claim``: the kernel releases it
-        when the holding process dies, so a crashed worker never blocks a request.
+        The claim is an ``flock`` on the request file: the kernel releases it
+        when the holding process dies, so a crashed worker never blocks a
+        request. A request whose file is gone (removed) cannot be held by
+        anyone, so its claim is granted.
         """
-        with self._locked(self._path("claim", request_id), blocking=False) as got:
-            yield got
+        try:
+            fd = os.open(self.request_path(request_id), os.O_RDONLY)
+        except FileNotFoundError:
+            yield True
+            return
+        except OSError as error:
+            raise StoreError(f"cannot open the request file of {request_id}: {error}") from error
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)  # releases the flock
 
     def is_claimed(self, request_id: str) -> bool:
         with self.claim(request_id) as got:
             return not got
 
-    @contextlib.contextmanager
-    def _locked(self, path: Path, *, blocking: bool) -> Iterator[bool]:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-
     # ------------------------------------------------------------ responses
     def commit_response(self, request_id: str, metadata: dict[str, Any]) -> Path:
-        """Move the streamed ``.part`` body into place, then save its metadata."""
+        """Move the streamed ``.part`` body into place, then save its metadata.
+
+        Called under the request's claim, so there is one writer at a time.
+        """
         body = self.response_body_path(request_id)
         try:
             os.replace(self.response_part_path(request_id), body)
         except OSError as error:
             raise StoreError(f"cannot save the response body of {request_id}: {error}") from error
-        self._write_atomic(self._path("response", request_id), json.dumps(metadata).encode())
+        path = self._path("response", request_id)
+        try:
+            fd = os.open(path, os.O_WRONLY)
+        except FileNotFoundError:  # the first response of this request
+            self._write_atomic(path, record_log.encode(metadata))
+            return body
+        except OSError as error:
+            raise StoreError(f"cannot write {path}: {error}") from error
+        try:
+            self._append_record(fd, path, metadata)
+        finally:
+            os.close(fd)
         return body
 
     def read_response_metadata(self, request_id: str) -> dict[str, Any] | None:
-        return self._read_json(self._path("response", request_id))
+        return self._read_record(self._path("response", request_id))
 
     def discard_partial_response(self, request_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -338,8 +389,8 @@ class FileStore:
         with os.scandir(self.root / "status") as entries:
             for entry in entries:
                 name = entry.name
-                if name.endswith(".json") and not name.endswith(".tmp"):
-                    yield name[: -len(".json")]
+                if name.endswith(".log"):  # temporary files end in .tmp
+                    yield name[: -len(".log")]
 
     def statuses(self) -> Iterator[StatusRecord]:
         for request_id in self.request_ids():
@@ -361,9 +412,6 @@ class FileStore:
             with contextlib.suppress(FileNotFoundError):
                 self._path(kind, request_id).unlink()
         shutil.rmtree(self.files_dir(request_id), ignore_errors=True)
-        for kind in ("claim", "status_lock"):
-            with contextlib.suppress(FileNotFoundError):
-                self._path(kind, request_id).unlink()
 
 
 def is_disk_full(error: BaseException) -> bool:

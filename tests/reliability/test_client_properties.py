@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from bghttp import BackgroundHttpClient, BghttpError, MultipartFile, RequestInfo, Settings
 
-STORE_DIRS = {"requests", "bodies", "status", "responses", "locks"}
-KNOWN_FILE = re.compile(r"[A-Za-z0-9._-]{1,128}\.(json|body)")
+STORE_DIRS = {"requests", "bodies", "status", "responses"}
+KNOWN_FILE = re.compile(r"[A-Za-z0-9._-]{1,128}\.(json|body|log)")
 
 hostile_text = st.one_of(
     st.text(max_size=40),
@@ -110,7 +110,7 @@ class StoreSandbox:
                 if path.is_dir():  # multipart copies only
                     assert directory == "bodies" and path.name.endswith(".files"), path
                 else:
-                    assert KNOWN_FILE.fullmatch(path.name) or path.name.endswith((".claim", ".status")), path
+                    assert KNOWN_FILE.fullmatch(path.name), path
         # Every accepted request is whole and readable.
         for request_id, info in self.accepted.items():
             assert info.request_file_path.parent == self.root / "requests"

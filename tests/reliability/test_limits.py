@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bghttp import BackgroundHttpClient, RequestStatus, Settings
+from bghttp import BackgroundHttpClient, RequestStatus, Settings, record_log
 from tests.reliability.server import CountingServer
 from tests.support import IN_CI, WorkerProcess
 
@@ -24,6 +24,8 @@ def _leftovers(root: Path) -> list[str]:
 def _check_store_readable(root: Path) -> None:
     for path in root.rglob("*.json"):
         assert isinstance(json.loads(path.read_bytes()), dict), path
+    for path in root.rglob("*.log"):
+        assert record_log.last_valid(path.read_bytes()) is not None, path
 
 
 @pytest.mark.rabbitmq

@@ -69,5 +69,5 @@ def test_writes_inside_group_commit_skip_fsync_and_sync_once(tmp_path: Path, mon
     assert filesystem_syncs == [store.root]
 
     store.update_status("r1", lambda r: r.evolve(phase=Phase.QUEUED))  # outside: fsyncs as usual
-    assert len(fsyncs) == 2  # the file and its directory
+    assert len(fsyncs) == 1  # an append: the file only, no new directory entry
 

@@ -1,0 +1,157 @@
+"""Record logs: the latest version survives torn appends, garbage, compaction and racing readers."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bghttp import record_log
+from bghttp.errors import StoreError
+from bghttp.models import Phase
+from bghttp.store import FileStore
+from bghttp.validation import prepare_request
+
+
+@pytest.fixture
+def log_fd(tmp_path: Path) -> Iterator[int]:
+    fd = os.open(tmp_path / "r.log", os.O_RDWR | os.O_CREAT, 0o600)
+    yield fd
+    os.close(fd)
+
+
+def _append(fd: int, n: int, pad: str = "") -> None:
+    record_log.append(fd, {"n": n, "pad": pad}, sync=False, sync_before_shrink=False)
+
+
+def test_the_last_version_is_current(log_fd: int) -> None:
+    assert record_log.read_last(log_fd) is None  # empty file: no record yet
+    for n in range(5):
+        _append(log_fd, n)
+        assert record_log.read_last(log_fd) == {"n": n, "pad": ""}
+
+
+def test_a_torn_append_leaves_the_version_before_it(tmp_path: Path, log_fd: int) -> None:
+    _append(log_fd, 1)
+    _append(log_fd, 2, pad="x" * 50)
+    whole = (tmp_path / "r.log").read_bytes()
+    first_end = whole.index(b"\n") + 1
+    for cut in range(first_end, len(whole)):  # the second line cut at every byte
+        os.ftruncate(log_fd, cut)
+        assert record_log.read_last(log_fd) == {"n": 1, "pad": ""}, cut
+    os.pwrite(log_fd, whole[first_end:], first_end)
+    assert record_log.read_last(log_fd) == {"n": 2, "pad": "x" * 50}
+
+
+def test_a_bad_checksum_zero_fill_or_non_object_line_is_skipped(tmp_path: Path, log_fd: int) -> None:
+    _append(log_fd, 1)
+    good = (tmp_path / "r.log").read_bytes()
+    line = record_log.encode({"n": 2})
+    flipped = line.replace(b'"n":2', b'"n":3')  # same length, checksum no longer matches
+    for tail in (flipped, b"\0" * 300, b"00000000 [1]\n", b"nonsense\n", b"\n\n"):
+        os.ftruncate(log_fd, 0)
+        os.pwrite(log_fd, good + tail, 0)
+        assert record_log.read_last(log_fd) == {"n": 1, "pad": ""}, tail
+    # An append after the garbage is current again.
+    _append(log_fd, 4)
+    assert record_log.read_last(log_fd) == {"n": 4, "pad": ""}
+
+
+def test_only_garbage_is_corrupt_and_only_zeros_is_empty(log_fd: int) -> None:
+    os.pwrite(log_fd, b"\0" * 100, 0)
+    assert record_log.read_last(log_fd) is None
+    os.pwrite(log_fd, b"not a record\n", 0)
+    with pytest.raises(record_log.CorruptRecord):
+        record_log.read_last(log_fd)
+
+
+def test_compaction_bounds_the_file_and_keeps_the_inode(tmp_path: Path, log_fd: int) -> None:
+    inode = os.fstat(log_fd).st_ino
+    for n in range(2000):
+        _append(log_fd, n, pad="p" * 100)
+        assert os.fstat(log_fd).st_size <= record_log.COMPACT_BYTES + 200
+    assert record_log.read_last(log_fd) == {"n": 1999, "pad": "p" * 100}
+    assert (tmp_path / "r.log").stat().st_ino == inode
+
+
+def test_a_crash_between_rewrite_and_truncate_keeps_the_latest(log_fd: int) -> None:
+    for n in range(10):
+        _append(log_fd, n, pad="q" * 40)
+    latest = record_log.encode({"n": 9, "pad": "q" * 40})
+    os.pwrite(log_fd, latest, 0)  # the compaction's first step, then "crash"
+    assert record_log.read_last(log_fd) == {"n": 9, "pad": "q" * 40}
+
+
+def test_a_record_longer_than_the_tail_window_is_found(log_fd: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(record_log, "TAIL_BYTES", 64)
+    _append(log_fd, 1, pad="z" * 500)
+    assert record_log.read_last(log_fd) == {"n": 1, "pad": "z" * 500}
+
+
+def test_readers_racing_appends_and_compactions_never_see_a_bad_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(record_log, "COMPACT_BYTES", 2048)  # compact every ~25 appends
+    path = tmp_path / "r.log"
+    writer_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    _append(writer_fd, 0)
+    stop = threading.Event()
+    problems: list[str] = []
+    reads = [0, 0]
+
+    def read_loop(slot: int) -> None:
+        last = 0
+        while not stop.is_set():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                record = record_log.read_last(fd)
+            except Exception as error:
+                problems.append(repr(error))
+                continue
+            finally:
+                os.close(fd)
+            if record is None or record["n"] < last:
+                problems.append(f"went from {last} to {record}")
+            else:
+                last = record["n"]
+            reads[slot] += 1
+
+    readers = [threading.Thread(target=read_loop, args=(slot,)) for slot in range(2)]
+    for reader in readers:
+        reader.start()
+    try:
+        for n in range(1, 4001):
+            _append(writer_fd, n, pad="r" * (n % 60))
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join()
+        os.close(writer_fd)
+    assert problems == []
+    assert min(reads) > 100  # the readers really ran alongside the writer
+
+
+def test_store_updates_append_in_place(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "store", fsync=False)
+    prepared = prepare_request("GET", "http://service.test/", request_id="r1")
+    store.create_request(prepared.spec)
+    status_file = tmp_path / "store" / "status" / "r1.log"
+    inode = status_file.stat().st_ino
+    store.update_status("r1", lambda r: r.evolve(phase=Phase.RUNNING))
+    store.update_status("r1", lambda r: r.evolve(phase=Phase.WAITING_RETRY))
+    assert status_file.stat().st_ino == inode
+    assert len(status_file.read_bytes().splitlines()) == 3
+    record = store.read_status("r1")
+    assert record is not None and record.phase is Phase.WAITING_RETRY
+
+
+def test_a_corrupt_status_file_is_a_store_error(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "store", fsync=False)
+    prepared = prepare_request("GET", "http://service.test/", request_id="r1")
+    store.create_request(prepared.spec)
+    (tmp_path / "store" / "status" / "r1.log").write_bytes(b"garbage\n")
+    with pytest.raises(StoreError, match=r"r1\.log"):
+        store.read_status("r1")
