@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -29,10 +30,33 @@ def load() -> str:
     return "/".join(f"{value:.2f}" for value in os.getloadavg())
 
 
+_scratch_dirs: list[Path] = []
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new temporary directory, deleted when the benchmark process exits, not before.
+
+    Why not at once: on this kind of machine (ext4), deleting thousands of files
+    makes the file creations that follow cost far more CPU for a while (measured:
+    16 µs per create with no deletion before, up to 630 µs after deleting 8,000
+    files). Deleting a run's files between runs would tax whichever side runs next.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    if not _scratch_dirs:
+        atexit.register(_remove_scratch_dirs)
+    _scratch_dirs.append(path)
+    return path
+
+
+def _remove_scratch_dirs() -> None:
+    for path in _scratch_dirs:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def bench_settings(*, fsync: bool = True) -> Iterator[Settings]:
-    """Settings with a unique queue and a temporary store; both are deleted afterwards."""
-    store = Path(tempfile.mkdtemp(prefix="bghttp-bench-store-"))
+    """Settings with a unique queue (deleted afterwards) and a new store (see ``scratch_dir``)."""
+    store = scratch_dir("bghttp-bench-store-")
     settings = Settings(
         broker_url=BROKER_URL,
         store_dir=store,
@@ -43,7 +67,6 @@ def bench_settings(*, fsync: bool = True) -> Iterator[Settings]:
         yield settings
     finally:
         delete_queues(settings.queue_name)
-        shutil.rmtree(store, ignore_errors=True)
 
 
 def delete_queues(queue_name: str) -> None:

@@ -7,7 +7,7 @@
 Needs RabbitMQ (``BGHTTP_BENCH_BROKER_URL``, default amqp://guest:guest@127.0.0.1:5672/)
 and curl; uses nginx when it is on PATH, else a Python server in its own process.
 Everything it starts (target server, workers, queues, temporary stores) is
-removed at the end. The hand-written analysis below the marker line in
+removed at the end; files only when the whole run ends. The hand-written analysis below the marker line in
 RESULTS.md is kept when the tables are rewritten.
 """
 
@@ -22,6 +22,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -123,6 +124,8 @@ def write_results(path: Path, results: list[Result], command: str, started: date
         f"- **Command**: `{command}` (from the repository root; `make bench` runs it without options)",
         f"- **Machine**: {machine()}",
         f"- **Target server**: {server}, 127.0.0.1",
+        f"- **Files**: stores and baseline output in {tempfile.gettempdir()}, all deleted only when the run ends "
+        "(a mass deletion makes later file creations costlier here: see the analysis)",
         f"- **Workers**: `python -m dramatiq actors --processes {args.processes} --threads {args.threads}`, "
         "real RabbitMQ, a fresh queue and store per workload",
         "- Ratios compare bghttp with the baseline measured in the same run, against the same server. "
