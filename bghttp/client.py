@@ -1,10 +1,10 @@
 """The client: submit requests, read their status and responses.
 
 A submit validates its input, saves the request in the store, then publishes one
-message and waits for the broker's confirm. It returns only when both are done;
-if the broker does not confirm, the stored request is removed again and
-``BrokerUnavailable`` is raised, so a returned ``RequestInfo`` always means
-"accepted and on its way".
+message and waits for the broker's confirm while the new files are fsynced. It
+returns only when both are done; if the broker does not confirm, the stored
+request is removed again and ``BrokerUnavailable`` is raised, so a returned
+``RequestInfo`` always means "accepted, on disk and on its way".
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,10 +22,10 @@ from . import bulk
 from .broker import create_broker, publish_request
 from .bulk import BulkRequest
 from .config import Settings
-from .errors import BrokerUnavailable, RequestExists, UnknownRequest, WaitTimeout
+from .errors import BrokerUnavailable, RequestExists, StoreError, UnknownRequest, WaitTimeout
 from .models import Phase, RequestInfo, RequestStatus, Response, StatusRecord
 from .store import FileStore, validate_request_id
-from .validation import FilesArg, HeadersArg, QueryArg, prepare_request
+from .validation import FilesArg, HeadersArg, PreparedRequest, QueryArg, prepare_request
 
 OnConflict = Literal["return", "reject", "replace"]
 CONCURRENT_CREATE_WAIT_SECONDS = 5.0
@@ -57,6 +58,8 @@ class BackgroundHttpClient:
             raise ValueError("on_conflict must be 'return', 'reject' or 'replace'")
         self.on_conflict = on_conflict
         self.store = FileStore(self.settings.store_dir, fsync=self.settings.fsync)
+        # fsyncs of new requests run here while the submitting thread waits for the broker.
+        self._syncer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bghttp-fsync")
         self._local_worker: Any = None
         if isinstance(broker, dramatiq.Broker):
             self.broker = broker
@@ -100,20 +103,47 @@ class BackgroundHttpClient:
             default_timeout=self.settings.default_timeout,
         )
         request_id = prepared.spec.request_id
-        record = self.store.create_request(prepared.spec, body=prepared.body, files=prepared.files)
+        record = self._create(prepared)
         if record is None:
             existing = self._resolve_conflict(request_id)
             if existing is not None:
                 return existing
-            record = self.store.create_request(prepared.spec, body=prepared.body, files=prepared.files)
+            record = self._create(prepared)
             if record is None:
                 raise RequestExists(f"request {request_id!r} was created by someone else meanwhile")
+        self._publish_durably(request_id, record.token)
+        return RequestInfo(request_id, self.store.request_path(request_id), RequestStatus.IN_PROGRESS)
+
+    def _create(self, prepared: PreparedRequest) -> StatusRecord | None:
+        with self.store.syncs_deferred():  # made durable in _publish_durably
+            return self.store.create_request(prepared.spec, body=prepared.body, files=prepared.files)
+
+    def _publish_durably(self, request_id: str, token: int) -> None:
+        """Publish the first run while the request's new files are fsynced; return when both are done.
+
+        The submit then waits for the slower of the two, not for their sum.
+        Publishing first is safe: the files are written (a worker that gets the
+        message reads them), only not yet on disk, and the caller has no
+        ``RequestInfo`` until they are, so a crash in between loses nothing that
+        was accepted. If the fsync fails (a failing disk), the request is
+        removed and ``StoreError`` raised; a worker that gets the message then
+        finds no request and drops it, unless it was quicker than the removal.
+        """
+        sync = self._syncer.submit(self.store.sync_new_request, request_id) if self.store.fsync else None
         try:
-            self._publish(request_id, record.token)
+            self._publish(request_id, token)
         except BaseException:
+            if sync is not None:
+                with contextlib.suppress(Exception):
+                    sync.result()
             self.store.delete(request_id)
             raise
-        return RequestInfo(request_id, self.store.request_path(request_id), RequestStatus.IN_PROGRESS)
+        if sync is not None:
+            try:
+                sync.result()
+            except StoreError:
+                self.store.delete(request_id)
+                raise
 
     def _resolve_conflict(self, request_id: str) -> RequestInfo | None:
         if self.on_conflict == "reject":
@@ -226,6 +256,7 @@ class BackgroundHttpClient:
         return self.store.delete(request_id)
 
     def close(self) -> None:
+        self._syncer.shutdown(wait=True)
         if self._local_worker is not None:
             self._local_worker.stop()
         with contextlib.suppress(Exception):  # closing a broken connection must not hide the caller's error

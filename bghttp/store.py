@@ -114,8 +114,36 @@ class FileStore:
             if self._deferred.wrote:
                 self._group_commit.wait_durable()
 
+    @contextlib.contextmanager
+    def syncs_deferred(self) -> Iterator[None]:
+        """Inside the block this thread's writes skip their fsyncs; the caller
+        makes them durable afterwards (``sync_new_request``), e.g. while it waits
+        for something else.
+        """
+        self._deferred.skip = True
+        try:
+            yield
+        finally:
+            self._deferred.skip = False
+
+    def sync_new_request(self, request_id: str) -> None:
+        """fsync every file and directory entry that ``create_request`` made for ``request_id``."""
+        if not self.fsync:
+            return
+        files = [self.request_path(request_id), self._path("status", request_id)]
+        body, copies = self.body_path(request_id), self.files_dir(request_id)
+        if body.exists():
+            files.append(body)
+        if copies.exists():
+            files += [*copies.iterdir(), copies]
+        try:
+            for path in [*files, *{path.parent for path in files}]:
+                self._fsync_path(path)
+        except OSError as error:
+            raise StoreError(f"cannot make request {request_id} durable: {error}") from error
+
     def _must_sync(self, durable: bool = True) -> bool:
-        if not (self.fsync and durable):
+        if not (self.fsync and durable) or getattr(self._deferred, "skip", False):
             return False
         if getattr(self._deferred, "active", False):
             self._deferred.wrote = True
@@ -143,7 +171,7 @@ class FileStore:
             self._write_file(tmp, data)
             os.replace(tmp, path)
             if self._must_sync():
-                self._fsync_dir(path.parent)
+                self._fsync_path(path.parent)
         except OSError as error:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -159,7 +187,7 @@ class FileStore:
             except FileExistsError:
                 return False
             if self._must_sync():
-                self._fsync_dir(path.parent)
+                self._fsync_path(path.parent)
             return True
         except OSError as error:
             raise StoreError(f"cannot write {path}: {error}") from error
@@ -168,8 +196,9 @@ class FileStore:
                 tmp.unlink()
 
     @staticmethod
-    def _fsync_dir(directory: Path) -> None:
-        fd = os.open(directory, os.O_RDONLY)
+    def _fsync_path(path: Path) -> None:
+        """fsync a file or directory by name (fsync applies to the inode, whichever fd names it)."""
+        fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
