@@ -8,9 +8,10 @@ were the largest part of a worker's time (see ``benchmarks/RESULTS.md``).
 
 Format: one line per version, ``<crc32 of the JSON, 8 hex digits> <JSON object>\\n``
 (the JSON is ASCII with no raw newline). The current version is the last line
-whose checksum matches. A reader racing an append, or a file whose end a crash
-tore, sees an incomplete or bad last line; it is skipped, so the version before
-it is current, exactly as if that append had not happened.
+whose checksum matches; a file with no complete line yet has no version. A
+reader racing an append, or a file whose end a crash tore, sees an incomplete
+or bad last line; it is skipped, so the version before it is current, exactly
+as if that append had not happened.
 
 Appends must be serialized by the caller (the store holds the request's status
 lock, or its claim). When a file outgrows ``COMPACT_BYTES`` the appender shrinks
@@ -56,8 +57,8 @@ def read_last(fd: int) -> dict[str, Any] | None:
         data = _read_all(fd)
         record = last_valid(data)
     if record is None:
-        if not data.strip(b"\0"):
-            return None  # only a crash's zero fill: as good as empty
+        if b"\n" not in data.strip(b"\0"):
+            return None  # the first version is being written, or a crash cut it or zero-filled it
         raise CorruptRecord("no valid record in the file")
     return record
 

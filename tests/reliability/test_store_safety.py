@@ -83,7 +83,11 @@ def test_every_store_file_is_private_and_secrets_stay_out_of_logs(
 
     root = rabbitmq_settings.store_dir
     entries = [root, *root.rglob("*")]
-    assert len(entries) > 20  # requests, bodies, multipart copies, statuses, responses, locks
+    for request_id in ids:  # each request left its request, status, response body and metadata files
+        for path in (f"requests/{request_id}.json", f"status/{request_id}.log", f"responses/{request_id}.body",
+                     f"responses/{request_id}.meta.log"):
+            assert (root / path).is_file(), path
+    assert len(entries) >= 20  # plus the store's directories, a request body and the multipart copies
     wrong = {
         str(path): oct(stat.S_IMODE(path.stat().st_mode))
         for path in entries

@@ -155,3 +155,22 @@ def test_a_corrupt_status_file_is_a_store_error(tmp_path: Path) -> None:
     (tmp_path / "store" / "status" / "r1.log").write_bytes(b"garbage\n")
     with pytest.raises(StoreError, match=r"r1\.log"):
         store.read_status("r1")
+
+
+def test_a_first_version_still_being_written_is_no_version_yet(log_fd: int) -> None:
+    line = record_log.encode({"n": 1})
+    os.pwrite(log_fd, line[:-1], 0)  # everything but the newline
+    assert record_log.read_last(log_fd) is None
+    os.pwrite(log_fd, line[-1:], len(line) - 1)
+    assert record_log.read_last(log_fd) == {"n": 1}
+
+
+def test_a_new_request_replaces_a_status_file_left_by_an_unfinished_removal(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "store", fsync=True)
+    leftover = tmp_path / "store" / "status" / "r1.log"
+    leftover.write_bytes(record_log.encode({"stale": True}))
+    prepared = prepare_request("GET", "http://service.test/", request_id="r1")
+    assert store.create_request(prepared.spec) is not None
+    record = store.read_status("r1")
+    assert record is not None and record.phase is Phase.QUEUED
+    assert len(leftover.read_bytes().splitlines()) == 1
