@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import http.cookiejar
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -49,15 +50,32 @@ class AttemptResult:
     duration_ms: float = 0.0
 
 
+class _NoCookieJar(http.cookiejar.CookieJar):
+    """A jar that keeps nothing.
+
+    The worker's one httpx client serves every request, and requests are
+    independent: a cookie one response sets must never be sent with another
+    request (possibly another caller's) to the same host. Callers who need a
+    cookie pass a ``Cookie`` header. Also saves httpx's cookie bookkeeping.
+    """
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        pass
+
+    def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
+        pass
+
+
 def build_http_client(
     *, pool_size: int = 16, transport: httpx.BaseTransport | None = None, trust_env: bool = True
 ) -> httpx.Client:
-    """The one httpx client a worker process shares between its threads."""
+    """The one httpx client a worker process shares between its threads (keeps no cookies)."""
     return httpx.Client(
         follow_redirects=True,
         limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
         transport=transport,
         trust_env=trust_env,
+        cookies=_NoCookieJar(),
     )
 
 

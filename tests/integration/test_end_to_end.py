@@ -156,6 +156,28 @@ def test_query_parameters_merge_with_the_url_query(
     assert request.args["lang"] == "en" and request.args["page"] == "2" and request.args["exact"] == "true"
 
 
+def test_a_cookie_one_response_sets_is_never_sent_with_another_request(
+    client: BackgroundHttpClient, worker: object, httpserver: HTTPServer
+) -> None:
+    """Requests are independent, though a worker sends them all through one HTTP client."""
+    cookies_seen: list[str | None] = []
+
+    def handler(request: Request) -> WerkzeugResponse:
+        cookies_seen.append(request.headers.get("Cookie"))
+        response = WerkzeugResponse("ok")
+        response.headers.add("Set-Cookie", "session=tenant-a-secret; Path=/")
+        return response
+
+    httpserver.expect_request("/hook").respond_with_handler(handler)
+    first = client.get(httpserver.url_for("/hook"))
+    assert client.wait(first.request_id, WAIT).status is RequestStatus.COMPLETED
+    second = client.get(httpserver.url_for("/hook"))
+    assert client.wait(second.request_id, WAIT).status is RequestStatus.COMPLETED
+    explicit = client.get(httpserver.url_for("/hook"), headers={"Cookie": "mine=1"})
+    assert client.wait(explicit.request_id, WAIT).status is RequestStatus.COMPLETED
+    assert cookies_seen == [None, None, "mine=1"]
+
+
 def test_headers_are_sent_and_response_metadata_is_saved(
     client: BackgroundHttpClient, worker: object, httpserver: HTTPServer
 ) -> None:
