@@ -76,11 +76,19 @@ class RequestSpec:
         return self.form_fields is not None
 
     def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["headers"] = [list(pair) for pair in self.headers]
-        if self.form_fields is not None:
-            data["form_fields"] = [list(pair) for pair in self.form_fields]
-        return data
+        # By hand: dataclasses.asdict deep-copies every header pair (~50 µs per submit).
+        return {
+            "request_id": self.request_id,
+            "method": self.method,
+            "url": self.url,
+            "headers": [list(pair) for pair in self.headers],
+            "timeout": self.timeout,
+            "max_retries": self.max_retries,
+            "created_at": self.created_at,
+            "has_body": self.has_body,
+            "form_fields": None if self.form_fields is None else [list(pair) for pair in self.form_fields],
+            "file_parts": None if self.file_parts is None else [dataclasses.asdict(part) for part in self.file_parts],
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RequestSpec:
@@ -116,7 +124,7 @@ class AttemptRecord:
 
 @dataclasses.dataclass(frozen=True)
 class StatusRecord:
-    """The status of one request; saved as ``status/<id>.json``.
+    """The status of one request; saved as ``status/<id>.log`` (a record log).
 
     ``token`` numbers the message that may run the request next: every message
     published for a request carries a token at least as large as the record's,

@@ -1,0 +1,42 @@
+"""Specs and status records survive their JSON form unchanged (the store's files depend on it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from bghttp.models import AttemptRecord, MultipartFile, Phase, RequestSpec, RequestStatus, StatusRecord
+from bghttp.validation import prepare_request
+
+
+def _round_trip(spec: RequestSpec) -> RequestSpec:
+    return RequestSpec.from_json(json.loads(json.dumps(spec.to_json())))
+
+
+def test_a_spec_with_body_and_headers_round_trips(tmp_path: Path) -> None:
+    prepared = prepare_request("POST", "http://x.test/a?b=1", headers=[("A", "1"), ("A", "2")], data={"k": "v"})
+    assert _round_trip(prepared.spec) == prepared.spec
+    assert prepared.spec.to_json()["headers"][:2] == [["A", "1"], ["A", "2"]]
+
+
+def test_a_multipart_spec_round_trips(tmp_path: Path) -> None:
+    upload = tmp_path / "f.txt"
+    upload.write_text("x")
+    prepared = prepare_request(
+        "POST", "http://x.test/up", multipart=True, fields={"a": "b"},
+        files={"f": MultipartFile(upload, content_type="text/plain")},
+    )
+    assert prepared.spec.file_parts and prepared.spec.form_fields
+    assert _round_trip(prepared.spec) == prepared.spec
+    assert set(prepared.spec.to_json()) == {field.name for field in dataclasses.fields(RequestSpec)}
+
+
+def test_a_status_record_with_attempts_round_trips() -> None:
+    record = StatusRecord(
+        request_id="r1", status=RequestStatus.IN_PROGRESS, phase=Phase.WAITING_RETRY, created_at=1.0,
+        updated_at=2.0, max_retries=3, token=4, retries_used=1, next_attempt_at=9.5,
+        attempts=(AttemptRecord(number=1, started_at=2.0, finished_at=3.0, outcome="http_error", status_code=500,
+                                error="HTTP 500"),),
+    )
+    assert StatusRecord.from_json(json.loads(json.dumps(record.to_json()))) == record
