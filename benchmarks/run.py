@@ -29,6 +29,7 @@ from pathlib import Path
 import psutil
 
 from . import workloads
+from .infra import settle_file_creation
 from .target import FILE_SIZES, Target, start_target
 from .workloads import Result
 
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now(datetime.UTC)
 
     results: list[Result] = []
+    settled = settle_file_creation()
+    print(f"settle: {settled}", flush=True)
     with start_target(args.server) as target:
         print(f"target: {target.kind} at {target.base_url}", flush=True)
         for name in wanted:
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(result)
             for row in result.rows:
                 print(f"  {row.label}: bghttp {row.bghttp} | baseline {row.baseline} | {row.ratio}", flush=True)
-    write_results(args.output, results, command.strip(), started, target.kind, args)
+    write_results(args.output, results, command.strip(), started, target.kind, settled, args)
     print(f"wrote {args.output}")
     return 0
 
@@ -116,7 +119,7 @@ def machine() -> str:
 
 
 def write_results(path: Path, results: list[Result], command: str, started: datetime.datetime, server: str,
-                  args: argparse.Namespace) -> None:
+                  settled: str, args: argparse.Namespace) -> None:
     lines = [
         "# Benchmark results",
         "",
@@ -125,7 +128,7 @@ def write_results(path: Path, results: list[Result], command: str, started: date
         f"- **Machine**: {machine()}",
         f"- **Target server**: {server}, 127.0.0.1",
         f"- **Files**: stores and baseline output in {tempfile.gettempdir()}, all deleted only when the run ends "
-        "(a mass deletion makes later file creations costlier here: see the analysis)",
+        f"(a mass deletion makes later file creations costlier here: see the analysis); {settled}",
         f"- **Workers**: `python -m dramatiq actors --processes {args.processes} --threads {args.threads}`, "
         "real RabbitMQ, a fresh queue and store per workload",
         "- Ratios compare bghttp with the baseline measured in the same run, against the same server. "
