@@ -128,7 +128,8 @@ def write_results(path: Path, results: list[Result], command: str, started: date
         f"- **Machine**: {machine()}",
         f"- **Target server**: {server}, 127.0.0.1",
         f"- **Files**: stores and baseline output in {tempfile.gettempdir()}, all deleted only when the run ends "
-        f"(a mass deletion makes later file creations costlier here: see the analysis); {settled}",
+        f"(a mass deletion makes later file creations costlier here: see the analysis); before the first "
+        f"workload the harness {settled}",
         f"- **Workers**: `python -m dramatiq actors --processes {args.processes} --threads {args.threads}`, "
         "real RabbitMQ, a fresh queue and store per workload",
         "- Ratios compare bghttp with the baseline measured in the same run, against the same server. "
