@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 
 from . import workloads
-from .infra import scratch_dir
+from .infra import scratch_dir, settle_file_creation
 from .target import start_target
 
 Snapshot = dict[int, tuple[str, float]]
@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="baseline threads (its best in RESULTS.md)")
     parser.add_argument("--fsync", choices=("on", "off"), default="on")
     args = parser.parse_args()
+    print(f"settle: {settle_file_creation()}", flush=True)
     with start_target() as target:
         url = target.small_url
         before = snapshot()
