@@ -282,35 +282,44 @@ def store_scale(small: int, large: int, lookups: int = 2000) -> Result:
     result = Result(
         "W5",
         f"`get_request_status` with {small:,} and with {large:,} requests in the store",
-        f"lookup of random IDs with {large:,} records",
-        f"the same with {small:,} records",
+        f"lookup of random IDs in a store of {large:,} records",
+        f"the same in a store of {small:,} records, timed in turn with the large one",
         load_before=load(),
     )
     started = time.monotonic()
-    with bench_settings(fsync=False) as settings, BackgroundHttpClient(settings) as client:
-        store = FileStore(settings.store_dir, fsync=False)  # records are created directly (no broker)
-        ids: list[str] = []
-        timings: dict[int, list[float]] = {}
-        for target in (small, large):
-            while len(ids) < target:
-                prepared = prepare_request("GET", "http://127.0.0.1:9/x")
-                store.create_request(prepared.spec)
-                ids.append(prepared.spec.request_id)
-            sample = random.choices(ids, k=lookups)
-            # Write the new records out first: a lookup timed while the kernel is still
-            # flushing 99,000 fresh files measures that flush, not the store.
-            os.sync()
-            timings[target] = [t * 1000 for t in _lookup_times(client, sample)]
+    with bench_settings(fsync=False) as small_settings, bench_settings(fsync=False) as large_settings, \
+            BackgroundHttpClient(small_settings) as small_client, BackgroundHttpClient(large_settings) as large_client:
+        small_ids = _fill_store(small_client.store, small)
+        large_ids = _fill_store(large_client.store, large)
+        # Write the new records out first (a lookup timed while the kernel flushes 100,000
+        # fresh files measures the flush), then alternate the two stores lookup by lookup,
+        # so that whatever else the machine does falls on both sizes alike.
+        os.sync()
+        timings: dict[int, list[float]] = {small: [], large: []}
+        pairs = zip(random.choices(small_ids, k=lookups), random.choices(large_ids, k=lookups), strict=True)
+        for small_id, large_id in pairs:
+            timings[small] += _lookup_times(small_client, [small_id])
+            timings[large] += _lookup_times(large_client, [large_id])
     for label, pct in (("p50", 50), ("p99", 99)):
         a, b = _percentile(timings[large], pct), _percentile(timings[small], pct)
-        result.rows.append(Row(f"lookup {label} (µs)", f"{a * 1000:.0f}", f"{b * 1000:.0f}", _ratio(a, b)))
+        result.rows.append(Row(f"lookup {label} (µs)", f"{a * 1e6:.0f}", f"{b * 1e6:.0f}", _ratio(a, b)))
     a, b = statistics.mean(timings[large]), statistics.mean(timings[small])
-    result.rows.append(Row("lookup mean (µs)", f"{a * 1000:.0f}", f"{b * 1000:.0f}", _ratio(a, b)))
-    result.notes.append(f"{lookups:,} lookups of random IDs per size, page cache warm, after an `os.sync()` "
-                        "that writes the freshly created records out")
+    result.rows.append(Row("lookup mean (µs)", f"{a * 1e6:.0f}", f"{b * 1e6:.0f}", _ratio(a, b)))
+    result.notes.append(f"{lookups:,} lookups of random IDs per size, alternating between the two stores, page "
+                        "cache warm, after an `os.sync()` that writes the freshly created records out")
     result.seconds = time.monotonic() - started
     result.load_after = load()
     return result
+
+
+def _fill_store(store: FileStore, count: int) -> list[str]:
+    """``count`` queued requests created directly in the store (no broker); their IDs."""
+    ids = []
+    for _ in range(count):
+        prepared = prepare_request("GET", "http://127.0.0.1:9/x")
+        store.create_request(prepared.spec)
+        ids.append(prepared.spec.request_id)
+    return ids
 
 
 def _lookup_times(client: BackgroundHttpClient, ids: list[str]) -> list[float]:
