@@ -9,13 +9,17 @@ Layout under the store root (directories 0700, files 0600)::
     responses/<id>.meta.log   the last response's metadata, a record log too
     responses/<id>.body       the last response's body
 
-New files are written to a temporary name and moved into place, so a reader
-sees the old or the new file, never half of one. The two records that change
-(status, response metadata) are then appended to, not rewritten: creating and
-freeing inodes was the worker's largest cost. Locks are ``flock`` on files that
-exist anyway and keep their inode: the request's claim on ``requests/<id>.json``
-(immutable), its status lock on ``status/<id>.log`` (only ever appended to or
-shrunk in place). ``_path`` is the only place that joins a request ID into a path.
+Readers never see half a file that counts. A request file is created in place,
+but counts only once its status record exists (the status record is written
+last, and nothing reads a request without one); request bodies and response
+bodies are written under another name and moved into place. The two records
+that change (status, response metadata) are record logs: each change is
+appended, and a reader ignores a line not yet complete. Rewriting them through
+a temporary file created and freed an inode per change, the worker's largest
+cost. Locks are ``flock`` on files that exist anyway and keep their inode: the
+request's claim on ``requests/<id>.json`` (never rewritten), its status lock on
+``status/<id>.log`` (only appended to, or shrunk in place). ``_path`` is the
+only place that joins a request ID into a path.
 """
 
 from __future__ import annotations
