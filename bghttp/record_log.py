@@ -14,10 +14,11 @@ or bad last line; it is skipped, so the version before it is current, exactly
 as if that append had not happened.
 
 Appends must be serialized by the caller (the store holds the request's status
-lock, or its claim). When a file outgrows ``COMPACT_BYTES`` the appender shrinks
-it in place, keeping the inode (and so any lock on it): it writes the latest
-line at offset 0, makes that durable, then truncates after it. At every moment
-the last valid line in the file is the latest version.
+lock, or its claim). A file past ``COMPACT_BYTES`` is replaced by the store
+with a new file holding only its latest version, written aside and renamed
+over it; a reader that opened the old file still finds that same latest
+version at its end. (Shrinking the file in place was tried: a reader racing
+the rewrite and the truncate could read a torn first line and nothing else.)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import os
 import zlib
 from typing import Any
 
-#: A file is shrunk to its latest version once it grows past this size.
+#: A file is replaced by one holding only its latest version once it grows past this size.
 COMPACT_BYTES = 32 * 1024
 #: Readers look for the last version in this many trailing bytes first.
 TAIL_BYTES = 64 * 1024
@@ -88,24 +89,14 @@ def _decode(line: bytes) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def append(fd: int, record: dict[str, Any], *, sync: bool, sync_before_shrink: bool) -> None:
-    """Append ``record`` to the open file ``fd`` (opened for writing, not O_APPEND).
-
-    ``sync`` fsyncs the append. ``sync_before_shrink`` fsyncs the rewritten first
-    line before a compaction truncates the file: a truncation that reached the
-    disk before that line would lose the record. Pass it whenever the store
-    promises durability, even when this append's own sync is deferred.
-    """
+def append(fd: int, record: dict[str, Any], *, sync: bool) -> int:
+    """Append ``record`` to the open file ``fd`` (opened for writing, not O_APPEND); return the new size."""
     line = encode(record)
     size = os.fstat(fd).st_size
     _write_all(fd, line, size)
-    if size + len(line) > COMPACT_BYTES:
-        _write_all(fd, line, 0)
-        if sync_before_shrink:
-            os.fsync(fd)
-        os.ftruncate(fd, len(line))
     if sync:
         os.fsync(fd)
+    return size + len(line)
 
 
 def _write_all(fd: int, data: bytes, offset: int) -> None:

@@ -16,9 +16,10 @@ bodies are written under another name and moved into place. The two records
 that change (status, response metadata) are record logs: each change is
 appended, and a reader ignores a line not yet complete. Rewriting them through
 a temporary file created and freed an inode per change, the worker's largest
-cost. Locks are ``flock`` on files that exist anyway and keep their inode: the
-request's claim on ``requests/<id>.json`` (never rewritten), its status lock on
-``status/<id>.log`` (only appended to, or shrunk in place). ``_path`` is the
+cost. Locks are ``flock`` on files that exist anyway: the request's claim on
+``requests/<id>.json`` (never rewritten), its status lock on ``status/<id>.log``
+(appended to; replaced by a compacted copy past 32 KiB, and a waiter then locks
+the new file). ``_path`` is the
 only place that joins a request ID into a path.
 """
 
@@ -322,13 +323,12 @@ class FileStore:
         """
         path = self._path("status", request_id)
         try:
-            fd = os.open(path, os.O_RDWR)
+            fd = self._open_locked(path)
         except FileNotFoundError:
             raise UnknownRequest(f"no request {request_id!r} in the store") from None
         except OSError as error:
             raise StoreError(f"cannot open {path}: {error}") from error
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # released by the close below
             data = self._read_record_fd(fd, path)
             if data is None:
                 raise UnknownRequest(f"no request {request_id!r} in the store")
@@ -344,6 +344,24 @@ class FileStore:
             os.close(fd)
 
     # ------------------------------------------------------------- records
+    @staticmethod
+    def _open_locked(path: Path) -> int:
+        """Open ``path`` and hold an exclusive ``flock`` on it until the fd is closed.
+
+        A record log is replaced by a compacted copy now and then; whoever
+        waited for the lock on the replaced file must lock the new one instead.
+        """
+        while True:
+            fd = os.open(path, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    return fd
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)  # replaced while we waited: lock the file that is there now
+
     def _read_record(self, path: Path) -> dict[str, Any] | None:
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -364,10 +382,15 @@ class FileStore:
             raise StoreError(f"cannot read {path}: {error}") from error
 
     def _append_record(self, fd: int, path: Path, record: dict[str, Any], *, durable: bool = True) -> None:
+        """Append a version (the caller holds the file's lock); compact a file grown too long."""
         try:
-            record_log.append(fd, record, sync=self._must_sync(durable), sync_before_shrink=self.fsync)
+            size = record_log.append(fd, record, sync=self._must_sync(durable))
         except OSError as error:
             raise StoreError(f"cannot write {path}: {error}") from error
+        if size > record_log.COMPACT_BYTES:
+            # A new file with the latest version only, renamed over the old one (which
+            # ends with the same version, for readers that have it open).
+            self._write_atomic(path, record_log.encode(record))
 
     # --------------------------------------------------------------- claims
     @contextlib.contextmanager
@@ -380,7 +403,9 @@ class FileStore:
         anyone, so its claim is granted.
         """
         try:
-            fd = os.open(self.request_path(request_id), os.O_RDONLY)
+            # Opened for writing (nothing is written): on NFS, flock becomes a byte-range
+            # lock, and an exclusive one needs a file open for writing.
+            fd = os.open(self.request_path(request_id), os.O_RDWR)
         except FileNotFoundError:
             yield True
             return

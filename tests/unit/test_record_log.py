@@ -11,7 +11,7 @@ import pytest
 
 from bghttp import record_log
 from bghttp.errors import StoreError
-from bghttp.models import Phase
+from bghttp.models import Phase, StatusRecord
 from bghttp.store import FileStore
 from bghttp.validation import prepare_request
 
@@ -24,7 +24,7 @@ def log_fd(tmp_path: Path) -> Iterator[int]:
 
 
 def _append(fd: int, n: int, pad: str = "") -> None:
-    record_log.append(fd, {"n": n, "pad": pad}, sync=False, sync_before_shrink=False)
+    record_log.append(fd, {"n": n, "pad": pad}, sync=False)
 
 
 def test_the_last_version_is_current(log_fd: int) -> None:
@@ -68,21 +68,34 @@ def test_only_garbage_is_corrupt_and_only_zeros_is_empty(log_fd: int) -> None:
         record_log.read_last(log_fd)
 
 
-def test_compaction_bounds_the_file_and_keeps_the_inode(tmp_path: Path, log_fd: int) -> None:
-    inode = os.fstat(log_fd).st_ino
-    for n in range(2000):
-        _append(log_fd, n, pad="p" * 100)
-        assert os.fstat(log_fd).st_size <= record_log.COMPACT_BYTES + 200
-    assert record_log.read_last(log_fd) == {"n": 1999, "pad": "p" * 100}
-    assert (tmp_path / "r.log").stat().st_ino == inode
+def _store_with_request(tmp_path: Path) -> FileStore:
+    store = FileStore(tmp_path / "store", fsync=False)
+    store.create_request(prepare_request("GET", "http://service.test/", request_id="r1").spec)
+    return store
 
 
-def test_a_crash_between_rewrite_and_truncate_keeps_the_latest(log_fd: int) -> None:
-    for n in range(10):
-        _append(log_fd, n, pad="q" * 40)
-    latest = record_log.encode({"n": 9, "pad": "q" * 40})
-    os.pwrite(log_fd, latest, 0)  # the compaction's first step, then "crash"
-    assert record_log.read_last(log_fd) == {"n": 9, "pad": "q" * 40}
+def _next_token(record: StatusRecord) -> StatusRecord:
+    return record.evolve(token=record.token + 1)
+
+
+def test_compaction_bounds_the_file_and_readers_of_the_old_file_see_the_latest(tmp_path: Path) -> None:
+    store = _store_with_request(tmp_path)
+    status_file = tmp_path / "store" / "status" / "r1.log"
+    old_reader = os.open(status_file, os.O_RDONLY)
+    try:
+        first_inode = os.fstat(old_reader).st_ino
+        while status_file.stat().st_ino == first_inode:  # until the first compaction
+            latest = store.update_status("r1", _next_token)
+            assert status_file.stat().st_size <= record_log.COMPACT_BYTES + 2000
+        old_version = record_log.read_last(old_reader)
+        assert old_version is not None and old_version["token"] == latest.token
+    finally:
+        os.close(old_reader)
+    for _ in range(500):
+        latest = store.update_status("r1", _next_token)
+        assert status_file.stat().st_size <= record_log.COMPACT_BYTES + 2000
+    record = store.read_status("r1")
+    assert record is not None and record.token == latest.token
 
 
 def test_a_record_longer_than_the_tail_window_is_found(log_fd: int, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,13 +104,11 @@ def test_a_record_longer_than_the_tail_window_is_found(log_fd: int, monkeypatch:
     assert record_log.read_last(log_fd) == {"n": 1, "pad": "z" * 500}
 
 
-def test_readers_racing_appends_and_compactions_never_see_a_bad_version(
+def test_readers_racing_updates_and_compactions_never_see_a_bad_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(record_log, "COMPACT_BYTES", 2048)  # compact every ~25 appends
-    path = tmp_path / "r.log"
-    writer_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    _append(writer_fd, 0)
+    monkeypatch.setattr(record_log, "COMPACT_BYTES", 2048)  # compact every few updates
+    store = _store_with_request(tmp_path)
     stop = threading.Event()
     problems: list[str] = []
     reads = [0, 0]
@@ -105,33 +116,49 @@ def test_readers_racing_appends_and_compactions_never_see_a_bad_version(
     def read_loop(slot: int) -> None:
         last = 0
         while not stop.is_set():
-            fd = os.open(path, os.O_RDONLY)
             try:
-                record = record_log.read_last(fd)
+                record = store.read_status("r1")
             except Exception as error:
                 problems.append(repr(error))
                 continue
-            finally:
-                os.close(fd)
-            if record is None or record["n"] < last:
-                problems.append(f"went from {last} to {record}")
+            if record is None or record.token < last:
+                problems.append(f"went from token {last} to {record}")
             else:
-                last = record["n"]
+                last = record.token
             reads[slot] += 1
 
     readers = [threading.Thread(target=read_loop, args=(slot,)) for slot in range(2)]
     for reader in readers:
         reader.start()
     try:
-        for n in range(1, 4001):
-            _append(writer_fd, n, pad="r" * (n % 60))
+        for _ in range(3000):
+            store.update_status("r1", _next_token)
     finally:
         stop.set()
         for reader in readers:
             reader.join()
-        os.close(writer_fd)
     assert problems == []
     assert min(reads) > 100  # the readers really ran alongside the writer
+
+
+def test_concurrent_updates_across_compactions_lose_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Waiters on a file that a compaction replaced lock the new file; no update is lost."""
+    monkeypatch.setattr(record_log, "COMPACT_BYTES", 2048)
+    store = _store_with_request(tmp_path)
+    start = store.read_status("r1")
+    assert start is not None
+
+    def writer() -> None:
+        for _ in range(400):
+            store.update_status("r1", _next_token)
+
+    writers = [threading.Thread(target=writer) for _ in range(4)]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    record = store.read_status("r1")
+    assert record is not None and record.token == start.token + 1600
 
 
 def test_store_updates_append_in_place(tmp_path: Path) -> None:
