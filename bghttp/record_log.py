@@ -53,8 +53,7 @@ def read_last(fd: int) -> dict[str, Any] | None:
     window = min(size, TAIL_BYTES)
     data = os.pread(fd, window, size - window)
     record = last_valid(data)
-    if record is None and (window < size or len(data) < window):
-        # The record is longer than the window, or the file was shrunk since fstat.
+    if record is None and window < size:  # the record is longer than the window
         data = _read_all(fd)
         record = last_valid(data)
     if record is None:
