@@ -81,9 +81,9 @@ def submit_many(client: BackgroundHttpClient, requests: Iterable[RequestLike]) -
     infos: list[RequestInfo] = []
     try:
         # Written without per-file fsyncs; one filesystem sync below covers them all.
-        store = FileStore(client.store.root, fsync=False)
-        for request in prepared:
-            infos.append(_store_one(client, store, request, created))
+        with client.store.syncs_deferred():
+            for request in prepared:
+                infos.append(_store_one(client, client.store, request, created))
         if client.store.fsync and created:
             sync_filesystem(client.store.root)
         _publish_all(client, created)

@@ -161,8 +161,12 @@ class FileStore:
             os.fsync(fd)
 
     # ------------------------------------------------------------ raw files
-    def _write_file(self, path: Path, data: bytes) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    def _write_file(self, path: Path, data: bytes, *, exclusive: bool = False) -> None:
+        """Write ``data`` to ``path``, fsynced unless that is off or deferred.
+
+        ``exclusive`` raises FileExistsError instead of overwriting a file.
+        """
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC), 0o600)
         try:
             os.write(fd, data)
             if self._must_sync():
@@ -192,21 +196,12 @@ class FileStore:
         reader ignores a line not yet complete).
         """
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return False
-        except OSError as error:
-            raise StoreError(f"cannot write {path}: {error}") from error
-        try:
-            try:
-                os.write(fd, data)
-                if self._must_sync():
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+            self._write_file(path, data, exclusive=True)
             if self._must_sync():
                 self._fsync_path(path.parent)
-        except OSError as error:
+        except FileExistsError:
+            return False
+        except OSError as error:  # the file, if it was created, is ours
             with contextlib.suppress(OSError):
                 path.unlink()
             raise StoreError(f"cannot write {path}: {error}") from error

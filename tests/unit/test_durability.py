@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from dramatiq.brokers.stub import StubBroker
 
-from bghttp import durability
+from bghttp import BackgroundHttpClient, Settings, durability
 from bghttp.durability import GroupCommit
+from bghttp.errors import StoreError
 from bghttp.models import Phase
 from bghttp.store import FileStore
 from bghttp.validation import prepare_request
@@ -71,3 +74,55 @@ def test_writes_inside_group_commit_skip_fsync_and_sync_once(tmp_path: Path, mon
     store.update_status("r1", lambda r: r.evolve(phase=Phase.QUEUED))  # outside: fsyncs as usual
     assert len(fsyncs) == 1  # an append: the file only, no new directory entry
 
+
+
+def _fsync_recorder(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
+    """Record (inode, thread name) of every fsync from now on."""
+    calls: list[tuple[int, str]] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        calls.append((os.fstat(fd).st_ino, threading.current_thread().name))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return calls
+
+
+def test_a_submit_fsyncs_every_new_file_and_directory_beside_the_publish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(b"file bytes")
+    settings = Settings(store_dir=tmp_path / "store", queue_name="unit", fsync=True)
+    with BackgroundHttpClient(settings, broker=StubBroker()) as client:
+        calls = _fsync_recorder(monkeypatch)
+        post = client.post("http://service.test/hook", data={"k": "v"}, request_id="p1")
+        multi = client.post_multipart("http://service.test/up", fields={"a": "b"}, files={"f": upload},
+                                      request_id="m1")
+        root = client.store.root
+        expected = [
+            info.request_file_path for info in (post, multi)
+        ] + [root / "status" / "p1.log", root / "status" / "m1.log", client.store.body_path("p1"),
+             *client.store.files_dir("m1").iterdir(), client.store.files_dir("m1"),
+             root / "requests", root / "status", root / "bodies"]
+        synced = {inode for inode, _ in calls}
+        missing = [str(path) for path in expected if path.stat().st_ino not in synced]
+        assert missing == []
+        # Done by the helper threads while the submitting thread published.
+        assert {name for _, name in calls} and all(name.startswith("bghttp-fsync") for _, name in calls)
+
+
+def test_a_submit_whose_fsync_fails_raises_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(store_dir=tmp_path / "store", queue_name="unit", fsync=True)
+    with BackgroundHttpClient(settings, broker=StubBroker()) as client:
+
+        def failing_fsync(fd: int) -> None:
+            raise OSError(errno.EIO, "I/O error")
+
+        monkeypatch.setattr(os, "fsync", failing_fsync)
+        with pytest.raises(StoreError, match="cannot make request r1 durable"):
+            client.get("http://service.test/", request_id="r1")
+        monkeypatch.undo()
+        assert client.get_request_status("r1") is None
+        assert [p for p in client.store.root.rglob("*") if p.is_file()] == []
