@@ -57,6 +57,58 @@ BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
+# Input that Python's own URL and text checks pass but that the worker could not
+# send: httpx encodes header values as ASCII and parses URLs its own way, and h11
+# validates every header as it writes it. Each was accepted at submit and then
+# crashed every attempt in the worker.
+UNSENDABLE_CALLS: list[tuple[str, dict[str, Any], str]] = [
+    (URL, {"headers": {"X-Name": "café"}}, "header 'X-Name'.*ASCII"),
+    (URL, {"headers": {"X-Name": "a\x80b"}}, "header 'X-Name'.*ASCII"),
+    (URL, {"headers": {"X-Form": "a\x0cb"}}, "header 'X-Form'"),
+    (URL, {"headers": {"X-Tab": "a\x0bb"}}, "header 'X-Tab'"),
+    (URL, {"headers": {"X-Lead": " a"}}, "header 'X-Lead'"),
+    (URL, {"headers": {"X-Trail": "a "}}, "header 'X-Trail'"),
+    (URL, {"headers": {"Näme": "v"}}, "invalid header name"),
+    (URL, {"data": "12345", "headers": {"Content-Length": "3"}}, "Content-Length"),
+    (URL, {"headers": {"Transfer-Encoding": "gzip"}}, "Transfer-Encoding"),
+    ("http://0177.0.0.1/", {}, "malformed URL"),
+    ("http://1.2.3.256/", {}, "malformed URL"),
+    ("http://xn--n3h.net/", {}, "malformed URL"),
+    ("http://☃.net/", {}, "malformed URL"),
+    ("http://[::1/", {}, "malformed URL"),
+    ("http://h:80:80/", {}, "malformed URL"),
+    ("http://user@/", {}, "no host"),
+    ("http://127.0.0.1:9/" + "a" * 70_000, {}, "malformed URL"),
+    (URL, {"query_parameters": {"q": "a" * 70_000}}, "malformed URL"),
+    (URL, {"query_parameters": {"n": 10**5000}}, "query parameter 'n'"),
+    (URL, {"timeout": 1e10}, "timeout must be"),
+]
+
+
+@pytest.mark.parametrize(("url", "options", "message"), UNSENDABLE_CALLS)
+def test_input_the_worker_cannot_send_is_rejected_at_submit(
+    stub_client: BackgroundHttpClient, url: str, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidRequest, match=message) as raised:
+        stub_client.post(url, **options)
+    assert "\n" not in str(raised.value)  # one line
+    assert stored_files(stub_client) == []
+
+
+def test_unsendable_multipart_field_value_is_rejected(stub_client: BackgroundHttpClient) -> None:
+    with pytest.raises(InvalidRequest, match="field 'n'"):
+        stub_client.post_multipart(URL, fields={"n": 10**5000})
+    assert stored_files(stub_client) == []
+
+
+@pytest.mark.parametrize("value", ["Bearer sk-live-\x0cSECRET", "Bearer sk-live-SECRET-é", "Bearer sk-live-SECRET "])
+def test_a_rejected_secret_header_value_is_not_in_the_message(stub_client: BackgroundHttpClient, value: str) -> None:
+    with pytest.raises(InvalidRequest, match="header 'Authorization'") as raised:
+        stub_client.get(URL, headers={"Authorization": value})
+    assert "SECRET" not in str(raised.value)
+    assert stored_files(stub_client) == []
+
+
 @pytest.mark.parametrize(("url", "options", "message"), BAD_CALLS)
 def test_bad_input_is_rejected_and_nothing_is_stored(
     stub_client: BackgroundHttpClient, url: str, options: dict[str, Any], message: str
