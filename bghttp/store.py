@@ -435,7 +435,7 @@ class FileStore:
         if self._write_new(path, record_log.encode(metadata)):  # the first response of this request
             return body
         try:
-            fd = os.open(path, os.O_WRONLY)
+            fd = os.open(path, os.O_RDWR)  # readable too: an append looks at the file's last byte
         except OSError as error:
             raise StoreError(f"cannot write {path}: {error}") from error
         try:
