@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -92,20 +93,59 @@ class RequestSpec:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RequestSpec:
-        parts = data.get("file_parts")
+        """The spec saved in ``data``; ValueError naming the field if it is not one.
+
+        Strict: the file may have been edited by hand, and a worker must not
+        guess what a wrong type meant.
+        """
         fields = data.get("form_fields")
+        parts = data.get("file_parts")
         return cls(
-            request_id=data["request_id"],
-            method=data["method"],
-            url=data["url"],
-            headers=[(str(k), str(v)) for k, v in data["headers"]],
-            timeout=float(data["timeout"]),
-            max_retries=int(data["max_retries"]),
-            created_at=float(data["created_at"]),
-            has_body=bool(data.get("has_body", False)),
-            form_fields=None if fields is None else [(str(k), str(v)) for k, v in fields],
-            file_parts=None if parts is None else [FilePart(**part) for part in parts],
+            request_id=_field(data, "request_id", str),
+            method=_field(data, "method", str),
+            url=_field(data, "url", str),
+            headers=_pairs(data, "headers"),
+            timeout=_timeout(data),
+            max_retries=_field(data, "max_retries", int),
+            created_at=float(_field(data, "created_at", (int, float))),
+            has_body=_field(data, "has_body", bool) if "has_body" in data else False,
+            form_fields=None if fields is None else _pairs(data, "form_fields"),
+            file_parts=None if parts is None else _file_parts(parts),
         )
+
+
+def _field(data: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    if key not in data:
+        raise ValueError(f"missing field {key!r}")
+    value = data[key]
+    # bool is an int in Python; never accept one for a number, nor a number for a bool.
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ValueError(f"field {key!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _timeout(data: dict[str, Any]) -> float:
+    timeout = float(_field(data, "timeout", (int, float)))
+    if not math.isfinite(timeout) or timeout <= 0:  # JSON from Python may hold NaN or Infinity
+        raise ValueError(f"field 'timeout' must be a positive number of seconds, not {timeout!r}")
+    return timeout
+
+
+def _pairs(data: dict[str, Any], key: str) -> list[tuple[str, str]]:
+    items = _field(data, key, list)
+    if not all(isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item) for item in items):
+        raise ValueError(f"field {key!r} must be a list of [name, value] string pairs")
+    return [(name, value) for name, value in items]
+
+
+def _file_parts(parts: object) -> list[FilePart]:
+    names = {field.name for field in dataclasses.fields(FilePart)}
+    if not isinstance(parts, list) or not all(
+        isinstance(part, dict) and set(part) == names and all(isinstance(v, str) for v in part.values())
+        for part in parts
+    ):
+        raise ValueError(f"field 'file_parts' must be a list of objects with string fields {sorted(names)}")
+    return [FilePart(**part) for part in parts]
 
 
 @dataclasses.dataclass(frozen=True)

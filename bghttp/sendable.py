@@ -36,7 +36,7 @@ def check_url(url: str) -> httpx.URL:
         parsed = httpx.URL(url)
         host = parsed.host  # decodes an "xn--" host, which may fail
     except (httpx.InvalidURL, UnicodeError, ValueError) as error:  # idna raises UnicodeErrors of its own
-        reason = scrub(str(error), request_secrets((), url)).splitlines()[0] if str(error) else type(error).__name__
+        reason = _scrubbed(error, [], url)
         raise InvalidRequest(f"malformed URL {shown_url(url)}: {reason}") from None
     if not host:
         raise InvalidRequest(f"malformed URL {shown_url(url)}: no host")
@@ -44,19 +44,41 @@ def check_url(url: str) -> httpx.URL:
 
 
 def check_header(name: str, value: str) -> None:
-    """One header as httpx encodes it (ASCII) and h11 validates it; the value is never quoted."""
-    try:
-        raw_name, raw_value = name.encode("ascii"), value.encode("ascii")
-    except UnicodeEncodeError:
-        if not name.isascii():
-            raise InvalidRequest(f"invalid header name {name!r}") from None
+    """One header as httpx encodes it (ASCII); the value is never quoted.
+
+    The cheap test that finds most bad headers; :func:`check_request` asks h11
+    about the rest, and names the header that h11 refused.
+    """
+    if not name.isascii():
+        raise InvalidRequest(f"invalid header name {name!r}")
+    if not value.isascii():
         raise InvalidRequest(
             f"header {name!r} has characters outside ASCII in its value (httpx sends header values as ASCII)"
-        ) from None
+        )
     if name.lower() in FRAMING_HEADERS:
         raise InvalidRequest(f"header {name!r} is set by bghttp from the body; leave it out")
+
+
+def check_request(method: str, url: str, headers: list[tuple[str, str]]) -> None:
+    """The request head built by httpx and validated by h11, as the worker's connection will.
+
+    The body needs no check: its framing is httpx's own (a caller cannot set
+    Content-Length or Transfer-Encoding), and its bytes are sent as they are.
+    """
     try:
-        h11.Request(method=b"GET", target=b"/", headers=[(b"Host", b"h"), (raw_name, raw_value)])
+        request = httpx.Request(method, url, headers=headers)
+        h11.Request(method=request.method, target=request.url.raw_path, headers=request.headers.raw)
+    except h11.LocalProtocolError as error:
+        for name, value in headers:
+            _check_header_with_h11(name, value)
+        raise InvalidRequest(f"the request cannot be sent as HTTP/1.1: {_scrubbed(error, headers, url)}") from None
+    except (httpx.HTTPError, httpx.InvalidURL, UnicodeError, ValueError, TypeError) as error:
+        raise InvalidRequest(f"the request cannot be sent as HTTP/1.1: {_scrubbed(error, headers, url)}") from None
+
+
+def _check_header_with_h11(name: str, value: str) -> None:
+    try:
+        h11.Request(method=b"GET", target=b"/", headers=[(b"Host", b"h"), (name.encode(), value.encode())])
     except h11.LocalProtocolError as error:
         if "name" in str(error):
             raise InvalidRequest(f"invalid header name {name!r}") from None
@@ -66,19 +88,6 @@ def check_header(name: str, value: str) -> None:
         ) from None
 
 
-def check_request(method: str, url: str, headers: list[tuple[str, str]], body: bytes | None) -> None:
-    """The whole request built by httpx and written by h11, as the worker will.
-
-    ``body`` is the in-memory body (None for none, or for a multipart request,
-    whose body httpx frames itself from the stored parts).
-    """
-    try:
-        request = httpx.Request(method, url, headers=headers, content=body)
-        connection = h11.Connection(our_role=h11.CLIENT)
-        connection.send(h11.Request(method=request.method, target=request.url.raw_path, headers=request.headers.raw))
-        if body is not None:
-            connection.send(h11.Data(data=body))
-            connection.send(h11.EndOfMessage())
-    except (httpx.HTTPError, httpx.InvalidURL, h11.ProtocolError, UnicodeError, ValueError, TypeError) as error:
-        reason = scrub(f"{type(error).__name__}: {error}", request_secrets(headers, url)).splitlines()[0]
-        raise InvalidRequest(f"the request cannot be sent as HTTP/1.1: {reason}") from None
+def _scrubbed(error: Exception, headers: list[tuple[str, str]], url: str) -> str:
+    text = scrub(f"{type(error).__name__}: {error}", request_secrets(headers, url))
+    return text.splitlines()[0] if text else type(error).__name__

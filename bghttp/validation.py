@@ -85,8 +85,8 @@ def prepare_request(
         if content_type and not _has_header(header_list, "content-type"):
             header_list.append(("Content-Type", content_type))
 
-    # Last, the request as a whole, built by httpx and written by h11 as the worker will.
-    check_request(method, full_url, header_list, None if multipart else body)
+    # Last, the request as a whole, built by httpx and validated by h11 as the worker will.
+    check_request(method, full_url, header_list)
 
     spec = RequestSpec(
         request_id=request_id,
@@ -251,9 +251,18 @@ def _fields(fields: Any) -> list[tuple[str, str]]:
 
 
 def _field_name(name: object) -> str:
-    if not isinstance(name, str) or not name or _FORBIDDEN_IN_VALUE.search(name) or '"' in name:
+    if not isinstance(name, str) or not name or _FORBIDDEN_IN_VALUE.search(name) or '"' in name or not _is_text(name):
         raise InvalidRequest(f"invalid multipart field name {name!r}")
     return name
+
+
+def _is_text(value: str) -> bool:
+    """Whether ``value`` can be sent as UTF-8 (a lone surrogate cannot)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _files(files: FilesArg) -> tuple[list[FilePart], list[tuple[Path, str]]]:
@@ -274,12 +283,14 @@ def _files(files: FilesArg) -> tuple[list[FilePart], list[tuple[Path, str]]]:
             if not path.is_file():
                 raise InvalidRequest(f"multipart file {str(path)!r} does not exist or is not a file")
             filename = upload.filename or path.name
-            if _FORBIDDEN_IN_VALUE.search(filename):
+            if not isinstance(filename, str) or _FORBIDDEN_IN_VALUE.search(filename) or not _is_text(filename):
                 raise InvalidRequest(f"invalid file name {filename!r}")
             content_type = upload.content_type or (
                 mimetypes.guess_type(filename)[0] or "application/octet-stream"
             )
-            if _FORBIDDEN_IN_VALUE.search(content_type):
+            if not isinstance(content_type, str) or _FORBIDDEN_IN_VALUE.search(content_type) or not _is_text(
+                content_type
+            ):
                 raise InvalidRequest(f"invalid content type {content_type!r}")
             stored_name = str(len(copies))
             parts.append(FilePart(field, stored_name, filename, content_type))

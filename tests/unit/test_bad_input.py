@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from dramatiq.brokers.stub import StubBroker
 
-from bghttp import BackgroundHttpClient, BghttpError, InvalidRequest, InvalidRequestId, Settings
+from bghttp import BackgroundHttpClient, BghttpError, InvalidRequest, InvalidRequestId, MultipartFile, Settings
 from bghttp.config import ConfigError
 
 
@@ -95,9 +95,18 @@ def test_input_the_worker_cannot_send_is_rejected_at_submit(
     assert stored_files(stub_client) == []
 
 
-def test_unsendable_multipart_field_value_is_rejected(stub_client: BackgroundHttpClient) -> None:
+def test_unsendable_multipart_parts_are_rejected(stub_client: BackgroundHttpClient, tmp_path: Path) -> None:
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(b"x")
     with pytest.raises(InvalidRequest, match="field 'n'"):
         stub_client.post_multipart(URL, fields={"n": 10**5000})
+    with pytest.raises(InvalidRequest, match="invalid multipart field name"):
+        stub_client.post_multipart(URL, fields={"\ud800": "v"})
+    for bad in ("\ud800", 5):
+        with pytest.raises(InvalidRequest, match="invalid file name"):
+            stub_client.post_multipart(URL, files={"f": MultipartFile(path=upload, filename=bad)})  # type: ignore[arg-type]
+        with pytest.raises(InvalidRequest, match="invalid content type"):
+            stub_client.post_multipart(URL, files={"f": MultipartFile(path=upload, content_type=bad)})  # type: ignore[arg-type]
     assert stored_files(stub_client) == []
 
 
