@@ -31,6 +31,7 @@ from .errors import BrokerUnavailable, StoreError, UnknownRequest
 from .execution import AttemptResult, perform_attempt
 from .logs import get_logger
 from .models import AttemptRecord, Phase, RequestSpec, RequestStatus, StatusRecord
+from .redaction import request_secrets, scrub
 from .retry_policy import Outcome, backoff_seconds, is_retryable
 from .store import FileStore
 
@@ -205,6 +206,10 @@ class RequestRunner:
             max_response_bytes=self.settings.max_response_bytes,
             is_cancelled=lambda: self._is_cancelled(spec.request_id),
         )
+        if result.error:
+            # The one place an attempt's error text enters logs and records: an
+            # httpx/h11/OS message may quote a secret header or the URL's password.
+            result = dataclasses.replace(result, error=scrub(result.error, request_secrets(spec.headers, spec.url)))
         finished = dataclasses.replace(
             started,
             finished_at=time.time(),
