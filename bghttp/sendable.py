@@ -77,8 +77,11 @@ def check_request(method: str, url: str, headers: list[tuple[str, str]]) -> None
 
 
 def _check_header_with_h11(name: str, value: str) -> None:
+    header = (name.encode(), value.encode())
+    # h11 needs exactly one Host header: add one unless this is it.
+    headers = [header] if name.lower() == "host" else [(b"Host", b"h"), header]
     try:
-        h11.Request(method=b"GET", target=b"/", headers=[(b"Host", b"h"), (name.encode(), value.encode())])
+        h11.Request(method=b"GET", target=b"/", headers=headers)
     except h11.LocalProtocolError as error:
         if "name" in str(error):
             raise InvalidRequest(f"invalid header name {name!r}") from None

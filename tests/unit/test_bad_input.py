@@ -69,6 +69,7 @@ UNSENDABLE_CALLS: list[tuple[str, dict[str, Any], str]] = [
     (URL, {"headers": {"X-Lead": " a"}}, "header 'X-Lead'"),
     (URL, {"headers": {"X-Trail": "a "}}, "header 'X-Trail'"),
     (URL, {"headers": {"Näme": "v"}}, "invalid header name"),
+    (URL, {"headers": [("Host", "a"), ("host", "b")]}, "multiple Host"),
     (URL, {"data": "12345", "headers": {"Content-Length": "3"}}, "Content-Length"),
     (URL, {"headers": {"Transfer-Encoding": "gzip"}}, "Transfer-Encoding"),
     ("http://0177.0.0.1/", {}, "malformed URL"),
