@@ -96,6 +96,11 @@ class RequestRunner:
                 if record is None or record.is_terminal or token < record.token:
                     log.info("message_dropped", reason="stale" if record and not record.is_terminal else "terminal")
                     return
+                if claimed and record.generation != spec.generation:
+                    # The request was removed and its ID submitted again after we read
+                    # the spec: ours is not the request that is there now (issue 11, item 4).
+                    log.info("message_dropped", reason="request replaced")
+                    return
                 if claimed:
                     self._run_claimed(spec, record, token, log)
                     return
