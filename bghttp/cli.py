@@ -32,7 +32,15 @@ from . import cli_output as out
 from .cli_input import UsageError, request_options
 from .client import BackgroundHttpClient
 from .config import ConfigError, Settings
-from .errors import BghttpError, BrokerUnavailable, InvalidRequest, StoreError, UnknownRequest, WaitTimeout
+from .errors import (
+    BghttpError,
+    BrokerUnavailable,
+    InvalidRequest,
+    RequestRunning,
+    StoreError,
+    UnknownRequest,
+    WaitTimeout,
+)
 from .models import RequestStatus, StatusRecord
 
 EXIT_OK = 0
@@ -417,14 +425,16 @@ def cmd_rm(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
     cutoff = time.time() - args.older_than
+
+    def finished_before_cutoff(record: StatusRecord | None) -> bool:
+        return record is not None and record.is_terminal and (record.completed_at or record.updated_at) < cutoff
+
     removed: list[str] = []
     with _reader(settings) as client:
         for record in client.store.statuses():
-            finished_at = record.completed_at or record.updated_at
-            # Only terminal records: they never change again, so removing one races with nobody.
-            if record.is_terminal and finished_at < cutoff:
-                if not args.dry_run:
-                    client.store.delete(record.request_id)
+            if not finished_before_cutoff(record):
+                continue
+            if args.dry_run or _remove_if(client, record.request_id, finished_before_cutoff):
                 removed.append(record.request_id)
     if args.json:
         out.print_json({"removed": len(removed), "dry_run": args.dry_run, "request_ids": removed})
@@ -434,6 +444,16 @@ def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
         verb = "would remove" if args.dry_run else "removed"
         print(f"{verb} {len(removed)} finished request(s)", file=sys.stderr)
     return EXIT_OK
+
+
+def _remove_if(client: BackgroundHttpClient, request_id: str, only_if: Callable[[StatusRecord | None], bool]) -> bool:
+    """Remove a request if ``only_if`` still holds under the store's locks (it may have
+    been submitted again since it was listed); False if not, or if a cancelled
+    request's attempt is still stopping (the next gc takes it)."""
+    try:
+        return client.store.delete(request_id, only_if=only_if)
+    except RequestRunning:
+        return False
 
 
 def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:

@@ -7,6 +7,7 @@ caller can catch "anything from bghttp" with one class::
     ├── InvalidRequest            bad input to a client call; nothing was stored
     │   └── InvalidRequestId      a request ID that is not a safe file name
     ├── RequestExists             a request ID is taken (only with on_conflict="reject")
+    ├── RequestRunning            remove/replace of a request whose attempt did not stop in time
     ├── UnknownRequest            no request with that ID in the store
     ├── BrokerUnavailable         the message could not be confirmed by the broker;
     │                             nothing was kept in the store
@@ -34,6 +35,14 @@ class InvalidRequestId(InvalidRequest):
 
 class RequestExists(BghttpError):
     """The request ID is already in the store and the caller asked to reject duplicates."""
+
+
+class RequestRunning(BghttpError):
+    """A worker is running the request's attempt: it cannot be removed or replaced now.
+
+    ``remove`` cancels the request first; this means the attempt did not stop
+    within the wait. The request stays (cancelled); removing it again later works.
+    """
 
 
 class UnknownRequest(BghttpError, KeyError):

@@ -71,6 +71,9 @@ class RequestSpec:
     has_body: bool = False
     form_fields: list[tuple[str, str]] | None = None
     file_parts: list[FilePart] | None = None
+    #: Set by the store when it saves the request, the same in its status record:
+    #: tells this request apart from an earlier or later one with the same ID.
+    generation: str = ""
 
     @property
     def is_multipart(self) -> bool:
@@ -89,6 +92,7 @@ class RequestSpec:
             "has_body": self.has_body,
             "form_fields": None if self.form_fields is None else [list(pair) for pair in self.form_fields],
             "file_parts": None if self.file_parts is None else [dataclasses.asdict(part) for part in self.file_parts],
+            "generation": self.generation,
         }
 
     @classmethod
@@ -111,6 +115,7 @@ class RequestSpec:
             has_body=_field(data, "has_body", bool) if "has_body" in data else False,
             form_fields=None if fields is None else _pairs(data, "form_fields"),
             file_parts=None if parts is None else _file_parts(parts),
+            generation=_field(data, "generation", str) if "generation" in data else "",
         )
 
 
@@ -170,6 +175,11 @@ class StatusRecord:
     published for a request carries a token at least as large as the record's,
     and a message with a smaller one is stale (a redelivered or recovered
     duplicate) and is dropped.
+
+    ``generation`` is the request's (see ``RequestSpec.generation``).
+    ``published`` is False from the moment a submit stored the request until a
+    broker confirmed its first message (or recovery published one): a second
+    submitter of the same ID that finds it False publishes the message itself.
     """
 
     request_id: str
@@ -185,6 +195,8 @@ class StatusRecord:
     last_status_code: int | None = None
     completed_at: float | None = None
     attempts: tuple[AttemptRecord, ...] = ()
+    generation: str = ""
+    published: bool = True  # records written before this field existed were published
 
     @property
     def is_terminal(self) -> bool:

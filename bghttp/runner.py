@@ -109,6 +109,10 @@ class RequestRunner:
                 if claimed:
                     if spec is None:
                         self._fail_unreadable(request_id, str(unreadable), log)
+                    elif record.generation != spec.generation:
+                        # The request was removed and its ID submitted again after we
+                        # read the spec: ours is not the request that is there now.
+                        log.info("message_dropped", reason="request replaced")
                     else:
                         self._run_claimed(spec, record, token, log)
                     return

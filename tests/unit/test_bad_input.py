@@ -21,7 +21,8 @@ def stub_client(tmp_path: Path) -> Iterator[BackgroundHttpClient]:
 
 
 def stored_files(client: BackgroundHttpClient) -> list[Path]:
-    return [p for p in client.store.root.rglob("*") if p.is_file()]
+    """Files of requests (the store's ID lock files are no part of any request)."""
+    return [p for p in client.store.root.rglob("*") if p.is_file() and p.parent.name != "locks"]
 
 
 URL = "http://127.0.0.1:9/x"

@@ -195,6 +195,7 @@ def test_a_first_version_still_being_written_is_no_version_yet(log_fd: int) -> N
 def test_a_new_request_replaces_a_status_file_left_by_an_unfinished_removal(tmp_path: Path) -> None:
     store = FileStore(tmp_path / "store", fsync=True)
     leftover = tmp_path / "store" / "status" / "r1.log"
+    leftover.parent.mkdir(parents=True)  # a FileStore creates its directories at its first write
     leftover.write_bytes(record_log.encode({"stale": True}))
     prepared = prepare_request("GET", "http://service.test/", request_id="r1")
     assert store.create_request(prepared.spec) is not None
