@@ -210,16 +210,26 @@ def _duration(raw: str) -> float:
 
 
 def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Settings:
+    """The settings: the environment, overridden by the options; a bad value names its option."""
     overrides: dict[str, Any] = {}
-    if getattr(args, "store", None):
-        overrides["store_dir"] = Path(args.store)
-    if getattr(args, "broker", None):
-        overrides["broker_url"] = args.broker
+    options: dict[str, str] = {}  # setting -> the option that gave it
+    if getattr(args, "store", None) is not None:
+        if not args.store:
+            raise ConfigError("--store '': must be a directory path")
+        overrides["store_dir"], options["store_dir"] = Path(args.store), "--store"
+    if getattr(args, "broker", None) is not None:
+        overrides["broker_url"], options["broker_url"] = args.broker, "--broker"
     if getattr(args, "local", False):
-        overrides["broker_url"] = "local"
+        overrides["broker_url"], options["broker_url"] = "local", "--local"
     if getattr(args, "metrics_port", None) is not None:
-        overrides["metrics_port"] = args.metrics_port
-    return Settings.from_env(environ, **overrides)
+        overrides["metrics_port"], options["metrics_port"] = args.metrics_port, "--metrics-port"
+    try:
+        return Settings.from_env(environ, **overrides)
+    except ConfigError as error:
+        setting = getattr(error, "setting", None)
+        if setting in options:
+            raise ConfigError(f"{options[setting]} {overrides[setting]!s:.200}: {error.reason}") from None  # type: ignore[attr-defined]
+        raise
 
 
 def _reader(settings: Settings) -> BackgroundHttpClient:
@@ -467,7 +477,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from dramatiq.cli import main as dramatiq_main
     from dramatiq.cli import make_argument_parser
 
-    # Worker processes read their settings from the environment (actors/__init__.py).
+    # Worker processes read their settings from the environment (bghttp/actors.py).
     os.environ.update(settings.to_env())
     metrics_dir: str | None = None
     if settings.metrics_port is not None:
@@ -478,10 +488,12 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         if importlib.util.find_spec("prometheus_client") is None:
             raise UsageError("--metrics-port needs prometheus-client: pip install 'bghttp[metrics]'")
 
+        _check_port_free(args.metrics_host, settings.metrics_port)
         own_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         path = prepare_exposition(settings.metrics_port, args.metrics_host, own_dir)
         metrics_dir = None if own_dir else path  # a directory we made is ours to remove
-    argv = ["actors", "--processes", str(args.processes), "--threads", str(args.threads), "--skip-logging"]
+    # bghttp.actors, never a bare "actors": a project's own actors.py in the current directory would win.
+    argv = ["bghttp.actors", "--processes", str(args.processes), "--threads", str(args.threads), "--skip-logging"]
     try:
         # Our logging is set up (JSON or console) before Dramatiq starts, and
         # --skip-logging keeps Dramatiq's plain-text format away from every process.
@@ -493,6 +505,25 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if code == _DRAMATIQ_RET_CONNECT:
         return EXIT_BROKER
     return EXIT_OK if code == 0 else EXIT_FAILED
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """ConfigError now if the metrics port is taken, instead of a worker group running without metrics."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as error:
+        raise ConfigError(f"--metrics-host {host}: cannot be resolved ({error})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the exposition server does
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise ConfigError(
+                f"--metrics-port {port}: cannot listen on {host}:{port} ({error.strerror}); choose a free port"
+            ) from None
 
 
 # ------------------------------------------------------------------- main
@@ -524,7 +555,7 @@ def _configure_logging(args: argparse.Namespace, settings: Settings) -> None:
     # recover log at INFO: the other commands' output is their result.
     is_service = args.handler in (cmd_worker, cmd_recover)
     configure_logging(settings.log_format, settings.log_level if is_service else "WARNING")
-    if not is_service:
+    if args.handler is not cmd_worker:
         # A broker failure is reported as one line with exit code 4; pika's own
         # connection errors would only repeat it at length.
         logging.getLogger("pika").setLevel(logging.CRITICAL)

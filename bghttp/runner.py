@@ -85,7 +85,7 @@ class RequestRunner:
         log = get_logger(request_id=request_id, token=token)
         spec = self.store.load_request(request_id)
         if spec is None:
-            log.warning("request_missing", reason="no request file in the store; message dropped")
+            log.warning("request_missing", store_dir=str(self.store.root), reason="not in this store; message dropped")
             return
         log = log.bind(method=spec.method, host=urllib.parse.urlsplit(spec.url).hostname)  # 15x cheaper than httpx.URL
         started = time.monotonic()

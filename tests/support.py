@@ -69,13 +69,16 @@ def worker_env(env: dict[str, str]) -> dict[str, str]:
 
 
 class WorkerProcess:
-    """A real ``dramatiq actors`` worker group in a subprocess."""
+    """A real ``dramatiq bghttp.actors`` worker group in a subprocess."""
 
     def __init__(self, env: dict[str, str], *, processes: int = 1, threads: int = 4, log_path: Path) -> None:
         self.log_path = log_path
         self._log = open(log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dramatiq", "actors", "--processes", str(processes), "--threads", str(threads)],
+            [
+                *(sys.executable, "-m", "dramatiq", "bghttp.actors"),
+                *("--processes", str(processes), "--threads", str(threads)),
+            ],
             cwd=PROJECT_ROOT,
             env=worker_env(env),
             stdout=self._log,
