@@ -100,6 +100,8 @@ class AsyncBackgroundHttpClient:
 
     async def wait(self, request_id: str, timeout: float | None = None, *, poll_interval: float = 0.05) -> StatusRecord:
         """Wait until the request is terminal without blocking the loop; WaitTimeout after ``timeout`` s."""
+        if timeout is not None and not 0 <= timeout < float("inf"):  # a NaN deadline would never come
+            raise InvalidArgument(f"timeout must be a number of seconds >= 0 or None, not {timeout!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self.sync._check_local_worker()  # a dead in-process worker would leave us waiting forever

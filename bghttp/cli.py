@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     response.add_argument("--body", action="store_true", help="write the body bytes to stdout instead")
     wait = add("wait", "wait until a request is finished, showing download progress on stderr")
     wait.add_argument("request_id", metavar="ID")
-    wait.add_argument("--timeout", type=float, metavar="SECONDS", help="give up after this long (exit 5)")
+    wait.add_argument("--timeout", type=_seconds, metavar="SECONDS", help="give up after this long (exit 5)")
     wait.add_argument("--no-progress", action="store_true", help="do not show progress on stderr")
     ls = add("ls", "list requests, newest first")
     ls.add_argument("--status", choices=[s.value for s in RequestStatus], help="only requests with this status")
@@ -178,7 +178,7 @@ def _submit_options(metavar: str) -> argparse.ArgumentParser:
     submit.add_argument("--retries", type=int, default=0, metavar="N", help="retries after a failed attempt (0-10)")
     submit.add_argument("--id", dest="request_id", metavar="ID", help="request ID (default: a new UUID)")
     submit.add_argument("--wait", action="store_true", help="wait for the result (exit codes as for wait)")
-    submit.add_argument("--wait-timeout", type=float, metavar="SECONDS", help="with --wait: give up after this long")
+    submit.add_argument("--wait-timeout", type=_seconds, metavar="SECONDS", help="with --wait: give up after this long")
     return submit
 
 
@@ -189,6 +189,16 @@ def _positive_int(raw: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {raw!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0: {raw!r}")
+    return value
+
+
+def _seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {raw!r}") from None
+    if not 0 <= value < float("inf"):  # NaN fails too: a deadline of NaN never comes
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0: {raw!r}")
     return value
 
 

@@ -227,6 +227,8 @@ class BackgroundHttpClient:
 
     def wait(self, request_id: str, timeout: float | None = None, *, poll_interval: float = 0.05) -> StatusRecord:
         """Block until the request is terminal; raise WaitTimeout after ``timeout`` seconds."""
+        if timeout is not None and not 0 <= timeout < float("inf"):  # a NaN deadline would never come
+            raise InvalidArgument(f"timeout must be a number of seconds >= 0 or None, not {timeout!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self._check_local_worker()

@@ -50,3 +50,5 @@ def test_bad_arguments_raise_bghttp_errors_that_are_still_value_errors(tmp_path:
         assert isinstance(raised.value, ValueError)
         with pytest.raises(InvalidArgument, match="limit"):
             client.list(limit=-1)
+        with pytest.raises(InvalidArgument, match="timeout"):
+            client.wait("any-id", timeout=float("nan"))  # a NaN deadline never comes: it used to wait forever
