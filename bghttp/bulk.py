@@ -28,12 +28,11 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import dramatiq
 import pika
 import pika.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-from .broker import request_message
+from .broker import BROKER_ERRORS, request_message
 from .durability import sync_filesystem
 from .errors import BrokerUnavailable, InvalidRequest
 from .models import RequestInfo, StatusRecord
@@ -154,7 +153,7 @@ def _publish_all(client: BackgroundHttpClient, created: list[tuple[str, int]]) -
             broker.declare_queue(queue_name, ensure=True)
             publish_in_transaction(broker.connection, queue_name, created)
             return
-        except (dramatiq.errors.BrokerConnectionError, pika.exceptions.AMQPError, OSError) as error:
+        except BROKER_ERRORS as error:
             # The thread's connection may be stale (broker restarted, idle too long):
             # drop it so the next attempt opens a new one. Publishing again is safe:
             # an uncommitted transaction enqueued nothing, and if only the commit-ok

@@ -29,7 +29,15 @@ from . import bulk
 from .broker import create_broker, publish_request
 from .bulk import BulkRequest
 from .config import Settings
-from .errors import BrokerUnavailable, RequestExists, RequestRunning, StoreError, UnknownRequest, WaitTimeout
+from .errors import (
+    BrokerUnavailable,
+    InvalidArgument,
+    RequestExists,
+    RequestRunning,
+    StoreError,
+    UnknownRequest,
+    WaitTimeout,
+)
 from .models import Phase, RequestInfo, RequestStatus, Response, StatusRecord
 from .store import FileStore, validate_request_id
 from .validation import FilesArg, HeadersArg, PreparedRequest, QueryArg, prepare_request
@@ -65,7 +73,7 @@ class BackgroundHttpClient:
         base = settings or Settings.from_env()
         self.settings = Settings(**{**base.__dict__, **overrides}) if overrides else base
         if on_conflict not in ("return", "reject", "replace"):
-            raise ValueError("on_conflict must be 'return', 'reject' or 'replace'")
+            raise InvalidArgument(f"on_conflict must be 'return', 'reject' or 'replace', not {on_conflict!r}")
         self.on_conflict = on_conflict
         self.store = FileStore(self.settings.store_dir, fsync=self.settings.fsync)
         # fsyncs of new requests run here while the submitting thread waits for the broker.
@@ -199,7 +207,13 @@ class BackgroundHttpClient:
     def _publish(self, request_id: str, token: int, delay: float | None = None) -> None:
         if self._local_worker is not None:
             self._local_worker.start()
+            self._check_local_worker()
         publish_request(self.broker, self.settings.queue_name, request_id, token, delay)
+
+    def _check_local_worker(self) -> None:
+        """Local mode: raise LocalWorkerDied if the in-process worker stopped working (else a wait would hang)."""
+        if self._local_worker is not None:
+            self._local_worker.raise_if_dead()
 
     def get(self, url: str, **options: Any) -> RequestInfo:
         return self.request("GET", url, **options)
@@ -253,8 +267,11 @@ class BackgroundHttpClient:
 
     def wait(self, request_id: str, timeout: float | None = None, *, poll_interval: float = 0.05) -> StatusRecord:
         """Block until the request is terminal; raise WaitTimeout after ``timeout`` seconds."""
+        if timeout is not None and not 0 <= timeout < float("inf"):  # a NaN deadline would never come
+            raise InvalidArgument(f"timeout must be a number of seconds >= 0 or None, not {timeout!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            self._check_local_worker()
             record = self.get_request_status(request_id)
             if record is None:
                 raise UnknownRequest(f"no request {request_id!r} in the store")
@@ -266,7 +283,13 @@ class BackgroundHttpClient:
 
     def list(self, status: RequestStatus | str | None = None, limit: int | None = None) -> list[StatusRecord]:
         """Status records, newest first, optionally only those with ``status``."""
-        wanted = None if status is None else RequestStatus(status)
+        try:
+            wanted = None if status is None else RequestStatus(status)
+        except ValueError:
+            accepted = ", ".join(s.value for s in RequestStatus)
+            raise InvalidArgument(f"status must be one of {accepted} or None, not {status!r}") from None
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise InvalidArgument(f"limit must be a whole number >= 0 or None, not {limit!r}")
         records = [r for r in self.store.statuses() if wanted is None or r.status is wanted]
         records.sort(key=lambda r: r.created_at, reverse=True)
         return records if limit is None else records[:limit]

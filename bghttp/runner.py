@@ -87,7 +87,7 @@ class RequestRunner:
         log = get_logger(request_id=request_id, token=token)
         spec, unreadable = self._load_request(request_id)
         if spec is None and unreadable is None:
-            log.warning("request_missing", reason="no request file in the store; message dropped")
+            log.warning("request_missing", store_dir=str(self.store.root), reason="not in this store; message dropped")
             return
         if spec is not None:
             log = log.bind(method=spec.method, host=_host(spec.url))
