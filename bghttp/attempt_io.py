@@ -32,6 +32,9 @@ from typing import Any
 import httpcore
 import httpx
 
+#: The message of the timeout raised when the attempt's own deadline passes.
+DEADLINE_PASSED = "the attempt's deadline passed"
+
 #: Longest a socket operation blocks before the deadline and the cancel flag are checked.
 CHECK_SECONDS = 0.2
 
@@ -60,7 +63,7 @@ class AttemptLimits:
                 raise AttemptCancelled("cancelled while running")
         left = self.deadline - now
         if left <= 0:
-            raise timeout_error(f"the attempt ran past its timeout of {self.timeout:g}s")
+            raise timeout_error(DEADLINE_PASSED)
         return left
 
     def slice(self, op_deadline: float | None, timeout_error: type[Exception]) -> float:

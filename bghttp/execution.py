@@ -26,7 +26,7 @@ from typing import IO, Any
 
 import httpx
 
-from .attempt_io import AttemptCancelled, AttemptLimits, attempt_limits, limit_client_io
+from .attempt_io import DEADLINE_PASSED, AttemptCancelled, AttemptLimits, attempt_limits, limit_client_io
 from .decoding import BadEncoding, BodyDecoder, can_decode, content_codings
 from .errors import StoreError
 from .models import RequestSpec
@@ -161,7 +161,8 @@ def _judge(error: Exception, spec: RequestSpec, progress: _Progress) -> tuple[Ou
     if isinstance(error, AttemptCancelled):
         return Outcome.CANCELLED, f"cancelled while {where}"
     if isinstance(error, httpx.TimeoutException):
-        return Outcome.TIMEOUT, f"timeout after {spec.timeout:g}s while {where}: {error or type(error).__name__}"
+        detail = "" if str(error) == DEADLINE_PASSED else f": {error or type(error).__name__}"
+        return Outcome.TIMEOUT, f"timeout after {spec.timeout:g}s while {where}{detail}"
     if isinstance(error, EgressBlocked):
         return Outcome.BLOCKED, str(error)
     if isinstance(error, ResponseTooLarge):

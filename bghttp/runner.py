@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import httpx
 
 from .config import Settings
-from .errors import BrokerUnavailable
+from .errors import BrokerUnavailable, StoreError
 from .execution import AttemptResult, perform_attempt
 from .logs import get_logger
 from .models import AttemptRecord, Phase, RequestSpec, RequestStatus, StatusRecord
@@ -293,7 +293,10 @@ class RequestRunner:
         )
 
     def _is_cancelled(self, request_id: str) -> bool:
-        record = self.store.read_status(request_id)
+        try:
+            record = self.store.read_status(request_id)
+        except StoreError:  # cannot tell now: go on, the next check (0.2 s later) may
+            return False
         return record is not None and record.status is RequestStatus.CANCELLED
 
 

@@ -129,26 +129,70 @@ def local_client(tmp_path: Path) -> Iterator[BackgroundHttpClient]:
         yield client
 
 
-@pytest.mark.parametrize("phase", ["waiting for headers", "streaming the body"])
+def upload_until_cancelled(uploading: threading.Event) -> Callable[[Connection], None]:
+    def script(conn: Connection) -> None:
+        conn.sock.recv(65536)
+        uploading.set()
+        slow_upload_sink(conn)
+
+    return script
+
+
+CANCEL_PHASES = {
+    "waiting for headers": stall_until_cancelled,
+    "streaming the body": stream_until_cancelled,
+    "uploading the body": upload_until_cancelled,
+}
+
+
+@pytest.mark.parametrize("phase", list(CANCEL_PHASES))
 def test_cancel_stops_a_running_attempt_within_half_a_second(phase: str, local_client: BackgroundHttpClient) -> None:
     reached = threading.Event()
-    script = stall_until_cancelled(reached) if phase == "waiting for headers" else stream_until_cancelled(reached)
-    with ScriptedServer(script) as server:
-        info = local_client.get(server.url("/"), timeout=60)
+    uploading = phase == "uploading the body"
+    with ScriptedServer(CANCEL_PHASES[phase](reached), receive_buffer=65536) as server:
+        if uploading:
+            info = local_client.post(server.url("/"), data=b"u" * (48 * 1024 * 1024), timeout=60)
+        else:
+            info = local_client.get(server.url("/"), timeout=60)
         assert reached.wait(10)
-        time.sleep(0.3)  # let the worker settle into its read
-        cancelled_at = time.monotonic()
+        time.sleep(0.3)  # let the worker settle into its read or write
+        cancelled_at, cancelled_at_wall = time.monotonic(), time.time()
         assert local_client.cancel(info.request_id).status is RequestStatus.CANCELLED
-        gone = wait_until(lambda: server.client_gone_at, timeout=10)[-1]
         record = wait_until(
             lambda: (r := local_client.get_request_status(info.request_id)) and r.attempts[-1].finished_at and r,
             timeout=10,
         )
-    print(f"\ncancel while {phase}: the server saw the client go {gone - cancelled_at:.3f} s after cancel()")
-    assert gone - cancelled_at <= CANCEL_LATENCY
-    assert record.status is RequestStatus.CANCELLED
+        # The uploading client's close reaches the sink only after the bytes the kernel still holds.
+        gone = None if uploading else wait_until(lambda: server.client_gone_at, timeout=10)[-1] - cancelled_at
     attempt = record.attempts[-1]
+    assert attempt.finished_at is not None
+    ended = attempt.finished_at - cancelled_at_wall
+    print(f"\ncancel while {phase}: attempt recorded finished {ended:.3f} s after cancel(); server saw it go: {gone}")
+    assert ended <= CANCEL_LATENCY
+    if gone is not None:
+        assert gone <= CANCEL_LATENCY
+    assert record.status is RequestStatus.CANCELLED
     assert attempt.outcome == "cancelled"
     if phase == "streaming the body":
         assert attempt.status_code == 200  # the server had answered: the record says so
     assert local_client.get_response(info.request_id) is None
+
+
+def test_a_pooled_connection_is_bounded_too(store: FileStore) -> None:
+    """The second attempt reuses the first one's kept-alive connection; its deadline still holds."""
+
+    def keep_alive_then_trickle(conn: Connection) -> None:
+        conn.read_request()
+        conn.send(response_head(headers={"Content-Length": "2"}) + b"ok")
+        conn.read_request()
+        conn.send(response_head(headers={"Content-Length": "40"}))
+        conn.trickle(b"x" * 40, 0.5)
+
+    with ScriptedServer(keep_alive_then_trickle) as server, build_http_client() as http:
+        first = perform_attempt(http, store, stored_spec(store, server.url("/"), request_id="first"))
+        started = time.monotonic()
+        second = perform_attempt(http, store, stored_spec(store, server.url("/"), request_id="second"))
+        elapsed = time.monotonic() - started
+        assert len(server.accepted_at) == 1  # one connection served both
+    assert first.outcome is Outcome.SUCCESS
+    assert second.outcome is Outcome.TIMEOUT and elapsed <= TIMEOUT + SLACK, (second, elapsed)
