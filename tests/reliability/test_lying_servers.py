@@ -117,7 +117,7 @@ CASES: dict[str, tuple[Callable[[Connection], None], Outcome, bytes | None]] = {
     ),
     "redirect with a huge body": (
         replies(
-            b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:1/\r\nContent-Length: 10000000\r\n\r\n",
+            b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:1/\r\nContent-Length: 10000000000\r\n\r\n",
             then=endless(b"r" * 65536),
         ),
         Outcome.NETWORK_ERROR,  # port 1 refuses: the point is the redirect body was not read to its end
