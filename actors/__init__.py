@@ -1,10 +1,11 @@
-"""The Dramatiq entry point: ``dramatiq actors`` starts a bghttp worker.
+"""Running a worker from a checkout: ``dramatiq actors`` is ``dramatiq bghttp.actors``.
 
-Settings come from ``BGHTTP_*`` environment variables (see the README).
+A thin entry point for the repository's own layout, never installed (see
+pyproject.toml): an installed top-level ``actors`` would shadow, or be shadowed
+by, a project's own ``actors.py``. Use ``dramatiq bghttp.actors`` or
+``bghttp worker`` everywhere else.
 """
 
-from bghttp.worker import setup_worker_broker
-
-broker, runner = setup_worker_broker()
+from bghttp.actors import broker, runner
 
 __all__ = ["broker", "runner"]

@@ -2,7 +2,7 @@
 
     python -m benchmarks.cpu_split [--count 5000] [--threads 4] [--fsync on|off]
 
-Runs the W1 drain (bulk submit to ``dramatiq actors --processes 2 --threads 8``)
+Runs the W1 drain (bulk submit to ``dramatiq bghttp.actors --processes 2 --threads 8``)
 and the baseline thread pool, and sums the user+system CPU time every process on
 the machine used meanwhile, grouped into bghttp workers, the submitting process,
 RabbitMQ, nginx and the kernel's own threads. On 2 cores, N requests/s can

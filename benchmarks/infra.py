@@ -106,14 +106,17 @@ def worker_env(settings: Settings, log_level: str = "INFO") -> dict[str, str]:
 
 
 class WorkerGroup:
-    """``python -m dramatiq actors --processes P --threads T`` in its own process group."""
+    """``python -m dramatiq bghttp.actors --processes P --threads T`` in its own process group."""
 
     def __init__(self, settings: Settings, *, processes: int, threads: int, log_level: str = "INFO") -> None:
         self.processes = processes
         self.log_path = Path(settings.store_dir).parent / f"{settings.queue_name}-worker.log"
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dramatiq", "actors", "--processes", str(processes), "--threads", str(threads)],
+            [
+                *(sys.executable, "-m", "dramatiq", "bghttp.actors"),
+                *("--processes", str(processes), "--threads", str(threads)),
+            ],
             cwd=PROJECT_ROOT,
             env=worker_env(settings, log_level),
             stdout=self._log,

@@ -130,7 +130,7 @@ def write_results(path: Path, results: list[Result], command: str, started: date
         f"- **Files**: stores and baseline output in {tempfile.gettempdir()}, all deleted only when the run ends "
         f"(a mass deletion makes later file creations costlier here: see the analysis); before the first "
         f"workload the harness {settled}",
-        f"- **Workers**: `python -m dramatiq actors --processes {args.processes} --threads {args.threads}`, "
+        f"- **Workers**: `python -m dramatiq bghttp.actors --processes {args.processes} --threads {args.threads}`, "
         "real RabbitMQ, a fresh queue and store per workload",
         "- Ratios compare bghttp with the baseline measured in the same run, against the same server. "
         "The machine is shared: the load average (1/5/15 min) is given before and after each workload.",

@@ -157,7 +157,7 @@ def throughput(
         name,
         f"{count:,} {method} requests" + (" with a 1 KiB JSON body" if method == "POST" else " (small response)"),
         f"bulk submit in chunks of {SUBMIT_CHUNK} to a running worker group "
-        f"(`dramatiq actors --processes {processes} --threads {threads}`), until the last status is `completed`",
+        f"(`dramatiq bghttp.actors --processes {processes} --threads {threads}`), until the last status is `completed`",
         "plain `httpx.Client` thread pool, same requests, writes body + JSON status per request, best of "
         + "/".join(map(str, BASELINE_THREADS)) + " threads",
         load_before=load(),

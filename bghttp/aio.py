@@ -25,7 +25,7 @@ import dramatiq
 
 from .client import BackgroundHttpClient, OnConflict
 from .config import Settings
-from .errors import UnknownRequest, WaitTimeout
+from .errors import InvalidArgument, UnknownRequest, WaitTimeout
 from .models import RequestInfo, RequestStatus, Response, StatusRecord
 
 T = TypeVar("T")
@@ -48,7 +48,7 @@ class AsyncBackgroundHttpClient:
     ) -> None:
         """Build a sync client from the arguments, or wrap ``client`` (then the others are ignored)."""
         if max_threads < 1:
-            raise ValueError("max_threads must be at least 1")
+            raise InvalidArgument(f"max_threads must be at least 1, not {max_threads!r}")
         self.sync = client or BackgroundHttpClient(
             settings, broker=broker, store_dir=store_dir, on_conflict=on_conflict
         )
@@ -100,8 +100,11 @@ class AsyncBackgroundHttpClient:
 
     async def wait(self, request_id: str, timeout: float | None = None, *, poll_interval: float = 0.05) -> StatusRecord:
         """Wait until the request is terminal without blocking the loop; WaitTimeout after ``timeout`` s."""
+        if timeout is not None and not 0 <= timeout < float("inf"):  # a NaN deadline would never come
+            raise InvalidArgument(f"timeout must be a number of seconds >= 0 or None, not {timeout!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            self.sync._check_local_worker()  # a dead in-process worker would leave us waiting forever
             record = await self.get_request_status(request_id)
             if record is None:
                 raise UnknownRequest(f"no request {request_id!r} in the store")

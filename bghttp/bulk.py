@@ -6,7 +6,11 @@ filesystem sync (instead of several fsyncs per request), then publishes every
 message inside one RabbitMQ transaction (``tx.select`` … ``tx.commit``).
 RabbitMQ enqueues the messages of a transaction all together at ``commit-ok``
 or not at all, so when the call returns every request is stored and on its
-queue; when it raises, none was accepted and the files it wrote are removed.
+queue; when it raises, none was accepted and the files it wrote are removed
+(unless someone else confirmed one of them meanwhile: see the client's docstring).
+An ID that exists already goes through the client's own conflict rules
+(``BackgroundHttpClient._store_or_existing``); one whose first message is not
+confirmed yet is published in the batch too.
 
 Why a transaction and not publisher confirms: measured on the benchmark machine
 (``python -m benchmarks.publish_strategies``, see benchmarks/RESULTS.md), one
@@ -24,16 +28,14 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import dramatiq
 import pika
 import pika.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-from .broker import request_message
+from .broker import BROKER_ERRORS, request_message
 from .durability import sync_filesystem
-from .errors import BrokerUnavailable, InvalidRequest, RequestExists
-from .models import RequestInfo, RequestStatus
-from .store import FileStore
+from .errors import BrokerUnavailable, InvalidRequest
+from .models import RequestInfo, StatusRecord
 from .validation import PreparedRequest, prepare_request
 
 if TYPE_CHECKING:
@@ -77,21 +79,36 @@ def submit_many(client: BackgroundHttpClient, requests: Iterable[RequestLike]) -
     """
     prepared = [_prepare(client, item, index) for index, item in enumerate(requests)]
     _refuse_duplicate_ids(prepared)
-    created: list[tuple[str, int]] = []  # (request_id, token) written by this call
+    created: list[StatusRecord] = []  # stored by this call
+    to_publish: list[StatusRecord] = []  # created, and found unconfirmed
     infos: list[RequestInfo] = []
     try:
         # Written without per-file fsyncs; one filesystem sync below covers them all.
         with client.store.syncs_deferred():
             for request in prepared:
-                infos.append(_store_one(client, client.store, request, created))
-        if client.store.fsync and created:
+                record, is_new = client._store_or_existing(request)
+                if is_new:
+                    created.append(record)
+                if is_new or not (record.published or record.is_terminal):
+                    to_publish.append(record)
+                path = client.store.request_path(record.request_id)
+                infos.append(RequestInfo(record.request_id, path, record.status))
+        if client.store.fsync and to_publish:
             sync_filesystem(client.store.root)
-        _publish_all(client, created)
+        _publish_all(client, [(record.request_id, record.token) for record in to_publish])
     except BaseException:
-        for request_id, _ in created:
+        for record in created:
             with contextlib.suppress(Exception):
-                client.store.delete(request_id)
+                client.store.discard_unconfirmed(record.request_id, record.generation)
         raise
+    created_ids = {record.request_id for record in created}
+    for record in to_publish:
+        marked = client.store.mark_published(record.request_id, record.generation)
+        if not marked and record.request_id not in created_ids:
+            # An unconfirmed request found in the store vanished before it was
+            # marked: submit this item on its own, through the single-submit path.
+            position = next(i for i, info in enumerate(infos) if info.request_id == record.request_id)
+            infos[position] = client._submit(prepared[position])
     return infos
 
 
@@ -121,26 +138,6 @@ def _refuse_duplicate_ids(prepared: list[PreparedRequest]) -> None:
         seen.add(request_id)
 
 
-def _store_one(
-    client: BackgroundHttpClient, store: FileStore, request: PreparedRequest, created: list[tuple[str, int]]
-) -> RequestInfo:
-    spec = request.spec
-    record = store.create_request(spec, body=request.body, files=request.files)
-    if record is None:
-        if client.on_conflict == "reject":
-            raise RequestExists(f"request {spec.request_id!r} exists already")
-        if client.on_conflict == "return":
-            existing = store.read_status(spec.request_id)
-            status = existing.status if existing else RequestStatus.IN_PROGRESS
-            return RequestInfo(spec.request_id, store.request_path(spec.request_id), status)
-        client._resolve_conflict(spec.request_id)  # "replace": cancels and removes the old one
-        record = store.create_request(spec, body=request.body, files=request.files)
-        if record is None:
-            raise RequestExists(f"request {spec.request_id!r} was created by someone else meanwhile")
-    created.append((spec.request_id, record.token))
-    return RequestInfo(spec.request_id, store.request_path(spec.request_id), RequestStatus.IN_PROGRESS)
-
-
 def _publish_all(client: BackgroundHttpClient, created: list[tuple[str, int]]) -> None:
     if not created:
         return
@@ -156,7 +153,7 @@ def _publish_all(client: BackgroundHttpClient, created: list[tuple[str, int]]) -
             broker.declare_queue(queue_name, ensure=True)
             publish_in_transaction(broker.connection, queue_name, created)
             return
-        except (dramatiq.errors.BrokerConnectionError, pika.exceptions.AMQPError, OSError) as error:
+        except BROKER_ERRORS as error:
             # The thread's connection may be stale (broker restarted, idle too long):
             # drop it so the next attempt opens a new one. Publishing again is safe:
             # an uncommitted transaction enqueued nothing, and if only the commit-ok

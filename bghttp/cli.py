@@ -32,7 +32,15 @@ from . import cli_output as out
 from .cli_input import UsageError, request_options
 from .client import BackgroundHttpClient
 from .config import ConfigError, Settings
-from .errors import BghttpError, BrokerUnavailable, InvalidRequest, StoreError, UnknownRequest, WaitTimeout
+from .errors import (
+    BghttpError,
+    BrokerUnavailable,
+    InvalidRequest,
+    RequestRunning,
+    StoreError,
+    UnknownRequest,
+    WaitTimeout,
+)
 from .models import RequestStatus, StatusRecord
 
 EXIT_OK = 0
@@ -122,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     response.add_argument("--body", action="store_true", help="write the body bytes to stdout instead")
     wait = add("wait", "wait until a request is finished, showing download progress on stderr")
     wait.add_argument("request_id", metavar="ID")
-    wait.add_argument("--timeout", type=float, metavar="SECONDS", help="give up after this long (exit 5)")
+    wait.add_argument("--timeout", type=_seconds, metavar="SECONDS", help="give up after this long (exit 5)")
     wait.add_argument("--no-progress", action="store_true", help="do not show progress on stderr")
     ls = add("ls", "list requests, newest first")
     ls.add_argument("--status", choices=[s.value for s in RequestStatus], help="only requests with this status")
@@ -178,7 +186,7 @@ def _submit_options(metavar: str) -> argparse.ArgumentParser:
     submit.add_argument("--retries", type=int, default=0, metavar="N", help="retries after a failed attempt (0-10)")
     submit.add_argument("--id", dest="request_id", metavar="ID", help="request ID (default: a new UUID)")
     submit.add_argument("--wait", action="store_true", help="wait for the result (exit codes as for wait)")
-    submit.add_argument("--wait-timeout", type=float, metavar="SECONDS", help="with --wait: give up after this long")
+    submit.add_argument("--wait-timeout", type=_seconds, metavar="SECONDS", help="with --wait: give up after this long")
     return submit
 
 
@@ -189,6 +197,16 @@ def _positive_int(raw: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {raw!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0: {raw!r}")
+    return value
+
+
+def _seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {raw!r}") from None
+    if not 0 <= value < float("inf"):  # NaN fails too: a deadline of NaN never comes
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0: {raw!r}")
     return value
 
 
@@ -210,16 +228,26 @@ def _duration(raw: str) -> float:
 
 
 def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Settings:
+    """The settings: the environment, overridden by the options; a bad value names its option."""
     overrides: dict[str, Any] = {}
-    if getattr(args, "store", None):
-        overrides["store_dir"] = Path(args.store)
-    if getattr(args, "broker", None):
-        overrides["broker_url"] = args.broker
+    options: dict[str, str] = {}  # setting -> the option that gave it
+    if getattr(args, "store", None) is not None:
+        if not args.store:
+            raise ConfigError("--store '': must be a directory path")
+        overrides["store_dir"], options["store_dir"] = Path(args.store), "--store"
+    if getattr(args, "broker", None) is not None:
+        overrides["broker_url"], options["broker_url"] = args.broker, "--broker"
     if getattr(args, "local", False):
-        overrides["broker_url"] = "local"
+        overrides["broker_url"], options["broker_url"] = "local", "--local"
     if getattr(args, "metrics_port", None) is not None:
-        overrides["metrics_port"] = args.metrics_port
-    return Settings.from_env(environ, **overrides)
+        overrides["metrics_port"], options["metrics_port"] = args.metrics_port, "--metrics-port"
+    try:
+        return Settings.from_env(environ, **overrides)
+    except ConfigError as error:
+        setting = getattr(error, "setting", None)
+        if setting in options:
+            raise ConfigError(f"{options[setting]} {overrides[setting]!s:.200}: {error.reason}") from None  # type: ignore[attr-defined]
+        raise
 
 
 def _reader(settings: Settings) -> BackgroundHttpClient:
@@ -417,14 +445,16 @@ def cmd_rm(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
     cutoff = time.time() - args.older_than
+
+    def finished_before_cutoff(record: StatusRecord | None) -> bool:
+        return record is not None and record.is_terminal and (record.completed_at or record.updated_at) < cutoff
+
     removed: list[str] = []
     with _reader(settings) as client:
         for record in client.store.statuses():
-            finished_at = record.completed_at or record.updated_at
-            # Only terminal records: they never change again, so removing one races with nobody.
-            if record.is_terminal and finished_at < cutoff:
-                if not args.dry_run:
-                    client.store.delete(record.request_id)
+            if not finished_before_cutoff(record):
+                continue
+            if args.dry_run or _remove_if(client, record.request_id, finished_before_cutoff):
                 removed.append(record.request_id)
     if args.json:
         out.print_json({"removed": len(removed), "dry_run": args.dry_run, "request_ids": removed})
@@ -434,6 +464,16 @@ def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
         verb = "would remove" if args.dry_run else "removed"
         print(f"{verb} {len(removed)} finished request(s)", file=sys.stderr)
     return EXIT_OK
+
+
+def _remove_if(client: BackgroundHttpClient, request_id: str, only_if: Callable[[StatusRecord | None], bool]) -> bool:
+    """Remove a request if ``only_if`` still holds under the store's locks (it may have
+    been submitted again since it was listed); False if not, or if a cancelled
+    request's attempt is still stopping (the next gc takes it)."""
+    try:
+        return client.store.delete(request_id, only_if=only_if)
+    except RequestRunning:
+        return False
 
 
 def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
@@ -467,7 +507,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from dramatiq.cli import main as dramatiq_main
     from dramatiq.cli import make_argument_parser
 
-    # Worker processes read their settings from the environment (actors/__init__.py).
+    # Worker processes read their settings from the environment (bghttp/actors.py).
     os.environ.update(settings.to_env())
     metrics_dir: str | None = None
     if settings.metrics_port is not None:
@@ -478,10 +518,12 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         if importlib.util.find_spec("prometheus_client") is None:
             raise UsageError("--metrics-port needs prometheus-client: pip install 'bghttp[metrics]'")
 
+        _check_port_free(args.metrics_host, settings.metrics_port)
         own_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         path = prepare_exposition(settings.metrics_port, args.metrics_host, own_dir)
         metrics_dir = None if own_dir else path  # a directory we made is ours to remove
-    argv = ["actors", "--processes", str(args.processes), "--threads", str(args.threads), "--skip-logging"]
+    # bghttp.actors, never a bare "actors": a project's own actors.py in the current directory would win.
+    argv = ["bghttp.actors", "--processes", str(args.processes), "--threads", str(args.threads), "--skip-logging"]
     try:
         # Our logging is set up (JSON or console) before Dramatiq starts, and
         # --skip-logging keeps Dramatiq's plain-text format away from every process.
@@ -493,6 +535,25 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if code == _DRAMATIQ_RET_CONNECT:
         return EXIT_BROKER
     return EXIT_OK if code == 0 else EXIT_FAILED
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """ConfigError now if the metrics port is taken, instead of a worker group running without metrics."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as error:
+        raise ConfigError(f"--metrics-host {host}: cannot be resolved ({error})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the exposition server does
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise ConfigError(
+                f"--metrics-port {port}: cannot listen on {host}:{port} ({error.strerror}); choose a free port"
+            ) from None
 
 
 # ------------------------------------------------------------------- main
@@ -524,7 +585,7 @@ def _configure_logging(args: argparse.Namespace, settings: Settings) -> None:
     # recover log at INFO: the other commands' output is their result.
     is_service = args.handler in (cmd_worker, cmd_recover)
     configure_logging(settings.log_format, settings.log_level if is_service else "WARNING")
-    if not is_service:
+    if args.handler is not cmd_worker:
         # A broker failure is reported as one line with exit code 4; pika's own
         # connection errors would only repeat it at length.
         logging.getLogger("pika").setLevel(logging.CRITICAL)

@@ -1,24 +1,57 @@
 """Settings: one dataclass, read from ``BGHTTP_*`` environment variables in one place.
 
 Every variable is documented in the README's "Configuration" table; keep the two
-in step.
+in step. Every value is checked here, when a ``Settings`` is made (from the
+environment or directly): a bad one raises :class:`ConfigError` naming the
+variable and what it accepts, before anything starts.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
+import pwd
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
-from .errors import BghttpError
+from .errors import ConfigError
 
 LOCAL_BROKER = "local"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: RabbitMQ allows 255 bytes; the delay and dead-letter queues add ``.DQ``/``.XQ``.
+MAX_QUEUE_NAME_BYTES = 252
+#: Linux's IFNAMSIZ is 16 bytes with the terminating NUL.
+MAX_INTERFACE_NAME = 15
 
 
-class ConfigError(BghttpError, ValueError):
-    """A ``BGHTTP_*`` variable has a value that cannot be used."""
+def default_store_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The store when ``BGHTTP_STORE_DIR`` is not set: ``$XDG_DATA_HOME/bghttp``, else ``~/.local/share/bghttp``.
+
+    A per-user directory, so a client and a worker of one user find the same
+    store whatever their current directories are.
+    """
+    env = os.environ if environ is None else environ
+    data_home = env.get("XDG_DATA_HOME", "")
+    if os.path.isabs(data_home):  # the XDG spec: a relative value is ignored
+        return Path(data_home) / "bghttp"
+    home = env.get("HOME") or _home_from_passwd()
+    if not home or not os.path.isabs(home):
+        raise ConfigError(
+            "BGHTTP_STORE_DIR is not set and there is no home directory for the default store "
+            "($XDG_DATA_HOME/bghttp or ~/.local/share/bghttp): set BGHTTP_STORE_DIR to a directory path"
+        )
+    return Path(home) / ".local" / "share" / "bghttp"
+
+
+def _home_from_passwd() -> str | None:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_dir
+    except KeyError:
+        return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +60,9 @@ class Settings:
     #: or ``local`` for the embedded in-process broker.
     broker_url: str = "amqp://guest:guest@localhost:5672/"
     #: Root of the request/status/response store; a shared volume for a fleet.
-    store_dir: Path = Path("./bghttp-store")
+    #: Always absolute: a relative path is resolved once, against the current
+    #: directory when the settings are made. Default: :func:`default_store_dir`.
+    store_dir: Path = dataclasses.field(default_factory=lambda: default_store_dir())
     #: The RabbitMQ queue the requests travel on.
     queue_name: str = "bghttp"
     #: Multiplies every backoff delay (2, 4 … 512 s); tests use a small value.
@@ -65,6 +100,21 @@ class Settings:
     #: Local mode: a request nobody holds counts as orphaned when its status record has
     #: not changed (or its retry was due) this many seconds ago; then a scan picks it up.
     local_orphan_after: float = 60.0
+    #: Seconds a connection to one broker URL may take, TCP and AMQP handshake
+    #: together; a listener that never answers fails the submit after this.
+    broker_connect_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        for field, rule in _RULES.items():
+            value = getattr(self, field)
+            try:
+                checked = rule.check(value)
+            except ConfigError:
+                raise
+            except (ValueError, TypeError) as error:
+                raise _config_error(field, value, str(error)) from None
+            if checked is not value:
+                object.__setattr__(self, field, checked)
 
     @property
     def is_local(self) -> bool:
@@ -72,24 +122,32 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-        """Read settings from ``environ`` (default ``os.environ``); ``overrides`` win."""
+        """Read settings from ``environ`` (default ``os.environ``); ``overrides`` win.
+
+        Raises ConfigError (one line: the variable, its value, what it accepts).
+        """
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
-        for field, (variable, parse) in _VARIABLES.items():
-            raw = env.get(variable)
+        for field, rule in _RULES.items():
+            raw = env.get(rule.variable)
             if raw is None or raw == "":
                 continue
             try:
-                values[field] = parse(raw)
+                values[field] = rule.check(rule.parse(raw))
+            except ConfigError:
+                raise
             except ValueError as error:
-                raise ConfigError(f"{variable}={raw!r}: {error}") from None
+                raise _config_error(field, raw, str(error)) from None
+        if "store_dir" not in values and "store_dir" not in overrides:
+            values["store_dir"] = default_store_dir(env)
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 
     def to_env(self) -> dict[str, str]:
         """The ``BGHTTP_*`` variables that give another process these settings (``from_env``'s inverse)."""
         env = {}
-        for field, (variable, _) in _VARIABLES.items():
+        for field, rule in _RULES.items():
+            variable = rule.variable
             value = getattr(self, field)
             if value is None or value == ():
                 continue  # unset: the other process takes the default too
@@ -104,41 +162,68 @@ class Settings:
         return env
 
 
-def _positive_float(raw: str) -> float:
-    value = float(raw)
-    if not value > 0:
-        raise ValueError("must be a number > 0")
-    return value
+def _config_error(field: str, value: object, reason: str) -> ConfigError:
+    error = ConfigError(f"{_RULES[field].variable}={str(value)!r}: {reason}")
+    error.setting = field  # type: ignore[attr-defined]  # lets the CLI name its option instead
+    error.reason = reason  # type: ignore[attr-defined]
+    return error
 
 
-def _non_negative_float(raw: str) -> float:
-    value = float(raw)
-    if not value >= 0:
-        raise ValueError("must be a number >= 0")
-    return value
+@dataclasses.dataclass(frozen=True)
+class _Rule:
+    """How one setting is read from its variable (``parse``) and checked (``check``).
+
+    ``parse`` turns the variable's text into a value; ``check`` accepts a value
+    (parsed, or given to ``Settings`` directly) and returns the one to keep.
+    Both raise ValueError with what is accepted ("must be …").
+    """
+
+    variable: str
+    parse: Callable[[str], Any]
+    check: Callable[[Any], Any]
 
 
-def _port(raw: str) -> int:
-    value = int(raw)
-    if not 1 <= value <= 65535:
-        raise ValueError("must be a port number from 1 to 65535")
-    return value
+def _number(accepted: str, minimum: float, *, inclusive: bool) -> tuple[Callable[[str], Any], Callable[[Any], Any]]:
+    def parse(raw: str) -> float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"must be {accepted}") from None
+
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            raise ValueError(f"must be {accepted}")
+        if not (value >= minimum if inclusive else value > minimum):
+            raise ValueError(f"must be {accepted}")
+        return float(value) if isinstance(value, int) else value
+
+    return parse, check
 
 
-def _positive_int(raw: str) -> int:
-    value = int(raw)
-    if value <= 0:
-        raise ValueError("must be a whole number > 0")
-    return value
+def _whole(
+    accepted: str, minimum: int, maximum: int | None = None, *, optional: bool = False, zero_is_none: bool = False
+) -> tuple[Callable[[str], Any], Callable[[Any], Any]]:
+    def parse(raw: str) -> int | None:
+        if optional and raw.strip().lower() in ({"none", "0"} if zero_is_none else {"none"}):
+            return None
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"must be {accepted}") from None
+
+    def check(value: Any) -> int | None:
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"must be {accepted}")
+        if value < minimum or (maximum is not None and value > maximum):
+            raise ValueError(f"must be {accepted}")
+        return value
+
+    return parse, check
 
 
-def _optional_positive_int(raw: str) -> int | None:
-    if raw.strip().lower() in {"none", "0"}:
-        return None
-    return _positive_int(raw)
-
-
-def _bool(raw: str) -> bool:
+def _parse_bool(raw: str) -> bool:
     lowered = raw.strip().lower()
     if lowered in {"1", "true", "yes", "on"}:
         return True
@@ -147,44 +232,148 @@ def _bool(raw: str) -> bool:
     raise ValueError("must be one of 1/0, true/false, yes/no, on/off")
 
 
+def _check_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be one of 1/0, true/false, yes/no, on/off")
+    return value
+
+
 def _list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.replace(";", ",").split(",") if item.strip())
 
 
-def _networks(raw: str) -> tuple[str, ...]:
-    networks = _list(raw)
+def _strings(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return _list(value)
+    if not isinstance(value, (tuple, list)) or not all(isinstance(item, str) for item in value):
+        raise ValueError("must be a comma-separated list")
+    return value if isinstance(value, tuple) else tuple(value)
+
+
+def _check_networks(value: Any) -> tuple[str, ...]:
+    networks = _strings(value)
     for network in networks:
-        ipaddress.ip_network(network, strict=False)  # ValueError names the bad entry
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"entry {network!r} is not a network; must be comma-separated networks in CIDR notation, "
+                "e.g. 10.0.0.0/8,fd00::/8"
+            ) from None
     return networks
 
 
-def _log_format(raw: str) -> str:
-    lowered = raw.strip().lower()
-    if lowered not in {"json", "console", "auto"}:
-        raise ValueError("must be json, console or auto")
-    return lowered
+def _check_probes(value: Any) -> tuple[str, ...]:
+    from .connectivity import parse_probes  # connectivity imports this module
+
+    probes = _strings(value)
+    parse_probes(probes)  # ConfigError naming the variable and the entry
+    return probes
 
 
-#: Each setting and the variable it is read from, with its parser.
-_VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
-    "broker_url": ("BGHTTP_BROKER_URL", str),
-    "store_dir": ("BGHTTP_STORE_DIR", Path),
-    "queue_name": ("BGHTTP_QUEUE", str),
-    "backoff_scale": ("BGHTTP_BACKOFF_SCALE", _non_negative_float),
-    "default_timeout": ("BGHTTP_DEFAULT_TIMEOUT", _positive_float),
-    "max_response_bytes": ("BGHTTP_MAX_RESPONSE_BYTES", _optional_positive_int),
-    "fsync": ("BGHTTP_FSYNC", _bool),
-    "block_private_addresses": ("BGHTTP_BLOCK_PRIVATE_ADDRESSES", _bool),
-    "egress_allow_networks": ("BGHTTP_EGRESS_ALLOW_NETWORKS", _networks),
-    "connectivity_probes": ("BGHTTP_CONNECTIVITY_PROBES", _list),
-    "network_interfaces": ("BGHTTP_NETWORK_INTERFACES", _list),
-    "connectivity_interval": ("BGHTTP_CONNECTIVITY_INTERVAL", _positive_float),
-    "offline_after_failures": ("BGHTTP_OFFLINE_AFTER_FAILURES", _positive_int),
-    "offline_hold_seconds": ("BGHTTP_OFFLINE_HOLD_SECONDS", _non_negative_float),
-    "log_format": ("BGHTTP_LOG_FORMAT", _log_format),
-    "log_level": ("BGHTTP_LOG_LEVEL", str.upper),
-    "metrics_port": ("BGHTTP_METRICS_PORT", _port),
-    "local_threads": ("BGHTTP_LOCAL_THREADS", _positive_int),
-    "local_rescan_interval": ("BGHTTP_LOCAL_RESCAN_INTERVAL", _non_negative_float),
-    "local_orphan_after": ("BGHTTP_LOCAL_ORPHAN_AFTER", _non_negative_float),
+def _check_interfaces(value: Any) -> tuple[str, ...]:
+    names = _strings(value)
+    for name in names:
+        if len(name) > MAX_INTERFACE_NAME or any(c.isspace() or c == "/" for c in name):
+            raise ValueError(
+                f"entry {name!r}: must be comma-separated interface names "
+                f"(at most {MAX_INTERFACE_NAME} characters, no spaces or '/'), e.g. eth0,wlan0"
+            )
+    return names
+
+
+def _check_choice(choices: tuple[str, ...], *, upper: bool) -> Callable[[Any], str]:
+    accepted = ", ".join(choices[:-1]) + f" or {choices[-1]}"
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"must be {accepted}")
+        normal = value.strip().upper() if upper else value.strip().lower()
+        if normal not in choices:
+            raise ValueError(f"must be {accepted}")
+        return normal if normal != value else value
+
+    return check
+
+
+_BROKER_ACCEPTED = "must be 'local', or amqp:// or amqps:// URLs separated by ';'"
+
+
+def _check_broker_url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(_BROKER_ACCEPTED)
+    if value == LOCAL_BROKER:
+        return value
+    import pika  # only a RabbitMQ URL needs it
+
+    urls = value.split(";")
+    for url in urls:
+        parts = urlsplit(url.strip())
+        if parts.scheme.lower() not in ("amqp", "amqps") or not parts.hostname:
+            raise ValueError(f"{_BROKER_ACCEPTED}, e.g. amqp://user:password@host:5672/")
+        try:
+            pika.URLParameters(url.strip())
+        except Exception as error:  # pika raises ValueError, IndexError … for a malformed URL
+            raise ValueError(f"{_BROKER_ACCEPTED}; {url.strip()!r}: {error}") from None
+    return value
+
+
+def _check_store_dir(value: Any) -> Path:
+    if not isinstance(value, (str, os.PathLike)) or str(value) == "":
+        raise ValueError("must be a directory path")
+    path = Path(value)
+    try:
+        path = path.expanduser()
+    except RuntimeError as error:  # ~someone with no such user
+        raise ValueError(
+            f"must be a directory path; ~ cannot be expanded: no such user's home directory ({error})"
+        ) from None
+    # Resolved once, now: a worker and a client in other directories must not
+    # end up in different stores, and a later chdir must not move the store.
+    return path if path.is_absolute() and isinstance(value, Path) else path.absolute()
+
+
+def _check_queue(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value.encode()) > MAX_QUEUE_NAME_BYTES:
+        raise ValueError(f"must be a name of 1 to {MAX_QUEUE_NAME_BYTES} characters (UTF-8 bytes)")
+    return value
+
+
+_POSITIVE = _number("a number > 0", 0, inclusive=False)
+_NON_NEGATIVE = _number("a number >= 0", 0, inclusive=True)
+_POSITIVE_INT = _whole("a whole number > 0", 1)
+
+#: Each setting: its variable, how its text is parsed and how any value is checked.
+_RULES: dict[str, _Rule] = {
+    "broker_url": _Rule("BGHTTP_BROKER_URL", str.strip, _check_broker_url),
+    "store_dir": _Rule("BGHTTP_STORE_DIR", Path, _check_store_dir),
+    "queue_name": _Rule("BGHTTP_QUEUE", str, _check_queue),
+    "backoff_scale": _Rule("BGHTTP_BACKOFF_SCALE", *_NON_NEGATIVE),
+    "default_timeout": _Rule("BGHTTP_DEFAULT_TIMEOUT", *_POSITIVE),
+    "max_response_bytes": _Rule(
+        "BGHTTP_MAX_RESPONSE_BYTES",
+        *_whole("a whole number > 0 (or 0/none: no limit)", 1, optional=True, zero_is_none=True),
+    ),
+    "fsync": _Rule("BGHTTP_FSYNC", _parse_bool, _check_bool),
+    "block_private_addresses": _Rule("BGHTTP_BLOCK_PRIVATE_ADDRESSES", _parse_bool, _check_bool),
+    "egress_allow_networks": _Rule("BGHTTP_EGRESS_ALLOW_NETWORKS", _list, _check_networks),
+    "connectivity_probes": _Rule("BGHTTP_CONNECTIVITY_PROBES", _list, _check_probes),
+    "network_interfaces": _Rule("BGHTTP_NETWORK_INTERFACES", _list, _check_interfaces),
+    "connectivity_interval": _Rule("BGHTTP_CONNECTIVITY_INTERVAL", *_POSITIVE),
+    "offline_after_failures": _Rule("BGHTTP_OFFLINE_AFTER_FAILURES", *_POSITIVE_INT),
+    "offline_hold_seconds": _Rule("BGHTTP_OFFLINE_HOLD_SECONDS", *_NON_NEGATIVE),
+    "log_format": _Rule("BGHTTP_LOG_FORMAT", str, _check_choice(("json", "console", "auto"), upper=False)),
+    "log_level": _Rule("BGHTTP_LOG_LEVEL", str, _check_choice(LOG_LEVELS, upper=True)),
+    "metrics_port": _Rule(
+        "BGHTTP_METRICS_PORT", *_whole("a port number from 1 to 65535", 1, 65535, optional=True)
+    ),
+    "local_threads": _Rule("BGHTTP_LOCAL_THREADS", *_POSITIVE_INT),
+    "local_rescan_interval": _Rule("BGHTTP_LOCAL_RESCAN_INTERVAL", *_NON_NEGATIVE),
+    "local_orphan_after": _Rule("BGHTTP_LOCAL_ORPHAN_AFTER", *_NON_NEGATIVE),
+    "broker_connect_timeout": _Rule("BGHTTP_BROKER_CONNECT_TIMEOUT", *_POSITIVE),
 }
+
+#: Each setting's ``BGHTTP_*`` variable.
+SETTING_VARIABLES: dict[str, str] = {field: rule.variable for field, rule in _RULES.items()}
+
+__all__ = ["LOCAL_BROKER", "SETTING_VARIABLES", "ConfigError", "Settings", "default_store_dir"]

@@ -1,7 +1,7 @@
 """``make demo``: bghttp end to end on this machine, in well under a minute.
 
 Starts a small HTTP server on 127.0.0.1, then uses RabbitMQ when it is
-reachable at ``BGHTTP_BROKER_URL`` (with a real ``dramatiq actors`` worker
+reachable at ``BGHTTP_BROKER_URL`` (with a real ``dramatiq bghttp.actors`` worker
 process, a temporary store and queue), and local mode otherwise. It submits a
 GET, a JSON POST, a multipart upload, a request that fails twice and then
 succeeds, and one whose retries run out; prints what became of each; stops
@@ -107,10 +107,10 @@ def redact_url(url: str) -> str:
 
 @contextlib.contextmanager
 def worker_process(settings: Settings, log_path: Path) -> Iterator[None]:
-    """A real ``dramatiq actors`` worker for the demo's queue, stopped on exit."""
+    """A real ``dramatiq bghttp.actors`` worker for the demo's queue, stopped on exit."""
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dramatiq", "actors", "--processes", "1", "--threads", "4"],
+            [sys.executable, "-m", "dramatiq", "bghttp.actors", "--processes", "1", "--threads", "4"],
             env={**os.environ, **settings.to_env(), "BGHTTP_LOG_FORMAT": "json"},
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -4,12 +4,18 @@ Every error bghttp raises on purpose derives from :class:`BghttpError`, so a
 caller can catch "anything from bghttp" with one class::
 
     BghttpError
-    ├── InvalidRequest            bad input to a client call; nothing was stored
-    │   └── InvalidRequestId      a request ID that is not a safe file name
+    ├── InvalidRequest            bad input to a client call; nothing was stored (a ValueError)
+    │   ├── InvalidRequestId      a request ID that is not a safe file name
+    │   └── InvalidArgument       a bad argument other than the request (on_conflict, list's status)
+    ├── ConfigError               a setting (BGHTTP_* variable, Settings field, CLI option) that
+    │                             cannot be used; raised before anything starts (a ValueError)
     ├── RequestExists             a request ID is taken (only with on_conflict="reject")
+    ├── RequestRunning            remove/replace of a request whose attempt did not stop in time
     ├── UnknownRequest            no request with that ID in the store
-    ├── BrokerUnavailable         the message could not be confirmed by the broker;
+    ├── BrokerUnavailable         the broker did not answer or did not confirm the message;
     │                             nothing was kept in the store
+    ├── LocalWorkerDied           local mode: the in-process worker stopped working; requests
+    │                             stay in the store for the next local worker
     ├── StoreError                the store could not be read or written
     └── WaitTimeout               wait() gave up before the request was terminal
 
@@ -32,8 +38,24 @@ class InvalidRequestId(InvalidRequest):
     """A request ID is not a safe file name (``[A-Za-z0-9._-]{1,128}``, not ``.``/``..``)."""
 
 
+class InvalidArgument(InvalidRequest):
+    """An argument of a client call that is not part of a request is not one it accepts."""
+
+
+class ConfigError(BghttpError, ValueError):
+    """A setting has a value that cannot be used; the message names the setting and what it accepts."""
+
+
 class RequestExists(BghttpError):
     """The request ID is already in the store and the caller asked to reject duplicates."""
+
+
+class RequestRunning(BghttpError):
+    """A worker is running the request's attempt: it cannot be removed or replaced now.
+
+    ``remove`` cancels the request first; this means the attempt did not stop
+    within the wait. The request stays (cancelled); removing it again later works.
+    """
 
 
 class UnknownRequest(BghttpError, KeyError):
@@ -45,6 +67,14 @@ class UnknownRequest(BghttpError, KeyError):
 
 class BrokerUnavailable(BghttpError):
     """The broker did not confirm the message. The request was not accepted and not stored."""
+
+
+class LocalWorkerDied(BghttpError):
+    """Local mode: a thread of the in-process worker ended unexpectedly; the message names the cause.
+
+    Nothing is lost: every request is in the store and the next local worker
+    (a new client, or ``bghttp worker --local``) recovers it.
+    """
 
 
 class StoreError(BghttpError):

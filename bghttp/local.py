@@ -41,7 +41,7 @@ from dramatiq.middleware import Middleware
 from .broker import ACTOR_NAME, create_broker, publish_request
 from .config import LOCAL_BROKER, Settings
 from .connectivity import MonitorHolder
-from .errors import StoreError
+from .errors import LocalWorkerDied, StoreError
 from .logs import configure_logging, get_logger
 from .models import Phase, StatusRecord
 from .recovery import recover_pending
@@ -100,6 +100,41 @@ class HeldMessages(Middleware):
             return any(token >= min_token for token in self._tokens.get(request_id, ()))
 
 
+class ThreadWatch(Middleware):
+    """Remembers why a thread of the in-process worker ended by an exception.
+
+    A worker thread whose message handling raises past Dramatiq's own handlers
+    ends, and with all of them gone nothing runs: ``LocalWorker.raise_if_dead``
+    reports that, naming the cause recorded here, instead of letting a caller
+    wait forever.
+    """
+
+    def __init__(self) -> None:
+        self._causes: list[str] = []
+        self._lock = threading.Lock()
+
+    def after_worker_thread_boot(self, broker: dramatiq.Broker, thread: Any) -> None:
+        process_message = thread.process_message
+
+        def watched(message: MessageProxy) -> None:
+            try:
+                process_message(message)
+            except BaseException as error:
+                self.record(thread.name, error)
+                raise
+
+        thread.process_message = watched  # the thread's loop looks it up on every message
+
+    def record(self, thread_name: str, error: BaseException) -> None:
+        with self._lock:
+            self._causes.append(f"{thread_name}: {type(error).__name__}: {error}")
+
+    @property
+    def causes(self) -> list[str]:
+        with self._lock:
+            return list(self._causes)
+
+
 def _request_key(message: AnyMessage | MessageProxy) -> tuple[str, int] | None:
     if message.actor_name != ACTOR_NAME or not message.args:
         return None
@@ -131,9 +166,10 @@ class LocalWorker:
         self.settings = settings
         self.store = store or FileStore(settings.store_dir, fsync=settings.fsync)
         self.held = HeldMessages()
+        self.watch = ThreadWatch()
         # As in a worker process: one connectivity monitor, shared by the gate and the runner.
         connectivity = MonitorHolder(settings)
-        self.broker = create_broker(settings, [*worker_middleware(settings, connectivity), self.held])
+        self.broker = create_broker(settings, [*worker_middleware(settings, connectivity), self.held, self.watch])
         declare_actor(self.broker, settings, RunnerHolder(settings, self.broker, self.store, connectivity=connectivity))
         self._publish = functools.partial(publish_request, self.broker, settings.queue_name)
         self._born = time.time()
@@ -144,6 +180,7 @@ class LocalWorker:
         self._log = get_logger(store=str(self.store.root), mode="local")
         self._terminal: set[str] = set()  # IDs known terminal; guarded by _scan_lock
         self._scan_lock = threading.Lock()
+        self._died_logged = False
 
     @property
     def running(self) -> bool:
@@ -170,6 +207,26 @@ class LocalWorker:
             if self.settings.local_rescan_interval > 0:
                 self._scanner = threading.Thread(target=self._rescan_loop, name="bghttp-local-rescan", daemon=True)
                 self._scanner.start()
+
+    def raise_if_dead(self) -> None:
+        """Raise LocalWorkerDied if a thread of the started worker ended without ``stop``."""
+        worker = self._worker
+        if worker is None or self._stopped.is_set():
+            return
+        threads: list[threading.Thread] = [*worker.workers, *worker.consumers.values()]
+        if self._scanner is not None:
+            threads.append(self._scanner)
+        dead = [thread for thread in threads if not thread.is_alive()]
+        if not dead:
+            return
+        causes = "; ".join(self.watch.causes) or "its traceback is on stderr"
+        if self._died_logged is False:
+            self._died_logged = True
+            self._log.error("local_worker_died", threads=[thread.name for thread in dead], cause=causes)
+        raise LocalWorkerDied(
+            f"the in-process worker stopped working: {len(dead)} of its {len(threads)} threads ended ({causes}); "
+            "the requests stay in the store, and a new client (or `bghttp worker --local`) recovers them"
+        )
 
     def recover(self, should_recover: Callable[[StatusRecord], bool] | None = None) -> int:
         """Publish a new run for pending requests nobody runs and this process does not hold."""
@@ -206,6 +263,13 @@ class LocalWorker:
         return is_orphaned(record, time.time(), self.settings.local_orphan_after)
 
     def _rescan_loop(self) -> None:
+        try:
+            self._rescan_until_stopped()
+        except BaseException as error:
+            self.watch.record(threading.current_thread().name, error)
+            raise
+
+    def _rescan_until_stopped(self) -> None:
         scans = 0
         while not self._stopped.wait(self.settings.local_rescan_interval):
             scans += 1
@@ -260,4 +324,4 @@ def run_local_worker(settings: Settings | None = None, *, stop_event: threading.
             signal.signal(signum, handler)
 
 
-__all__ = ["HeldMessages", "LocalWorker", "is_orphaned", "run_local_worker"]
+__all__ = ["HeldMessages", "LocalWorker", "ThreadWatch", "is_orphaned", "run_local_worker"]

@@ -1,34 +1,36 @@
-"""Structured logging: structlog configured once, JSON lines or console, secrets redacted.
+"""Structured logging through the standard library logger ``bghttp``, secrets redacted.
 
 Events are short snake_case names with fields (``request_completed``,
 ``attempt_failed`` …). Any field named like a secret header, and any header
 list passed under ``headers``, has its secret values replaced by ``[REDACTED]``.
+
+bghttp's loggers (:func:`get_logger`) are structlog loggers with processors of
+their own, never structlog's global configuration: in a host application (a
+library client, local mode) each event becomes one record of the stdlib logger
+``bghttp``, already redacted, with a ``key=value`` message, and the host's
+handlers decide where it goes (Python's last-resort handler prints warnings to
+stderr when there are none). bghttp never writes to stdout and never touches
+the root logger or structlog's configuration unless asked.
+
+:func:`configure_logging` is that asking: the processes bghttp runs itself
+(``bghttp`` commands, ``bghttp worker``, ``dramatiq bghttp.actors``) call it to
+render every record, Dramatiq's and pika's too, as JSON lines or console text on
+stderr.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 
-SECRET_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key", "x-auth-token"}
-)
-REDACTED = "[REDACTED]"
+from .redaction import REDACTED, SECRET_HEADERS, redact_headers
 
 _configured = False
-
-
-def is_secret_header(name: str) -> bool:
-    lowered = name.lower()
-    return lowered in SECRET_HEADERS or "api-key" in lowered or "apikey" in lowered or "token" in lowered
-
-
-def redact_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [(name, REDACTED if is_secret_header(name) else value) for name, value in headers]
 
 
 def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -40,41 +42,82 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
     return event
 
 
+#: The stdlib logger every bghttp event goes to.
+LOGGER_NAME = "bghttp"
+#: The record attribute carrying the event's fields, for configure_logging's renderer.
+_EVENT_ATTRIBUTE = "bghttp_event"
+
+
+def _to_stdlib_record(_: Any, __: str, event: MutableMapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Last processor: a ``key=value`` message for any handler, the fields for ours."""
+    fields = [f"{key}={_text(value)}" for key, value in event.items() if key not in ("event", "level", "timestamp")]
+    message = " ".join([str(event.get("event", "")), *fields])
+    return (message,), {"extra": {_EVENT_ATTRIBUTE: dict(event)}}
+
+
+def _text(value: Any) -> str:
+    """A field's value in a ``key=value`` message: bare when unambiguous, else JSON-quoted."""
+    if isinstance(value, str) and value and not any(c.isspace() or c in "\"='" for c in value):
+        return value
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+_PROCESSORS: list[Any] = [
+    structlog.stdlib.filter_by_level,  # the host's level for "bghttp" decides; disabled events cost little
+    structlog.contextvars.merge_contextvars,
+    structlog.processors.add_log_level,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    _redact,
+    structlog.processors.format_exc_info,
+    _to_stdlib_record,
+]
+
+
+def get_logger(**context: Any) -> Any:
+    """A structlog logger bound to ``context`` that logs through the stdlib logger ``bghttp``."""
+    return structlog.stdlib.BoundLogger(logging.getLogger(LOGGER_NAME), _PROCESSORS, context)
+
+
+def _event_of_record(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """ProcessorFormatter pre-chain: a bghttp record brings its fields; others get level, logger and time."""
+    record = event["_record"]
+    fields = getattr(record, _EVENT_ATTRIBUTE, None)
+    if fields is not None:
+        return {**fields, "_record": record, "_from_structlog": False}
+    event["level"] = record.levelname.lower()
+    event["logger"] = record.name
+    return event
+
+
 def configure_logging(log_format: str = "auto", level: str = "INFO", *, force: bool = False) -> None:
-    """Set up structlog (and route stdlib logging through it). Safe to call more than once."""
+    """Render every log record of this process on stderr, as JSON lines or console text.
+
+    Only for processes bghttp runs itself (the CLI, workers): it replaces the
+    root logger's handlers. A library never calls it. Safe to call more than once.
+    """
     global _configured
     if _configured and not force:
         return
     use_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
     renderer: Any = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
-    shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _redact,
-    ]
-    structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=False,
-    )
-    # Dramatiq and pika log through the standard library: render them the same way.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            foreign_pre_chain=[
+                _event_of_record,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                _redact,  # Dramatiq's and pika's fields too
+                structlog.processors.format_exc_info,
+            ],
         )
     )
+    numeric_level = logging.getLevelName(level.upper())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(max(logging.getLevelName(level.upper()), logging.INFO))
+    root.setLevel(max(numeric_level, logging.INFO))
+    logging.getLogger(LOGGER_NAME).setLevel(numeric_level)
     logging.getLogger("pika").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
     _configured = True
-
-
-def get_logger(**context: Any) -> Any:
-    return structlog.get_logger("bghttp").bind(**context)

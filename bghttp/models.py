@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,9 @@ class RequestSpec:
     has_body: bool = False
     form_fields: list[tuple[str, str]] | None = None
     file_parts: list[FilePart] | None = None
+    #: Set by the store when it saves the request, the same in its status record:
+    #: tells this request apart from an earlier or later one with the same ID.
+    generation: str = ""
 
     @property
     def is_multipart(self) -> bool:
@@ -88,24 +92,65 @@ class RequestSpec:
             "has_body": self.has_body,
             "form_fields": None if self.form_fields is None else [list(pair) for pair in self.form_fields],
             "file_parts": None if self.file_parts is None else [dataclasses.asdict(part) for part in self.file_parts],
+            "generation": self.generation,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RequestSpec:
-        parts = data.get("file_parts")
+        """The spec saved in ``data``; ValueError naming the field if it is not one.
+
+        Strict: the file may have been edited by hand, and a worker must not
+        guess what a wrong type meant.
+        """
         fields = data.get("form_fields")
+        parts = data.get("file_parts")
         return cls(
-            request_id=data["request_id"],
-            method=data["method"],
-            url=data["url"],
-            headers=[(str(k), str(v)) for k, v in data["headers"]],
-            timeout=float(data["timeout"]),
-            max_retries=int(data["max_retries"]),
-            created_at=float(data["created_at"]),
-            has_body=bool(data.get("has_body", False)),
-            form_fields=None if fields is None else [(str(k), str(v)) for k, v in fields],
-            file_parts=None if parts is None else [FilePart(**part) for part in parts],
+            request_id=_field(data, "request_id", str),
+            method=_field(data, "method", str),
+            url=_field(data, "url", str),
+            headers=_pairs(data, "headers"),
+            timeout=_timeout(data),
+            max_retries=_field(data, "max_retries", int),
+            created_at=float(_field(data, "created_at", (int, float))),
+            has_body=_field(data, "has_body", bool) if "has_body" in data else False,
+            form_fields=None if fields is None else _pairs(data, "form_fields"),
+            file_parts=None if parts is None else _file_parts(parts),
+            generation=_field(data, "generation", str) if "generation" in data else "",
         )
+
+
+def _field(data: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    if key not in data:
+        raise ValueError(f"missing field {key!r}")
+    value = data[key]
+    # bool is an int in Python; never accept one for a number, nor a number for a bool.
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ValueError(f"field {key!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _timeout(data: dict[str, Any]) -> float:
+    timeout = float(_field(data, "timeout", (int, float)))
+    if not math.isfinite(timeout) or timeout <= 0:  # JSON from Python may hold NaN or Infinity
+        raise ValueError(f"field 'timeout' must be a positive number of seconds, not {timeout!r}")
+    return timeout
+
+
+def _pairs(data: dict[str, Any], key: str) -> list[tuple[str, str]]:
+    items = _field(data, key, list)
+    if not all(isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item) for item in items):
+        raise ValueError(f"field {key!r} must be a list of [name, value] string pairs")
+    return [(name, value) for name, value in items]
+
+
+def _file_parts(parts: object) -> list[FilePart]:
+    names = {field.name for field in dataclasses.fields(FilePart)}
+    if not isinstance(parts, list) or not all(
+        isinstance(part, dict) and set(part) == names and all(isinstance(v, str) for v in part.values())
+        for part in parts
+    ):
+        raise ValueError(f"field 'file_parts' must be a list of objects with string fields {sorted(names)}")
+    return [FilePart(**part) for part in parts]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +175,11 @@ class StatusRecord:
     published for a request carries a token at least as large as the record's,
     and a message with a smaller one is stale (a redelivered or recovered
     duplicate) and is dropped.
+
+    ``generation`` is the request's (see ``RequestSpec.generation``).
+    ``published`` is False from the moment a submit stored the request until a
+    broker confirmed its first message (or recovery published one): a second
+    submitter of the same ID that finds it False publishes the message itself.
     """
 
     request_id: str
@@ -145,6 +195,8 @@ class StatusRecord:
     last_status_code: int | None = None
     completed_at: float | None = None
     attempts: tuple[AttemptRecord, ...] = ()
+    generation: str = ""
+    published: bool = True  # records written before this field existed were published
 
     @property
     def is_terminal(self) -> bool:

@@ -11,7 +11,8 @@ Format: one line per version, ``<crc32 of the JSON, 8 hex digits> <JSON object>\
 whose checksum matches; a file with no complete line yet has no version. A
 reader racing an append, or a file whose end a crash tore, sees an incomplete
 or bad last line; it is skipped, so the version before it is current, exactly
-as if that append had not happened.
+as if that append had not happened. The next append after a torn end starts
+with a newline, so the fragment stays a line of its own and never swallows it.
 
 Appends must be serialized by the caller (the store holds the request's status
 lock, or its claim). A file past ``COMPACT_BYTES`` is replaced by the store
@@ -23,6 +24,7 @@ the rewrite and the truncate could read a torn first line and nothing else.)
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import zlib
@@ -89,13 +91,31 @@ def _decode(line: bytes) -> dict[str, Any] | None:
 
 
 def append(fd: int, record: dict[str, Any], *, sync: bool) -> int:
-    """Append ``record`` to the open file ``fd`` (opened for writing, not O_APPEND); return the new size."""
+    """Append ``record`` to the open file ``fd`` (opened for reading and writing, not O_APPEND).
+
+    Returns the new size. A file whose end a crash tore (part of a line, or
+    zeros) gets a newline first: the fragment becomes a bad line of its own that
+    readers skip, instead of the prefix of this line, which would then fail its
+    checksum and be lost.
+    """
     line = encode(record)
     size = os.fstat(fd).st_size
+    if size and _last_byte(fd, size) != b"\n":
+        line = b"\n" + line
     _write_all(fd, line, size)
     if sync:
         os.fsync(fd)
     return size + len(line)
+
+
+def _last_byte(fd: int, size: int) -> bytes | None:
+    """The file's last byte; None if ``fd`` was opened write-only (then an empty line is the safe choice)."""
+    try:
+        return os.pread(fd, 1, size - 1)
+    except OSError as error:
+        if error.errno == errno.EBADF:
+            return None
+        raise
 
 
 def _write_all(fd: int, data: bytes, offset: int) -> None:

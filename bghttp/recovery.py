@@ -52,4 +52,5 @@ def recover_pending(
 
 
 def _raise_token_to(token: int) -> Callable[[StatusRecord], StatusRecord]:
-    return lambda record: record.evolve(token=max(record.token, token))
+    # ``published``: a message is confirmed now, so a failing first submitter keeps the request.
+    return lambda record: record.evolve(token=max(record.token, token), published=True)

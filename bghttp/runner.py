@@ -25,11 +25,13 @@ from typing import Any, Protocol
 
 import httpx
 
+from . import record_log
 from .config import Settings
-from .errors import BrokerUnavailable, StoreError
+from .errors import BrokerUnavailable, StoreError, UnknownRequest
 from .execution import AttemptResult, perform_attempt
 from .logs import get_logger
 from .models import AttemptRecord, Phase, RequestSpec, RequestStatus, StatusRecord
+from .redaction import request_secrets, scrub
 from .retry_policy import Outcome, backoff_seconds, is_retryable
 from .store import FileStore
 
@@ -83,21 +85,36 @@ class RequestRunner:
 
     def _run(self, request_id: str, token: int) -> None:
         log = get_logger(request_id=request_id, token=token)
-        spec = self.store.load_request(request_id)
-        if spec is None:
-            log.warning("request_missing", reason="no request file in the store; message dropped")
+        spec, unreadable = self._load_request(request_id)
+        if spec is None and unreadable is None:
+            log.warning("request_missing", store_dir=str(self.store.root), reason="not in this store; message dropped")
             return
-        log = log.bind(method=spec.method, host=urllib.parse.urlsplit(spec.url).hostname)  # 15x cheaper than httpx.URL
+        if spec is not None:
+            log = log.bind(method=spec.method, host=_host(spec.url))
         started = time.monotonic()
         deadline = started + SUCCESSOR_CLAIM_WAIT_SECONDS
         while True:
             with self.store.claim(request_id) as claimed:
-                record = self.store.read_status(request_id)
+                try:
+                    record = self.store.read_status(request_id)
+                except StoreError as error:
+                    if not isinstance(error.__cause__, record_log.CorruptRecord):
+                        raise  # the store may come back: Dramatiq retries the message
+                    # No valid version in the whole file: no retry can help, and nothing can be recorded.
+                    log.error("request_unreadable_status_not_written", error=str(error), store=str(self.store.root))
+                    return
                 if record is None or record.is_terminal or token < record.token:
                     log.info("message_dropped", reason="stale" if record and not record.is_terminal else "terminal")
                     return
                 if claimed:
-                    self._run_claimed(spec, record, token, log)
+                    if spec is None:
+                        self._fail_unreadable(request_id, str(unreadable), log)
+                    elif record.generation != spec.generation:
+                        # The request was removed and its ID submitted again after we
+                        # read the spec: ours is not the request that is there now.
+                        log.info("message_dropped", reason="request replaced")
+                    else:
+                        self._run_claimed(spec, record, token, log)
                     return
                 if token == record.token and time.monotonic() - started > DUPLICATE_CLAIM_GRACE_SECONDS:
                     # The holder has run this very run for a while: this message is a duplicate.
@@ -112,6 +129,42 @@ class RequestRunner:
                 log.info("message_deferred", reason="claim still held")
                 return
             time.sleep(0.01)
+
+    def _load_request(self, request_id: str) -> tuple[RequestSpec | None, str | None]:
+        """(spec, None); (None, why) if the request file holds no valid request; (None, None) if it is gone.
+
+        A file that cannot be *opened* raises (StoreError): the store may come
+        back, and Dramatiq retries the message. A file that opens but is not a
+        request (cut off, edited by hand) will not get better by retrying.
+        """
+        path = self.store.request_path(request_id)
+        try:
+            spec = self.store.load_request(request_id)
+        except StoreError as error:
+            if isinstance(error.__cause__, OSError):
+                raise
+            cause = error.__cause__
+            why = f"not valid JSON ({cause})" if isinstance(cause, ValueError) else "not a JSON object"
+            return None, f"the request file {path} is {why}"
+        except ValueError as error:
+            return None, f"the request file {path} is not a valid request: {error}"
+        if spec is not None and spec.request_id != request_id:
+            # Running it would write another request's status and response.
+            return None, f"the request file {path} names another request ({spec.request_id!r})"
+        return spec, None
+
+    def _fail_unreadable(self, request_id: str, error: str, log: Any) -> None:
+        """End a request whose file no worker can read: failed, with the reason (no retry helps)."""
+        log.error("request_unreadable", error=error)
+        try:
+            self.store.update_status(
+                request_id,
+                lambda r: r.evolve(
+                    status=RequestStatus.FAILED, phase=Phase.DONE, completed_at=time.time(), last_error=error
+                ),
+            )
+        except (StoreError, UnknownRequest) as status_error:
+            log.error("request_unreadable_status_not_written", error=str(status_error), store=str(self.store.root))
 
     # ---------------------------------------------------------- under claim
     def _run_claimed(self, spec: RequestSpec, record: StatusRecord, token: int, log: Any) -> None:
@@ -157,6 +210,10 @@ class RequestRunner:
             max_response_bytes=self.settings.max_response_bytes,
             is_cancelled=lambda: self._is_cancelled(spec.request_id),
         )
+        if result.error:
+            # The one place an attempt's error text enters logs and records: an
+            # httpx/h11/OS message may quote a secret header or the URL's password.
+            result = dataclasses.replace(result, error=scrub(result.error, request_secrets(spec.headers, spec.url)))
         finished = dataclasses.replace(
             started,
             finished_at=time.time(),
@@ -298,6 +355,13 @@ class RequestRunner:
         except StoreError:  # cannot tell now: go on, the next check (0.2 s later) may
             return False
         return record is not None and record.status is RequestStatus.CANCELLED
+
+
+def _host(url: str) -> str | None:
+    try:
+        return urllib.parse.urlsplit(url).hostname  # 15x cheaper than httpx.URL
+    except ValueError:  # a hand-edited URL: the attempt will say what is wrong with it
+        return None
 
 
 def _replace_last(attempts: tuple[AttemptRecord, ...], attempt: AttemptRecord) -> tuple[AttemptRecord, ...]:

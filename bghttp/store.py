@@ -8,6 +8,7 @@ Layout under the store root (directories 0700, files 0600)::
     status/<id>.log           the status record: a record log (see ``record_log``)
     responses/<id>.meta.log   the last response's metadata, a record log too
     responses/<id>.body       the last response's body
+    locks/ids.<nn>.lock       the ID locks: creation and removal of an ID hold one
 
 Readers never see half a file that counts. A request file is created in place,
 but counts only once its status record exists (the status record is written
@@ -21,25 +22,39 @@ cost. Locks are ``flock`` on files that exist anyway: the request's claim on
 (appended to; replaced by a compacted copy past 32 KiB, and a waiter then locks
 the new file). ``_path`` is the
 only place that joins a request ID into a path.
+
+Ownership. Creating and removing an ID both hold its ID lock, so each sees the
+other's work whole or not at all. Removal also holds the request's claim, so it
+never runs while an attempt does, and every write of an attempt happens under
+the claim: an attempt never writes into a request that is gone. A new request
+gets a new ``generation`` (in its spec and its status record); a runner whose
+spec is of another generation than the record it claimed runs nothing.
+
+Reading never writes: the directories are created by the first write (a
+submit), so a store on a read-only mount can be listed and read.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
 import os
 import re
+import secrets
 import shutil
 import threading
+import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from . import record_log
 from .durability import GroupCommit
-from .errors import InvalidRequestId, StoreError, UnknownRequest
+from .errors import InvalidRequestId, RequestRunning, StoreError, UnknownRequest
 from .models import Phase, RequestSpec, RequestStatus, StatusRecord
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -53,6 +68,12 @@ _LOCATIONS = {
     "response_body": ("responses", ".body"),
     "response_part": ("responses", ".body.part"),
 }
+_DIRECTORIES = sorted({location for location, _ in _LOCATIONS.values()} | {"locks"})
+
+#: ID locks are spread over this many lock files (one per ID would pile up forever).
+ID_LOCK_STRIPES = 64
+#: How often a removal that waits for a running attempt looks again.
+CLAIM_POLL_SECONDS = 0.01
 
 
 def validate_request_id(request_id: object) -> str:
@@ -74,12 +95,21 @@ class FileStore:
         self.fsync = fsync
         self._group_commit = GroupCommit(self.root)
         self._deferred = threading.local()
+        self._layout_ready = False  # nothing on disk is touched until the first write
+
+    def _ensure_layout(self) -> None:
+        """Create the store's directories (0700); called by writes only, once per instance."""
+        if self._layout_ready:
+            return
         try:
-            for directory in {location for location, _ in _LOCATIONS.values()}:
+            created = not self.root.exists()
+            for directory in _DIRECTORIES:
                 (self.root / directory).mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(self.root, 0o700)
+            if created:  # the parents=True mkdir made the root with the umask's mode
+                os.chmod(self.root, 0o700)
         except OSError as error:
             raise StoreError(f"cannot create the store at {self.root}: {error}") from error
+        self._layout_ready = True
 
     # ----------------------------------------------------------------- paths
     def _path(self, kind: str, request_id: str) -> Path:
@@ -125,11 +155,12 @@ class FileStore:
         makes them durable afterwards (``sync_new_request``), e.g. while it waits
         for something else.
         """
+        previous = getattr(self._deferred, "skip", False)
         self._deferred.skip = True
         try:
             yield
         finally:
-            self._deferred.skip = False
+            self._deferred.skip = previous
 
     def sync_new_request(self, request_id: str) -> None:
         """fsync every file and directory entry that ``create_request`` made for ``request_id``."""
@@ -245,14 +276,31 @@ class FileStore:
         ``files`` are (source path, stored name) pairs, copied in chunks. Returns
         the new status record, or None when the ID exists already (nothing is
         changed then). If anything fails, nothing of the new request is left.
+        The record says ``published=False`` until the submit confirmed its
+        first message (``mark_published``).
         """
+        with self._id_lock(spec.request_id):
+            return self._create_locked(
+                dataclasses.replace(spec, generation=secrets.token_hex(8)), body=body, files=files
+            )
+
+    def _create_locked(
+        self, spec: RequestSpec, *, body: bytes | None, files: list[tuple[Path, str]] | None
+    ) -> StatusRecord | None:
         request_id = spec.request_id
         # The spec file reserves the ID (created exclusively) before the body is
-        # written, so a concurrent submit with the same ID cannot overwrite a body.
-        # The status record, written last, says the request is whole: nothing
-        # reads a request whose status record does not exist yet.
-        if not self._write_new(self.request_path(request_id), json.dumps(spec.to_json()).encode()):
-            return None
+        # written. The status record, written last, says the request is whole:
+        # nothing reads a request whose status record does not exist yet.
+        spec_bytes = json.dumps(spec.to_json()).encode()
+        if not self._write_new(self.request_path(request_id), spec_bytes):
+            if self.status_path_exists(request_id):
+                return None
+            # A request file without a status record, seen under the ID lock, is
+            # no creation in progress: a submitter died half-way (or a removal
+            # did). Nobody was told it was accepted; clear it and take the ID.
+            self._remove_request_files(request_id)
+            if not self._write_new(self.request_path(request_id), spec_bytes):
+                return None
         try:
             if body is not None:
                 self._write_atomic(self.body_path(request_id), body)
@@ -265,6 +313,8 @@ class FileStore:
                 created_at=spec.created_at,
                 updated_at=spec.created_at,
                 max_retries=spec.max_retries,
+                generation=spec.generation,
+                published=False,
             )
             self._write_status(record)
             return record
@@ -398,26 +448,32 @@ class FileStore:
         The claim is an ``flock`` on the request file: the kernel releases it
         when the holding process dies, so a crashed worker never blocks a
         request. A request whose file is gone (removed) cannot be held by
-        anyone, so its claim is granted.
+        anyone, so its claim is granted. A claim is always on the file that is
+        at the path now: one removed (and maybe created again) while we locked
+        it is let go and the current one claimed instead.
         """
-        try:
-            # Opened for writing (nothing is written): on NFS, flock becomes a byte-range
-            # lock, and an exclusive one needs a file open for writing.
-            fd = os.open(self.request_path(request_id), os.O_RDWR)
-        except FileNotFoundError:
-            yield True
-            return
-        except OSError as error:
-            raise StoreError(f"cannot open the request file of {request_id}: {error}") from error
-        try:
+        path = self.request_path(request_id)
+        while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
+                # Opened for writing (nothing is written): on NFS, flock becomes a byte-range
+                # lock, and an exclusive one needs a file open for writing.
+                fd = os.open(path, os.O_RDWR)
+            except FileNotFoundError:
+                yield True
                 return
-            yield True
-        finally:
-            os.close(fd)  # releases the flock
+            except OSError as error:
+                raise StoreError(f"cannot open the request file of {request_id}: {error}") from error
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    yield False
+                    return
+                if _is_at(fd, path):
+                    yield True
+                    return
+            finally:
+                os.close(fd)  # releases the flock
 
     def is_claimed(self, request_id: str) -> bool:
         with self.claim(request_id) as got:
@@ -438,7 +494,7 @@ class FileStore:
         if self._write_new(path, record_log.encode(metadata)):  # the first response of this request
             return body
         try:
-            fd = os.open(path, os.O_WRONLY)
+            fd = os.open(path, os.O_RDWR)  # readable too: an append looks at the file's last byte
         except OSError as error:
             raise StoreError(f"cannot write {path}: {error}") from error
         try:
@@ -457,7 +513,13 @@ class FileStore:
     # ------------------------------------------------------------- listing
     def request_ids(self) -> Iterator[str]:
         """IDs of every request with a status record, in no particular order."""
-        with os.scandir(self.root / "status") as entries:
+        try:
+            entries = os.scandir(self.root / "status")
+        except FileNotFoundError:
+            return  # nothing was ever submitted to this store
+        except OSError as error:
+            raise StoreError(f"cannot list {self.root / 'status'}: {error}") from error
+        with entries:
             for entry in entries:
                 name = entry.name
                 if name.endswith(".log"):  # temporary files end in .tmp
@@ -470,19 +532,139 @@ class FileStore:
                 if record is not None:
                     yield record
 
+    # ---------------------------------------------------------- ownership
+    @contextlib.contextmanager
+    def _id_lock(self, request_id: str) -> Iterator[None]:
+        """Hold the lock that creation and removal of ``request_id`` both take.
+
+        An ``flock`` on one of ``ID_LOCK_STRIPES`` files (per open file, so it
+        excludes threads of one process as well as other processes, and the
+        kernel drops it with a dead process). Taken before a claim or a status
+        lock, never after one.
+        """
+        self._ensure_layout()
+        stripe = zlib.crc32(validate_request_id(request_id).encode()) % ID_LOCK_STRIPES
+        path = self.root / "locks" / f"ids.{stripe:02d}.lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as error:
+            raise StoreError(f"cannot open the lock file {path}: {error}") from error
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _status_lock(self, request_id: str) -> Iterator[None]:
+        """Hold the status lock while the block runs (nothing to hold if there is no record)."""
+        path = self._path("status", request_id)
+        try:
+            fd = self._open_locked(path)
+        except FileNotFoundError:
+            yield
+            return
+        except OSError as error:
+            raise StoreError(f"cannot open {path}: {error}") from error
+        try:
+            yield
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _owned_for_removal(self, request_id: str, wait: float) -> Iterator[None]:
+        """Hold the ID lock, the claim and the status lock; wait up to ``wait`` s for a running attempt.
+
+        Raises RequestRunning if an attempt still holds the claim after ``wait``.
+        The ID lock is let go between tries, so waiting blocks no submit.
+        """
+        deadline = time.monotonic() + wait
+        while True:
+            with self._id_lock(request_id), self.claim(request_id) as claimed:
+                if claimed:
+                    with self._status_lock(request_id):
+                        yield
+                    return
+            if time.monotonic() >= deadline:
+                raise RequestRunning(
+                    f"request {request_id!r} is running and its attempt did not stop within {wait:g}s"
+                )
+            time.sleep(CLAIM_POLL_SECONDS)
+
+    def mark_published(self, request_id: str, generation: str) -> bool:
+        """Record that a message of this request was confirmed; False if it is gone or replaced."""
+
+        def change(record: StatusRecord) -> StatusRecord | None:
+            return record.evolve(published=True) if record.generation == generation and not record.published else None
+
+        try:
+            # A power loss may undo it: then a later submit of the ID publishes once more (harmless).
+            return self.update_status(request_id, change, durable=False).generation == generation
+        except UnknownRequest:
+            return False
+
+    def discard_unconfirmed(self, request_id: str, generation: str) -> bool:
+        """Remove a request whose submit could not publish it; False if it must stay.
+
+        It stays when it is not that submit's to remove any more: someone else
+        confirmed a message for it (a second submitter, recovery), or a worker
+        took it up (its message got through after all). True also when it is
+        gone or replaced already.
+        """
+        try:
+            with self._owned_for_removal(request_id, wait=0.0):
+                record = self.read_status(request_id)
+                if record is None or record.generation != generation:
+                    return True
+                if record.published or record.attempts or record.phase is not Phase.QUEUED:
+                    return False
+                self._remove_request_files(request_id)
+                return True
+        except RequestRunning:
+            return False  # a worker is running it: its message got through
+
     # ------------------------------------------------------------ deletion
-    def delete(self, request_id: str) -> bool:
-        """Remove every file of a request; False if it did not exist."""
-        existed = self.status_path_exists(request_id) or self.request_path(request_id).exists()
-        self._remove_request_files(request_id)
-        return existed
+    def delete(
+        self,
+        request_id: str,
+        *,
+        wait: float = 0.0,
+        only_if: Callable[[StatusRecord | None], bool] | None = None,
+    ) -> bool:
+        """Remove every file of a request; False if it did not exist or ``only_if`` said no.
+
+        Never while an attempt runs it: this waits up to ``wait`` seconds for the
+        attempt to end (cancel it first), then raises RequestRunning. ``only_if``
+        sees the status record under the locks, so nothing can change it before
+        the files go.
+        """
+        validate_request_id(request_id)
+        with self._owned_for_removal(request_id, wait):
+            if only_if is not None and not only_if(self.read_status(request_id)):
+                return False
+            existed = self.status_path_exists(request_id) or self.request_path(request_id).exists()
+            self._remove_request_files(request_id)
+            return existed
 
     def _remove_request_files(self, request_id: str) -> None:
-        # The status record goes last so that a crash half-way leaves a visible record.
-        for kind in ("request", "body", "response", "response_body", "response_part", "status"):
+        # The status record goes first: a runner that finds the request file gone
+        # gets its claim granted and must then find no record to run. (A crash
+        # half-way leaves a request file without a record; the next submit of the
+        # ID clears it, as does ``delete``.)
+        for kind in ("status", "request", "body", "response", "response_body", "response_part"):
             with contextlib.suppress(FileNotFoundError):
                 self._path(kind, request_id).unlink()
         shutil.rmtree(self.files_dir(request_id), ignore_errors=True)
+
+
+def _is_at(fd: int, path: Path) -> bool:
+    """Whether ``fd`` is the file at ``path`` now (not one removed or replaced meanwhile)."""
+    try:
+        at_path = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (opened.st_dev, opened.st_ino) == (at_path.st_dev, at_path.st_ino)
 
 
 def is_disk_full(error: BaseException) -> bool:

@@ -19,10 +19,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import InvalidRequest
 from .models import FilePart, MultipartFile, RequestSpec
+from .sendable import check_header, check_request, check_url, shown_url
 from .store import validate_request_id
 
 METHODS = frozenset({"GET", "HEAD", "DELETE", "POST", "PUT", "PATCH", "OPTIONS"})
 MAX_RETRIES = 10
+#: A day: sockets and waits cannot take much larger timeouts (socket.settimeout(1e10)
+#: raises OverflowError), and no attempt should hold a worker thread longer.
+MAX_TIMEOUT_SECONDS = 86_400.0
 
 HeadersArg: TypeAlias = Mapping[str, str] | Iterable[tuple[str, str]] | None
 QueryValue: TypeAlias = str | int | float | bool
@@ -81,6 +85,9 @@ def prepare_request(
         if content_type and not _has_header(header_list, "content-type"):
             header_list.append(("Content-Type", content_type))
 
+    # Last, the request as a whole, built by httpx and validated by h11 as the worker will.
+    check_request(method, full_url, header_list)
+
     spec = RequestSpec(
         request_id=request_id,
         method=method,
@@ -132,26 +139,25 @@ def _url(url: object, query: QueryArg) -> str:
     if not isinstance(url, str):
         raise InvalidRequest(f"url must be a string, not {type(url).__name__}")
     if not url or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
-        raise InvalidRequest(f"malformed URL {url!r}: empty, or contains spaces or control characters")
+        raise InvalidRequest(f"malformed URL {shown_url(url)}: empty, or contains spaces or control characters")
     try:
         parts = urlsplit(url)
-        port = parts.port  # raises ValueError for a bad port
+        port = parts.port  # raises ValueError for a port out of range, which httpx lets through
     except ValueError as error:
-        raise InvalidRequest(f"malformed URL {url!r}: {error}") from None
+        raise InvalidRequest(f"malformed URL {shown_url(url)}: {error}") from None
     if parts.scheme.lower() not in {"http", "https"}:
-        raise InvalidRequest(f"URL scheme must be http or https, got {parts.scheme or 'none'!r} in {url!r}")
+        raise InvalidRequest(
+            f"URL scheme must be http or https, got {parts.scheme or 'none'!r} in {shown_url(url)}"
+        )
     if not parts.hostname:
-        raise InvalidRequest(f"malformed URL {url!r}: no host")
+        raise InvalidRequest(f"malformed URL {shown_url(url)}: no host")
     if port == 0:
-        raise InvalidRequest(f"malformed URL {url!r}: port 0")
-    try:
-        parts.hostname.encode("idna")
-    except UnicodeError:
-        raise InvalidRequest(f"malformed URL {url!r}: host is not a valid name") from None
-    if not query:
-        return url
-    pairs = parse_qsl(parts.query, keep_blank_values=True) + _query_pairs(query)
-    return urlunsplit(parts._replace(query=urlencode(pairs)))
+        raise InvalidRequest(f"malformed URL {shown_url(url)}: port 0")
+    if query:
+        pairs = parse_qsl(parts.query, keep_blank_values=True) + _query_pairs(query)
+        url = urlunsplit(parts._replace(query=urlencode(pairs)))
+    check_url(url)  # the URL as the worker's httpx will parse it (IPv4 forms, IDNA, length)
+    return url
 
 
 def _query_pairs(query: QueryArg) -> list[tuple[str, str]]:
@@ -170,8 +176,13 @@ def _query_pairs(query: QueryArg) -> list[tuple[str, str]]:
 def _scalar(value: object, what: str) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (str, int)):
-        text = str(value)
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, int):
+        try:
+            text = str(value)
+        except ValueError:  # more digits than Python will write out
+            raise InvalidRequest(f"{what} is a number too large to send") from None
     elif isinstance(value, float) and math.isfinite(value):
         text = repr(value)
     else:
@@ -196,10 +207,7 @@ def _headers(headers: HeadersArg) -> list[tuple[str, str]]:
                 raise InvalidRequest(f"header {name!r} must have a string value, not {type(value).__name__}")
             if _FORBIDDEN_IN_VALUE.search(value):
                 raise InvalidRequest(f"header {name!r} has CR, LF or NUL in its value")
-            try:
-                value.encode("latin-1")
-            except UnicodeEncodeError:
-                raise InvalidRequest(f"header {name!r} has characters outside latin-1") from None
+            check_header(name, value)
             result.append((name, value))
     except (TypeError, ValueError) as error:
         if isinstance(error, InvalidRequest):
@@ -219,6 +227,8 @@ def _timeout(timeout: object, default: float) -> float:
         raise InvalidRequest(f"timeout must be a number of seconds, not {timeout!r}")
     if not math.isfinite(timeout) or timeout <= 0:
         raise InvalidRequest(f"timeout must be > 0 seconds, got {timeout!r}")
+    if timeout > MAX_TIMEOUT_SECONDS:
+        raise InvalidRequest(f"timeout must be at most {MAX_TIMEOUT_SECONDS:g} seconds, got {timeout!r}")
     return float(timeout)
 
 
@@ -241,9 +251,18 @@ def _fields(fields: Any) -> list[tuple[str, str]]:
 
 
 def _field_name(name: object) -> str:
-    if not isinstance(name, str) or not name or _FORBIDDEN_IN_VALUE.search(name) or '"' in name:
+    if not isinstance(name, str) or not name or _FORBIDDEN_IN_VALUE.search(name) or '"' in name or not _is_text(name):
         raise InvalidRequest(f"invalid multipart field name {name!r}")
     return name
+
+
+def _is_text(value: str) -> bool:
+    """Whether ``value`` can be sent as UTF-8 (a lone surrogate cannot)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _files(files: FilesArg) -> tuple[list[FilePart], list[tuple[Path, str]]]:
@@ -264,12 +283,14 @@ def _files(files: FilesArg) -> tuple[list[FilePart], list[tuple[Path, str]]]:
             if not path.is_file():
                 raise InvalidRequest(f"multipart file {str(path)!r} does not exist or is not a file")
             filename = upload.filename or path.name
-            if _FORBIDDEN_IN_VALUE.search(filename):
+            if not isinstance(filename, str) or _FORBIDDEN_IN_VALUE.search(filename) or not _is_text(filename):
                 raise InvalidRequest(f"invalid file name {filename!r}")
             content_type = upload.content_type or (
                 mimetypes.guess_type(filename)[0] or "application/octet-stream"
             )
-            if _FORBIDDEN_IN_VALUE.search(content_type):
+            if not isinstance(content_type, str) or _FORBIDDEN_IN_VALUE.search(content_type) or not _is_text(
+                content_type
+            ):
                 raise InvalidRequest(f"invalid content type {content_type!r}")
             stored_name = str(len(copies))
             parts.append(FilePart(field, stored_name, filename, content_type))

@@ -1,6 +1,6 @@
 """Worker set-up: the broker with bghttp's middleware and the ``execute_request`` actor.
 
-``actors/__init__.py`` calls :func:`setup_worker_broker` so that ``dramatiq actors``
+``bghttp/actors.py`` calls :func:`setup_worker_broker` so that ``dramatiq bghttp.actors``
 starts a worker; the embedded local mode and the tests call the same functions.
 """
 

@@ -42,7 +42,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 @pytest.fixture
 def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start real ``dramatiq actors`` worker groups; all are stopped at teardown."""
+    """Start real ``dramatiq bghttp.actors`` worker groups; all are stopped at teardown."""
     started: list[WorkerProcess] = []
 
     def start(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import signal
 import socket
@@ -9,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,13 +71,16 @@ def worker_env(env: dict[str, str]) -> dict[str, str]:
 
 
 class WorkerProcess:
-    """A real ``dramatiq actors`` worker group in a subprocess."""
+    """A real ``dramatiq bghttp.actors`` worker group in a subprocess."""
 
     def __init__(self, env: dict[str, str], *, processes: int = 1, threads: int = 4, log_path: Path) -> None:
         self.log_path = log_path
         self._log = open(log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dramatiq", "actors", "--processes", str(processes), "--threads", str(threads)],
+            [
+                *(sys.executable, "-m", "dramatiq", "bghttp.actors"),
+                *("--processes", str(processes), "--threads", str(threads)),
+            ],
             cwd=PROJECT_ROOT,
             env=worker_env(env),
             stdout=self._log,
@@ -118,3 +123,28 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: fl
         if time.monotonic() >= deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def capture_logs() -> Iterator[list[dict[str, Any]]]:
+    """bghttp's log events as dicts, like ``structlog.testing.capture_logs`` (which bghttp's loggers ignore:
+    they log through the stdlib logger ``bghttp``, never structlog's global configuration)."""
+    from bghttp.logs import LOGGER_NAME
+
+    events: list[dict[str, Any]] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            fields = getattr(record, "bghttp_event", None)
+            if fields is not None:
+                events.append({**fields, "log_level": fields.get("level")})
+
+    logger = logging.getLogger(LOGGER_NAME)
+    handler, level = Collect(logging.DEBUG), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield events
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

@@ -21,8 +21,9 @@ def bghttp_command() -> list[str]:
 
 
 def cli_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = worker_env({**settings_env(settings), **(extra or {})})
+    env = worker_env(settings_env(settings))
     env.pop("BGHTTP_LOG_FORMAT", None)  # let "auto" decide, as for a user: not a TTY -> JSON
+    env.update(extra or {})
     return env
 
 
@@ -57,13 +58,22 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int) -
 class BghttpWorker(WorkerProcess):
     """``bghttp worker`` (the Dramatiq group started by our CLI) in a subprocess."""
 
-    def __init__(self, settings: Settings, *args: str, log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *args: str,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path = PROJECT_ROOT,
+        full_env: dict[str, str] | None = None,
+    ) -> None:
+        """``full_env`` replaces the environment built from ``settings`` and ``env``."""
         self.log_path = log_path
         self._log = open(log_path, "ab")
         self.process = subprocess.Popen(
             [*bghttp_command(), "worker", *args],
-            cwd=PROJECT_ROOT,
-            env=cli_env(settings, env),
+            cwd=cwd,
+            env=full_env if full_env is not None else cli_env(settings, env),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -10,7 +10,6 @@ from pathlib import Path
 import dramatiq
 import httpx
 import pytest
-from structlog.testing import capture_logs
 
 from bghttp.broker import ACTOR_NAME
 from bghttp.config import Settings
@@ -21,7 +20,7 @@ from bghttp.runner import RequestRunner
 from bghttp.store import FileStore
 from bghttp.validation import prepare_request
 from tests.connectivity.test_monitor import DOWN, UP, FakeInterfaces
-from tests.support import wait_until
+from tests.support import capture_logs, wait_until
 
 
 class Gated:

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 
 import pytest
 from pytest_httpserver import HTTPServer
-from structlog.testing import capture_logs
 
 from bghttp.config import ConfigError, Settings
 from bghttp.connectivity import (
@@ -24,8 +23,7 @@ from bghttp.connectivity import (
     parse_probe,
     read_interfaces,
 )
-from bghttp.worker import worker_middleware
-from tests.support import free_port, wait_until
+from tests.support import capture_logs, free_port, wait_until
 
 UP = InterfaceInfo(is_up=True, addresses=("192.0.2.10",))
 DOWN = InterfaceInfo(is_up=False, addresses=("192.0.2.10",))
@@ -85,10 +83,10 @@ def test_bad_probe_specs_give_a_clear_config_error(spec: str, message: str) -> N
     assert message in str(raised.value)
 
 
-def test_a_bad_probe_stops_the_worker_set_up() -> None:
-    settings = Settings.from_env({"BGHTTP_CONNECTIVITY_PROBES": "tcp://ok.example:1, udp://dns.example:53"})
+def test_a_bad_probe_stops_the_settings_before_the_worker_set_up() -> None:
+    # Settings check every value when they are made (issue 11, item 17), before any worker set-up.
     with pytest.raises(ConfigError, match="udp"):
-        worker_middleware(settings)
+        Settings.from_env({"BGHTTP_CONNECTIVITY_PROBES": "tcp://ok.example:1, udp://dns.example:53"})
 
 
 def test_tcp_probe_answers_while_the_port_listens(listener: socket.socket) -> None:

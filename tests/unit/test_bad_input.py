@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from dramatiq.brokers.stub import StubBroker
 
-from bghttp import BackgroundHttpClient, BghttpError, InvalidRequest, InvalidRequestId, Settings
+from bghttp import BackgroundHttpClient, BghttpError, InvalidRequest, InvalidRequestId, MultipartFile, Settings
 from bghttp.config import ConfigError
 
 
@@ -21,7 +21,8 @@ def stub_client(tmp_path: Path) -> Iterator[BackgroundHttpClient]:
 
 
 def stored_files(client: BackgroundHttpClient) -> list[Path]:
-    return [p for p in client.store.root.rglob("*") if p.is_file()]
+    """Files of requests (the store's ID lock files are no part of any request)."""
+    return [p for p in client.store.root.rglob("*") if p.is_file() and p.parent.name != "locks"]
 
 
 URL = "http://127.0.0.1:9/x"
@@ -55,6 +56,68 @@ BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
     (URL, {"query_parameters": {"a": None}}, "query parameter 'a'"),
     (URL, {"query_parameters": ["a", "b"]}, "query_parameters must be a mapping"),
 ]
+
+
+# Input that Python's own URL and text checks pass but that the worker could not
+# send: httpx encodes header values as ASCII and parses URLs its own way, and h11
+# validates every header as it writes it. Each was accepted at submit and then
+# crashed every attempt in the worker.
+UNSENDABLE_CALLS: list[tuple[str, dict[str, Any], str]] = [
+    (URL, {"headers": {"X-Name": "café"}}, "header 'X-Name'.*ASCII"),
+    (URL, {"headers": {"X-Name": "a\x80b"}}, "header 'X-Name'.*ASCII"),
+    (URL, {"headers": {"X-Form": "a\x0cb"}}, "header 'X-Form'"),
+    (URL, {"headers": {"X-Tab": "a\x0bb"}}, "header 'X-Tab'"),
+    (URL, {"headers": {"X-Lead": " a"}}, "header 'X-Lead'"),
+    (URL, {"headers": {"X-Trail": "a "}}, "header 'X-Trail'"),
+    (URL, {"headers": {"Näme": "v"}}, "invalid header name"),
+    (URL, {"headers": [("Host", "a"), ("host", "b")]}, "multiple Host"),
+    (URL, {"data": "12345", "headers": {"Content-Length": "3"}}, "Content-Length"),
+    (URL, {"headers": {"Transfer-Encoding": "gzip"}}, "Transfer-Encoding"),
+    ("http://0177.0.0.1/", {}, "malformed URL"),
+    ("http://1.2.3.256/", {}, "malformed URL"),
+    ("http://xn--n3h.net/", {}, "malformed URL"),
+    ("http://☃.net/", {}, "malformed URL"),
+    ("http://[::1/", {}, "malformed URL"),
+    ("http://h:80:80/", {}, "malformed URL"),
+    ("http://user@/", {}, "no host"),
+    ("http://127.0.0.1:9/" + "a" * 70_000, {}, "malformed URL"),
+    (URL, {"query_parameters": {"q": "a" * 70_000}}, "malformed URL"),
+    (URL, {"query_parameters": {"n": 10**5000}}, "query parameter 'n'"),
+    (URL, {"timeout": 1e10}, "timeout must be"),
+]
+
+
+@pytest.mark.parametrize(("url", "options", "message"), UNSENDABLE_CALLS)
+def test_input_the_worker_cannot_send_is_rejected_at_submit(
+    stub_client: BackgroundHttpClient, url: str, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidRequest, match=message) as raised:
+        stub_client.post(url, **options)
+    assert "\n" not in str(raised.value)  # one line
+    assert stored_files(stub_client) == []
+
+
+def test_unsendable_multipart_parts_are_rejected(stub_client: BackgroundHttpClient, tmp_path: Path) -> None:
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(b"x")
+    with pytest.raises(InvalidRequest, match="field 'n'"):
+        stub_client.post_multipart(URL, fields={"n": 10**5000})
+    with pytest.raises(InvalidRequest, match="invalid multipart field name"):
+        stub_client.post_multipart(URL, fields={"\ud800": "v"})
+    for bad in ("\ud800", 5):
+        with pytest.raises(InvalidRequest, match="invalid file name"):
+            stub_client.post_multipart(URL, files={"f": MultipartFile(path=upload, filename=bad)})  # type: ignore[arg-type]
+        with pytest.raises(InvalidRequest, match="invalid content type"):
+            stub_client.post_multipart(URL, files={"f": MultipartFile(path=upload, content_type=bad)})  # type: ignore[arg-type]
+    assert stored_files(stub_client) == []
+
+
+@pytest.mark.parametrize("value", ["Bearer sk-live-\x0cSECRET", "Bearer sk-live-SECRET-é", "Bearer sk-live-SECRET "])
+def test_a_rejected_secret_header_value_is_not_in_the_message(stub_client: BackgroundHttpClient, value: str) -> None:
+    with pytest.raises(InvalidRequest, match="header 'Authorization'") as raised:
+        stub_client.get(URL, headers={"Authorization": value})
+    assert "SECRET" not in str(raised.value)
+    assert stored_files(stub_client) == []
 
 
 @pytest.mark.parametrize(("url", "options", "message"), BAD_CALLS)

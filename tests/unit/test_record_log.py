@@ -11,7 +11,7 @@ import pytest
 
 from bghttp import record_log
 from bghttp.errors import StoreError
-from bghttp.models import Phase, StatusRecord
+from bghttp.models import Phase, RequestStatus, StatusRecord
 from bghttp.store import FileStore
 from bghttp.validation import prepare_request
 
@@ -195,9 +195,87 @@ def test_a_first_version_still_being_written_is_no_version_yet(log_fd: int) -> N
 def test_a_new_request_replaces_a_status_file_left_by_an_unfinished_removal(tmp_path: Path) -> None:
     store = FileStore(tmp_path / "store", fsync=True)
     leftover = tmp_path / "store" / "status" / "r1.log"
+    leftover.parent.mkdir(parents=True)  # a FileStore creates its directories at its first write
     leftover.write_bytes(record_log.encode({"stale": True}))
     prepared = prepare_request("GET", "http://service.test/", request_id="r1")
     assert store.create_request(prepared.spec) is not None
     record = store.read_status("r1")
     assert record is not None and record.phase is Phase.QUEUED
     assert len(leftover.read_bytes().splitlines()) == 1
+
+
+# ------------------------------------------------------------ appends after a torn tail
+# A crash can leave the file ending in part of a line, or in zeros (a torn write
+# on a file system that extends the file before writing its data). The next
+# append must start a line of its own: glued to the fragment, it would fail its
+# checksum and be lost, and the record would go back to the version before.
+
+
+def _torn_tails(line: bytes) -> list[bytes]:
+    """Every way the end of ``line`` can be torn, plus zero-filled tails."""
+    return [line[:cut] for cut in range(1, len(line))] + [b"\0" * n for n in (1, 7, 300)]
+
+
+@pytest.mark.parametrize("appends", [1, 2])
+def test_appends_after_a_torn_tail_are_kept(tmp_path: Path, log_fd: int, appends: int) -> None:
+    _append(log_fd, 1)
+    good = (tmp_path / "r.log").read_bytes()
+    for tail in _torn_tails(record_log.encode({"n": 2, "pad": "y" * 20})):
+        os.ftruncate(log_fd, 0)
+        os.pwrite(log_fd, good + tail, 0)
+        for n in range(3, 3 + appends):
+            _append(log_fd, n)
+            assert record_log.read_last(log_fd) == {"n": n, "pad": ""}, tail
+
+
+def test_an_append_after_a_torn_first_version_is_kept(log_fd: int) -> None:
+    for tail in _torn_tails(record_log.encode({"n": 1})):
+        os.ftruncate(log_fd, 0)
+        os.pwrite(log_fd, tail, 0)
+        _append(log_fd, 2)
+        assert record_log.read_last(log_fd) == {"n": 2, "pad": ""}, tail
+
+
+@pytest.mark.parametrize("updates", [1, 2])
+def test_status_updates_after_a_torn_tail_are_kept(tmp_path: Path, updates: int) -> None:
+    """Through the store: what update_status returned is what a re-read says (a cancel stays cancelled)."""
+    store = _store_with_request(tmp_path)
+    status_file = tmp_path / "store" / "status" / "r1.log"
+    store.update_status("r1", lambda r: r.evolve(phase=Phase.RUNNING))
+    good = status_file.read_bytes()
+    torn_line = status_file.read_bytes().splitlines(keepends=True)[-1]
+    for tail in _torn_tails(torn_line):
+        status_file.write_bytes(good + tail)
+        for _ in range(updates - 1):
+            store.update_status("r1", _next_token)
+        cancelled = store.update_status(
+            "r1", lambda r: r.evolve(status=RequestStatus.CANCELLED, phase=Phase.DONE)
+        )
+        assert cancelled.status is RequestStatus.CANCELLED
+        assert store.read_status("r1") == cancelled, tail
+
+
+def test_response_metadata_after_a_torn_tail_is_kept(tmp_path: Path) -> None:
+    store = _store_with_request(tmp_path)
+    meta_file = tmp_path / "store" / "responses" / "r1.meta.log"
+
+    def commit(n: int) -> None:
+        store.response_part_path("r1").write_bytes(b"body %d" % n)
+        store.commit_response("r1", {"status_code": 200, "n": n})
+
+    commit(1)
+    good = meta_file.read_bytes()
+    for n, tail in enumerate(_torn_tails(record_log.encode({"status_code": 500, "n": 0})), start=2):
+        meta_file.write_bytes(good + tail)
+        commit(n)
+        assert store.read_response_metadata("r1") == {"status_code": 200, "n": n}, tail
+
+
+def test_a_torn_tail_longer_than_the_tail_window(log_fd: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The window that read_last looks at first holds only garbage: it reads on, then finds the append."""
+    monkeypatch.setattr(record_log, "TAIL_BYTES", 64)
+    _append(log_fd, 1)
+    os.pwrite(log_fd, b"\0" * 500, os.fstat(log_fd).st_size)
+    assert record_log.read_last(log_fd) == {"n": 1, "pad": ""}
+    _append(log_fd, 2)
+    assert record_log.read_last(log_fd) == {"n": 2, "pad": ""}
