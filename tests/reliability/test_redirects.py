@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from bghttp.execution import build_http_client, perform_attempt
-from bghttp.logs import is_secret_header
+from bghttp.redaction import is_secret_header
 from bghttp.redirects import next_hop, origin
 from bghttp.retry_policy import Outcome
 from bghttp.store import FileStore
