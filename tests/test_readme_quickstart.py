@@ -40,7 +40,8 @@ def quickstart_blocks(readme: str) -> list[tuple[str, str]]:
 
 def quickstart_script(blocks: list[tuple[str, str]], workdir: Path) -> str:
     """One bash script: the shell blocks verbatim, each Python block run from a file."""
-    lines = ["set -e"]
+    # The test's own lines: stop at the first failure, and then stop the background jobs too.
+    lines = ["set -e", "trap 'kill $(jobs -p) 2>/dev/null' EXIT"]
     for number, (language, code) in enumerate(blocks):
         if language == "sh":
             lines.append(code)
@@ -73,9 +74,13 @@ def test_readme_quickstart_works_verbatim_in_a_fresh_clone(tmp_path: Path) -> No
     # The committed README, not the working tree's: the clone is what a new user gets.
     readme = (clone / "README.md").read_text()
     port = str(free_port())
-    script = quickstart_script(quickstart_blocks(readme), tmp_path).replace(
-        f"127.0.0.1:{QUICKSTART_PORT}", f"127.0.0.1:{port}"
-    ).replace(f"http.server {QUICKSTART_PORT}", f"http.server {port}")
+    blocks = [
+        (language, code.replace(f"127.0.0.1:{QUICKSTART_PORT}", f"127.0.0.1:{port}")
+                       .replace(f"http.server {QUICKSTART_PORT}", f"http.server {port}"))
+        for language, code in quickstart_blocks(readme)
+    ]  # fmt: skip
+    assert all(QUICKSTART_PORT not in code for _, code in blocks), "the quickstart's port is not where expected"
+    script = quickstart_script(blocks, tmp_path)
     queue = unique_queue()
     env = {key: value for key, value in os.environ.items() if not key.startswith("BGHTTP_")}
     env.update(
