@@ -28,6 +28,7 @@ from typing import Any
 import httpcore
 import httpx
 
+from .attempt_io import wrap_network_backend
 from .execution import EgressBlocked
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -173,14 +174,9 @@ class EgressPolicyTransport(httpx.HTTPTransport):
         if transport_options.get("proxy") is not None or transport_options.get("uds") is not None:
             raise ValueError("the egress policy cannot check connections made through a proxy or a Unix socket")
         super().__init__(**transport_options)
-        # httpx has no public hook for httpcore's network backend; fail loudly if
-        # a new httpx version moves it rather than silently skip the checks.
-        pool = self._pool
-        backend = getattr(pool, "_network_backend", None)
-        if not isinstance(pool, httpcore.ConnectionPool) or not isinstance(backend, httpcore.NetworkBackend):
-            raise RuntimeError("this httpx version hides httpcore's network backend: egress checks impossible")
         self.policy = policy or EgressPolicy()
-        pool._network_backend = CheckedNetworkBackend(self.policy, resolver or system_resolver, backend)
+        checked_resolver = resolver or system_resolver
+        wrap_network_backend(self, lambda backend: CheckedNetworkBackend(self.policy, checked_resolver, backend))
 
 
 def _is_ip_literal(host: str) -> bool:

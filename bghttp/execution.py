@@ -1,7 +1,16 @@
 """One HTTP attempt: send a stored request with httpx and stream the answer to a file.
 
-``perform_attempt`` never raises for what the network or the server did; it
-returns an :class:`AttemptResult` that the retry policy can judge.
+``perform_attempt`` never raises for anything the attempt runs into: the
+network, the server (lies about lengths or encodings, stalls, redirects), a
+request httpx or h11 refuses to send, a body file that vanished, a response
+that cannot be saved. Each becomes an :class:`AttemptResult` that the retry
+policy judges. An exception that escaped would be re-run by Dramatiq as a
+crash, i.e. the request would be sent again although no ``retries`` allowed it.
+Only ``BaseException`` s that are not errors (a worker shutting down) pass.
+
+The whole attempt (every redirect hop, connect, upload, headers, body) ends by
+``timeout`` seconds after it started, and a cancel is seen within
+``attempt_io.CHECK_SECONDS`` while it waits on the network (see ``attempt_io``).
 """
 
 from __future__ import annotations
@@ -9,36 +18,48 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import http.cookiejar
+import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from typing import IO, Any
 
 import httpx
 
+from .attempt_io import DEADLINE_PASSED, AttemptCancelled, AttemptLimits, attempt_limits, limit_client_io
+from .decoding import BadEncoding, BodyDecoder, can_decode, content_codings
 from .errors import StoreError
 from .models import RequestSpec
+from .redirects import MAX_REDIRECTS, Hop, RedirectRefused, is_redirect, next_hop
 from .retry_policy import Outcome
 from .store import FileStore, is_disk_full
 
-CHUNK_SIZE = 256 * 1024
-CANCEL_CHECK_SECONDS = 0.5
+#: The most of a redirect's own body that is read (so the connection can be reused).
+REDIRECT_BODY_LIMIT = 64 * 1024
+
+__all__ = [
+    "AttemptCancelled",
+    "AttemptResult",
+    "EgressBlocked",
+    "build_http_client",
+    "perform_attempt",
+]
 
 
 class ResponseTooLarge(Exception):
     pass
 
 
-class AttemptCancelled(Exception):
-    pass
-
-
-class DeadlineExceeded(Exception):
-    pass
-
-
 class EgressBlocked(Exception):
     """Raised by an egress policy transport when an address is not allowed."""
+
+
+class RequestUnsendable(Exception):
+    """The stored request cannot be turned into an HTTP request (its files, its headers, its URL)."""
+
+
+class ResponseNotSaved(Exception):
+    """Writing the response into the store failed (``__cause__`` is the OSError/StoreError)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,14 +90,33 @@ class _NoCookieJar(http.cookiejar.CookieJar):
 def build_http_client(
     *, pool_size: int = 16, transport: httpx.BaseTransport | None = None, trust_env: bool = True
 ) -> httpx.Client:
-    """The one httpx client a worker process shares between its threads (keeps no cookies)."""
-    return httpx.Client(
-        follow_redirects=True,
+    """The one httpx client a worker process shares between its threads (keeps no cookies).
+
+    Redirects are followed by ``perform_attempt`` (see ``redirects``), not by httpx.
+    """
+    client = httpx.Client(
+        follow_redirects=False,
         limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
         transport=transport,
         trust_env=trust_env,
         cookies=_NoCookieJar(),
     )
+    return limit_client_io(client)
+
+
+@dataclasses.dataclass
+class _Progress:
+    """How far the attempt got: for the outcome's wording and its status code."""
+
+    phase: str = "connecting"
+    status_code: int | None = None
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        # httpcore's trace extension names the steps of an HTTP/1.1 exchange.
+        if event.endswith("send_request_headers.started"):
+            self.phase = "sending the request"
+        elif event.endswith("receive_response_headers.started"):
+            self.phase = "waiting for the response (the request was sent)"
 
 
 def perform_attempt(
@@ -87,53 +127,141 @@ def perform_attempt(
     max_response_bytes: int | None = None,
     is_cancelled: Callable[[], bool] = lambda: False,
 ) -> AttemptResult:
-    """Send ``spec`` once; on any answer save the response (body, then metadata)."""
+    """Send ``spec`` once (following redirects); on an answer save the response (body, then metadata)."""
     started = time.monotonic()
-    deadline = started + spec.timeout
-
-    def result(
-        outcome: Outcome, status_code: int | None = None, error: str | None = None, size: int = 0
-    ) -> AttemptResult:
-        return AttemptResult(outcome, status_code, error, size, (time.monotonic() - started) * 1000)
-
+    if not (isinstance(spec.timeout, float | int) and 0 < spec.timeout < math.inf):
+        return AttemptResult(Outcome.INVALID, error=f"the request cannot be sent: timeout {spec.timeout!r}")
+    limits = AttemptLimits(started + spec.timeout, spec.timeout, is_cancelled)
+    progress = _Progress()
+    size = 0
     try:
-        with contextlib.ExitStack() as open_files:
-            request = _build_request(http, store, spec, open_files)
-            response = http.send(request, stream=True)
+        with attempt_limits(limits), contextlib.ExitStack() as open_files:
+            response = _send_following_redirects(http, store, spec, open_files, limits, progress)
             try:
-                size = _stream_body(response, store, spec.request_id, deadline, max_response_bytes, is_cancelled)
+                progress.phase, progress.status_code = "reading the response body", response.status_code
+                size = _save_body(response, store, spec.request_id, limits, max_response_bytes, started)
             finally:
                 response.close()
-        store.commit_response(spec.request_id, _metadata(response, size, started))
-    except (httpx.TimeoutException, DeadlineExceeded) as error:
-        return result(Outcome.TIMEOUT, error=f"timeout after {spec.timeout:g}s: {error or type(error).__name__}")
-    except httpx.TooManyRedirects as error:
-        return result(Outcome.INVALID, error=f"too many redirects: {error}")
-    except EgressBlocked as error:
-        return result(Outcome.BLOCKED, error=str(error))
-    except (httpx.TransportError, httpx.StreamError) as error:
-        return result(Outcome.NETWORK_ERROR, error=f"{type(error).__name__}: {error}")
-    except ResponseTooLarge as error:
-        return result(Outcome.TOO_LARGE, error=str(error))
-    except AttemptCancelled:
-        return result(Outcome.CANCELLED, error="cancelled while running")
-    except (StoreError, OSError) as error:
-        if is_disk_full(error):
-            return result(Outcome.DISK_FULL, error=f"no space left to save the response: {error}")
-        raise
+    except Exception as error:  # every error is an outcome: see the module docstring
+        outcome, message = _judge(error, spec, progress)
+        return AttemptResult(outcome, progress.status_code, message, size, (time.monotonic() - started) * 1000)
     finally:
-        store.discard_partial_response(spec.request_id)
+        with contextlib.suppress(OSError, StoreError):  # a leftover .part is harmless; a resend is not
+            store.discard_partial_response(spec.request_id)
+    duration_ms = (time.monotonic() - started) * 1000
     if response.status_code >= 400:
-        return result(
-            Outcome.HTTP_ERROR, response.status_code, f"HTTP {response.status_code} {response.reason_phrase}", size
-        )
-    return result(Outcome.SUCCESS, response.status_code, size=size)
+        error_text = f"HTTP {response.status_code} {response.reason_phrase}"
+        return AttemptResult(Outcome.HTTP_ERROR, response.status_code, error_text, size, duration_ms)
+    return AttemptResult(Outcome.SUCCESS, response.status_code, None, size, duration_ms)
+
+
+def _judge(error: Exception, spec: RequestSpec, progress: _Progress) -> tuple[Outcome, str]:
+    """The one place that turns what an attempt raised into an outcome and a clear error."""
+    where = progress.phase
+    if isinstance(error, AttemptCancelled):
+        return Outcome.CANCELLED, f"cancelled while {where}"
+    if isinstance(error, httpx.TimeoutException):
+        detail = "" if str(error) == DEADLINE_PASSED else f": {error or type(error).__name__}"
+        return Outcome.TIMEOUT, f"timeout after {spec.timeout:g}s while {where}{detail}"
+    if isinstance(error, EgressBlocked):
+        return Outcome.BLOCKED, str(error)
+    if isinstance(error, ResponseTooLarge):
+        return Outcome.TOO_LARGE, str(error)
+    if isinstance(error, httpx.TooManyRedirects | RedirectRefused):
+        return Outcome.INVALID, str(error)
+    if isinstance(error, RequestUnsendable):
+        return Outcome.INVALID, f"the request cannot be sent: {error}"
+    if isinstance(error, httpx.LocalProtocolError | httpx.UnsupportedProtocol | httpx.InvalidURL | UnicodeError):
+        # httpx or h11 refused what we asked it to send (a header value, a URL).
+        return Outcome.INVALID, f"the request cannot be sent: {type(error).__name__}: {error}"
+    if isinstance(error, BadEncoding | httpx.DecodingError):
+        # The server's answer contradicts its own Content-Encoding: like a body cut
+        # short, a broken answer (a proxy, a cache, a bad deploy) may be fine next time.
+        return Outcome.BAD_RESPONSE, f"HTTP {progress.status_code}, {error}"
+    if isinstance(error, httpx.TransportError | httpx.StreamError):
+        return Outcome.NETWORK_ERROR, f"{type(error).__name__} while {where}: {error}"
+    if isinstance(error, ResponseNotSaved):
+        cause = error.__cause__ or error
+        if is_disk_full(cause):
+            return Outcome.DISK_FULL, f"no space left to save the response: {cause}"
+        return Outcome.STORE_ERROR, f"cannot save the response: {cause}"
+    # Anything else (an httpx, h11 or bghttp bug) must not become a resend nobody
+    # allowed: the attempt fails and says what happened.
+    return Outcome.INVALID, f"unexpected {type(error).__name__} while {where}: {error}"
+
+
+# ---------------------------------------------------------------- sending
+def _send_following_redirects(
+    http: httpx.Client,
+    store: FileStore,
+    spec: RequestSpec,
+    open_files: contextlib.ExitStack,
+    limits: AttemptLimits,
+    progress: _Progress,
+) -> httpx.Response:
+    hop = Hop(spec.method, _parse_url(spec.url), list(spec.headers), keeps_body=True)
+    for redirects in range(MAX_REDIRECTS + 1):
+        progress.phase, progress.status_code = "connecting", None
+        request = _build_request(http, store, spec, hop, open_files, limits)
+        request.extensions["trace"] = progress.trace
+        response = http.send(request, stream=True, follow_redirects=False)
+        if not is_redirect(response):
+            return response
+        progress.status_code = response.status_code
+        try:
+            _drain_redirect_body(response)
+        finally:
+            response.close()
+        if redirects == MAX_REDIRECTS:
+            break
+        hop = next_hop(hop.method, request.url, hop.headers, response, keeps_body=hop.keeps_body)
+    raise httpx.TooManyRedirects(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _parse_url(url: str) -> httpx.URL:
+    try:
+        return httpx.URL(url)
+    except (httpx.InvalidURL, ValueError, TypeError) as error:
+        raise RequestUnsendable(f"invalid URL: {error}") from None
+
+
+def _drain_redirect_body(response: httpx.Response) -> None:
+    read = 0
+    for chunk in response.iter_raw():
+        read += len(chunk)
+        if read > REDIRECT_BODY_LIMIT:
+            return  # not worth reading: the connection is closed instead of reused
 
 
 def _build_request(
-    http: httpx.Client, store: FileStore, spec: RequestSpec, open_files: contextlib.ExitStack
+    http: httpx.Client,
+    store: FileStore,
+    spec: RequestSpec,
+    hop: Hop,
+    open_files: contextlib.ExitStack,
+    limits: AttemptLimits,
 ) -> httpx.Request:
-    timeout = httpx.Timeout(spec.timeout)
+    # Per operation httpx waits at most the attempt's timeout; attempt_io ends
+    # every operation at the attempt's deadline, and this bounds the wait for a pooled connection.
+    timeout = httpx.Timeout(spec.timeout, pool=max(limits.deadline - time.monotonic(), 0.001))
+    try:
+        return _build(http, store, spec, hop, open_files, timeout)
+    except (OSError, StoreError) as error:
+        raise RequestUnsendable(f"its stored body cannot be read: {error}") from None
+    except (httpx.InvalidURL, UnicodeError, ValueError, TypeError) as error:
+        raise RequestUnsendable(f"{type(error).__name__}: {error}") from None
+
+
+def _build(
+    http: httpx.Client,
+    store: FileStore,
+    spec: RequestSpec,
+    hop: Hop,
+    open_files: contextlib.ExitStack,
+    timeout: httpx.Timeout,
+) -> httpx.Request:
+    if not hop.keeps_body:  # a redirect turned the request into a GET
+        return http.build_request(hop.method, hop.url, headers=hop.headers, timeout=timeout)
     if spec.is_multipart:
         fields: dict[str, list[str]] = {}
         for name, value in spec.form_fields or []:
@@ -144,15 +272,15 @@ def _build_request(
             files.append((part.field, (part.filename, handle, part.content_type)))
         if files:
             return http.build_request(
-                spec.method, spec.url, headers=spec.headers, data=fields, files=files, timeout=timeout
+                hop.method, hop.url, headers=hop.headers, data=fields, files=files, timeout=timeout
             )
         # httpx sends a form without files urlencoded; the caller asked for multipart.
         body, content_type = _fields_only_multipart(fields)
-        headers = [(k, v) for k, v in spec.headers if k.lower() != "content-type"]
+        headers = [(k, v) for k, v in hop.headers if k.lower() != "content-type"]
         headers.append(("Content-Type", content_type))
-        return http.build_request(spec.method, spec.url, headers=headers, content=body, timeout=timeout)
+        return http.build_request(hop.method, hop.url, headers=headers, content=body, timeout=timeout)
     content = store.body_path(spec.request_id).read_bytes() if spec.has_body else None
-    return http.build_request(spec.method, spec.url, headers=spec.headers, content=content, timeout=timeout)
+    return http.build_request(hop.method, hop.url, headers=hop.headers, content=content, timeout=timeout)
 
 
 def _fields_only_multipart(fields: dict[str, list[str]]) -> tuple[bytes, str]:
@@ -165,46 +293,93 @@ def _fields_only_multipart(fields: dict[str, list[str]]) -> tuple[bytes, str]:
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def _stream_body(
+# --------------------------------------------------------------- receiving
+def _save_body(
     response: httpx.Response,
     store: FileStore,
     request_id: str,
-    deadline: float,
+    limits: AttemptLimits,
     max_bytes: int | None,
-    is_cancelled: Callable[[], bool],
+    started: float,
 ) -> int:
-    size = 0
-    next_cancel_check = time.monotonic() + CANCEL_CHECK_SECONDS
-    with store.open_private(store.response_part_path(request_id)) as out:
-        for chunk in _chunks(response):
-            size += len(chunk)
-            if max_bytes is not None and size > max_bytes:
-                raise ResponseTooLarge(f"response body passed BGHTTP_MAX_RESPONSE_BYTES={max_bytes}")
-            out.write(chunk)
-            now = time.monotonic()
-            if now > deadline:
-                raise DeadlineExceeded("the attempt ran past its timeout while reading the body")
-            if now >= next_cancel_check:
-                next_cancel_check = now + CANCEL_CHECK_SECONDS
-                if is_cancelled():
-                    raise AttemptCancelled()
-        out.flush()
-        store.sync_file(out.fileno())
+    """Stream the body (decoded, in bounded steps) to the ``.part`` file, then commit it with its metadata."""
+    # The names as the server spelled them (multi_items() lower-cases them).
+    encoding = response.headers.encoding
+    raw_headers = [(name.decode(encoding), value.decode(encoding)) for name, value in response.headers.raw]
+    codings = content_codings(raw_headers)
+    decoder = BodyDecoder(codings) if can_decode(codings) else None
+    if response.is_stream_consumed:  # built in memory (httpx.MockTransport): httpx has read and decoded it
+        raw_chunks: Iterable[bytes] = [response.content]
+        decoder = None
+    else:
+        raw_chunks = response.iter_raw()
+    size = raw_size = 0
+
+    def admit(chunk: bytes) -> bytes:
+        nonlocal size
+        size += len(chunk)
+        if max_bytes is not None and max(size, raw_size) > max_bytes:
+            raise ResponseTooLarge(f"response body passed BGHTTP_MAX_RESPONSE_BYTES={max_bytes}")
+        limits.check(httpx.ReadTimeout)  # the deadline and cancel, also while the data is already buffered
+        return chunk
+
+    try:
+        out = store.open_private(store.response_part_path(request_id))
+    except OSError as error:
+        raise ResponseNotSaved() from error
+    with out:
+        for raw in raw_chunks:
+            raw_size += len(raw)
+            for chunk in decoder.feed(raw) if decoder is not None else (raw,):
+                _write(out, admit(chunk))
+        if decoder is not None:
+            for chunk in decoder.finish() if raw_size else ():
+                _write(out, admit(chunk))
+        try:
+            out.flush()
+            store.sync_file(out.fileno())
+        except (OSError, StoreError) as error:
+            raise ResponseNotSaved() from error
+    decoded = decoder is not None and raw_size > 0
+    try:
+        store.commit_response(request_id, _metadata(response, raw_headers, size, raw_size, decoded, started))
+    except (OSError, StoreError) as error:
+        raise ResponseNotSaved() from error
     return size
 
 
-def _chunks(response: httpx.Response) -> Iterator[bytes]:
-    yield from response.iter_bytes(CHUNK_SIZE)
+def _write(out: IO[bytes], chunk: bytes) -> None:
+    try:
+        out.write(chunk)
+    except OSError as error:
+        raise ResponseNotSaved() from error
 
 
-def _metadata(response: httpx.Response, size: int, started: float) -> dict[str, Any]:
+def _metadata(
+    response: httpx.Response,
+    raw_headers: list[tuple[str, str]],
+    size: int,
+    raw_size: int,
+    decoded: bool,
+    started: float,
+) -> dict[str, Any]:
+    """The saved headers describe the saved file; when it was decoded, the server's own stay in ``raw_headers``."""
+    headers = raw_headers
+    metadata: dict[str, Any] = {}
+    if decoded:
+        dropped = {"content-encoding", "content-length"}
+        headers = [(k, v) for k, v in raw_headers if k.lower() not in dropped] + [("Content-Length", str(size))]
+        metadata["decoded_content_encoding"] = ", ".join(v for k, v in raw_headers if k.lower() == "content-encoding")
+        metadata["raw_headers"] = [list(pair) for pair in raw_headers]
     return {
         "status_code": response.status_code,
         "reason": response.reason_phrase,
-        "headers": [list(pair) for pair in response.headers.multi_items()],
+        "headers": [list(pair) for pair in headers],
         "url": str(response.url),
         "http_version": response.http_version,
         "elapsed_ms": round((time.monotonic() - started) * 1000, 3),
         "size": size,
+        "raw_size": raw_size,
+        **metadata,
         "saved_at": time.time(),
     }

@@ -19,14 +19,25 @@ class Outcome(enum.StrEnum):
     HTTP_ERROR = "http_error"  # the server answered with a status >= 400
     TIMEOUT = "timeout"
     NETWORK_ERROR = "network_error"  # refused, reset, DNS failure, unreachable
+    BAD_RESPONSE = "bad_response"  # the answer contradicts its own headers (e.g. a body that is not gzip)
     DISK_FULL = "disk_full"  # the response could not be written
+    STORE_ERROR = "store_error"  # the response could not be saved for another reason (EIO, EACCES ...)
     TOO_LARGE = "too_large"  # the response passed BGHTTP_MAX_RESPONSE_BYTES
     BLOCKED = "blocked"  # the egress policy refused the address
-    INVALID = "invalid"  # the request cannot be sent at all (e.g. too many redirects)
+    INVALID = "invalid"  # the request cannot be sent at all (a header httpx refuses, too many redirects ...)
     CANCELLED = "cancelled"  # the request was cancelled while it ran
 
 
-_RETRYABLE = frozenset({Outcome.HTTP_ERROR, Outcome.TIMEOUT, Outcome.NETWORK_ERROR, Outcome.DISK_FULL})
+_RETRYABLE = frozenset(
+    {
+        Outcome.HTTP_ERROR,
+        Outcome.TIMEOUT,
+        Outcome.NETWORK_ERROR,
+        Outcome.BAD_RESPONSE,
+        Outcome.DISK_FULL,
+        Outcome.STORE_ERROR,
+    }
+)
 
 
 def is_retryable(outcome: Outcome) -> bool:

@@ -242,8 +242,10 @@ class RequestRunner:
             # The network is down: this attempt does not spend a retry.
             log.warning("attempt_failed_offline", error=result.error)
             uncounted = dataclasses.replace(attempt, counted=False)
-            self._record_attempt(spec, uncounted, last_error=result.error)
-            return self._wait_for_network(spec, self.store.read_status(spec.request_id) or record, log)
+            record = self._record_attempt(spec, uncounted, result, lambda r: r.evolve(last_error=result.error))
+            if record.is_terminal:
+                return record
+            return self._wait_for_network(spec, record, log)
         if is_retryable(outcome) and record.retries_used < spec.max_retries:
             retry_number = record.retries_used + 1
             delay = backoff_seconds(retry_number, self.settings.backoff_scale)
@@ -256,20 +258,23 @@ class RequestRunner:
                 # Spend the retry and record the due time under the *current*
                 # token: the message we hold comes back (redelivered, or retried by
                 # Dramatiq) and then waits until it is due, as the new one would have.
-                self.store.update_status(
-                    spec.request_id,
+                self._record_attempt(
+                    spec,
+                    attempt,
+                    result,
                     lambda r: r.evolve(
                         phase=Phase.WAITING_RETRY,
                         retries_used=retry_number,
                         next_attempt_at=due,
                         last_error=result.error,
                         last_status_code=result.status_code,
-                        attempts=_replace_last(r.attempts, attempt),
                     ),
                 )
                 raise
-            return self.store.update_status(
-                spec.request_id,
+            return self._record_attempt(
+                spec,
+                attempt,
+                result,
                 lambda r: r.evolve(
                     phase=Phase.WAITING_RETRY,
                     token=max(r.token, new_token),
@@ -277,7 +282,6 @@ class RequestRunner:
                     next_attempt_at=due,
                     last_error=result.error,
                     last_status_code=result.status_code,
-                    attempts=_replace_last(r.attempts, attempt),
                 ),
             )
         log.error("request_failed", error=result.error, retries_used=record.retries_used)
@@ -286,8 +290,10 @@ class RequestRunner:
     def _finish(
         self, spec: RequestSpec, attempt: AttemptRecord, status: RequestStatus, result: AttemptResult
     ) -> StatusRecord:
-        return self.store.update_status(
-            spec.request_id,
+        return self._record_attempt(
+            spec,
+            attempt,
+            result,
             lambda r: r.evolve(
                 status=status,
                 phase=Phase.DONE,
@@ -295,14 +301,35 @@ class RequestRunner:
                 completed_at=time.time(),
                 last_error=result.error,
                 last_status_code=result.status_code,
-                attempts=_replace_last(r.attempts, attempt),
             ),
         )
 
-    def _record_attempt(self, spec: RequestSpec, attempt: AttemptRecord, **changes: Any) -> None:
-        self.store.update_status(
-            spec.request_id, lambda r: r.evolve(attempts=_replace_last(r.attempts, attempt), **changes)
-        )
+    def _record_attempt(
+        self,
+        spec: RequestSpec,
+        attempt: AttemptRecord,
+        result: AttemptResult,
+        change: Callable[[StatusRecord], StatusRecord],
+    ) -> StatusRecord:
+        """Record the finished ``attempt`` and apply ``change`` to the status.
+
+        A request cancelled while the attempt ran is final already: it stays
+        ``cancelled`` (what ``cancel()`` answered stays true), but its attempt
+        record still says how the attempt really ended (a response the server
+        delivered is saved, with its status code), so no sent request is hidden.
+        """
+
+        def apply(r: StatusRecord) -> StatusRecord:
+            attempts = _replace_last(r.attempts, attempt)
+            if r.is_terminal:
+                return r.evolve(
+                    attempts=attempts,
+                    last_error=result.error if result.error is not None else r.last_error,
+                    last_status_code=result.status_code if result.status_code is not None else r.last_status_code,
+                )
+            return change(r).evolve(attempts=attempts)
+
+        return self.store.update_status(spec.request_id, apply, amend_terminal=True)
 
     def _wait_for_network(self, spec: RequestSpec, record: StatusRecord, log: Any) -> StatusRecord:
         log.info("waiting_for_network", recheck_in_s=self.settings.connectivity_interval)
@@ -323,7 +350,10 @@ class RequestRunner:
         )
 
     def _is_cancelled(self, request_id: str) -> bool:
-        record = self.store.read_status(request_id)
+        try:
+            record = self.store.read_status(request_id)
+        except StoreError:  # cannot tell now: go on, the next check (0.2 s later) may
+            return False
         return record is not None and record.status is RequestStatus.CANCELLED
 
 

@@ -358,11 +358,14 @@ class FileStore:
         change: Callable[[StatusRecord], StatusRecord | None],
         *,
         durable: bool = True,
+        amend_terminal: bool = False,
     ) -> StatusRecord:
         """Apply ``change`` to the current record under the request's status lock.
 
         ``change`` returns the new record, or None to leave it as it is. A
-        terminal record is final: ``change`` is not called for one.
+        terminal record is final: ``change`` is not called for one, unless
+        ``amend_terminal`` (the worker recording how an attempt that was running
+        when the request was cancelled ended; ``change`` must keep the status).
         ``durable=False`` skips the fsync: for a change that a power loss may
         undo without harm (the record then shows the state before it).
         """
@@ -378,7 +381,7 @@ class FileStore:
             if data is None:
                 raise UnknownRequest(f"no request {request_id!r} in the store")
             current = StatusRecord.from_json(data)
-            if current.is_terminal:
+            if current.is_terminal and not amend_terminal:
                 return current
             new = change(current)
             if new is None or new == current:

@@ -165,8 +165,8 @@ def _query_pairs(query: QueryArg) -> list[tuple[str, str]]:
         raise InvalidRequest("query_parameters must be a mapping of names to values")
     pairs: list[tuple[str, str]] = []
     for key, value in query.items():
-        if not isinstance(key, str) or not key:
-            raise InvalidRequest(f"query parameter names must be non-empty strings, got {key!r}")
+        if not isinstance(key, str) or not key or not _is_text(key):
+            raise InvalidRequest(f"query parameter names must be non-empty text, got {key!r}")
         values = value if isinstance(value, (list, tuple)) else [value]
         for item in values:
             pairs.append((key, _scalar(item, f"query parameter {key!r}")))

@@ -23,7 +23,7 @@ URL = "http://127.0.0.1:9/x"
 def offline_settings(tmp_path: Path) -> Settings:
     """A real store; the queue is never used because every case fails before publishing."""
     settings = Settings(broker_url=RABBITMQ_URL, store_dir=tmp_path / "store", queue_name=unique_queue(), fsync=False)
-    settings.store_dir.mkdir(mode=0o700)  # FileStore() creates nothing until its first write
+    settings.store_dir.mkdir(mode=0o700)  # an existing store (reading never creates one)
     return settings
 
 

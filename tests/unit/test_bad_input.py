@@ -55,6 +55,7 @@ BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
     (URL, {"headers": {"X-Num": 5}}, "string value"),
     (URL, {"query_parameters": {"a": None}}, "query parameter 'a'"),
     (URL, {"query_parameters": ["a", "b"]}, "query_parameters must be a mapping"),
+    (URL, {"query_parameters": {"\ud800": "x"}}, "query parameter names must be non-empty text"),
 ]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bghttp.attempt_io import AttemptLimits
 from bghttp.errors import InvalidRequest
-from bghttp.execution import _build_request
+from bghttp.execution import _build_request, _parse_url
 from bghttp.models import MultipartFile
+from bghttp.redirects import Hop
 from bghttp.store import FileStore
 from bghttp.validation import prepare_request
 
@@ -78,7 +81,9 @@ def _accepted_request_is_sendable(store: FileStore, method: str, url: str, **opt
     spec = prepared.spec
     assert store.create_request(spec, body=prepared.body, files=prepared.files) is not None
     with httpx.Client() as http, contextlib.ExitStack() as open_files:
-        request = _build_request(http, store, spec, open_files)
+        hop = Hop(spec.method, _parse_url(spec.url), list(spec.headers), keeps_body=True)
+        limits = AttemptLimits(time.monotonic() + spec.timeout, spec.timeout, lambda: False)
+        request = _build_request(http, store, spec, hop, open_files, limits)
         assert _write_with_h11(request).startswith(method.upper().encode())
     store.delete(spec.request_id)
 
