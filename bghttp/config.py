@@ -1,7 +1,7 @@
 """Settings: one dataclass, read from ``BGHTTP_*`` environment variables in one place.
 
-Every variable is documented in the README's "Configuration" table; keep the two
-in step. Every value is checked here, when a ``Settings`` is made (from the
+Every variable is documented in docs/configuration.md's table (tests/test_docs.py
+checks that); keep the two in step. Every value is checked here, when a ``Settings`` is made (from the
 environment or directly): a bad one raises :class:`ConfigError` naming the
 variable and what it accepts, before anything starts.
 """
