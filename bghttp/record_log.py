@@ -24,8 +24,10 @@ the rewrite and the truncate could read a torn first line and nothing else.)
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
+import mmap
 import os
 import zlib
 from typing import Any
@@ -90,17 +92,71 @@ def _decode(line: bytes) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def append(fd: int, record: dict[str, Any], *, sync: bool) -> int:
+@dataclasses.dataclass(frozen=True)
+class Tail:
+    """What an uncached read found: the latest version, the file's size and its last byte."""
+
+    record: dict[str, Any] | None
+    size: int
+    last_byte: bytes | None
+
+
+def read_uncached(path: str | os.PathLike[str]) -> Tail:
+    """The latest version in the file at ``path``, read around the client's caches.
+
+    For a store on a filesystem shared by several hosts (see ``shared_fs``): a
+    client there may cache the file's size and pages, so ``read_last`` could
+    miss a line appended through another host. Here the file is opened with
+    ``O_DIRECT`` (so every read goes to the server) and read to its end, never
+    trusting a size. Buffers and offsets are page-aligned, as ``O_DIRECT``
+    requires on block devices; FUSE and NFS accept any. A filesystem that
+    refuses ``O_DIRECT`` is read the ordinary way.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECT", 0))
+    except OSError as error:
+        if error.errno != errno.EINVAL:
+            raise
+        fd = os.open(path, os.O_RDONLY)
+    try:
+        data = _read_direct(fd)
+    finally:
+        os.close(fd)
+    record = last_valid(data)
+    if record is None and b"\n" in data.strip(b"\0"):
+        raise CorruptRecord("no valid record in the file")
+    return Tail(record, len(data), data[-1:] or None)
+
+
+def _read_direct(fd: int) -> bytes:
+    buffer = mmap.mmap(-1, TAIL_BYTES)  # page-aligned
+    chunks = []
+    offset = 0
+    with buffer:
+        while True:
+            count = os.preadv(fd, [buffer], offset)
+            chunks.append(buffer[:count])
+            offset += count
+            if count < TAIL_BYTES:  # the end of the file (the next offset would not be aligned)
+                return b"".join(chunks)
+
+
+def append(fd: int, record: dict[str, Any], *, sync: bool, tail: Tail | None = None) -> int:
     """Append ``record`` to the open file ``fd`` (opened for reading and writing, not O_APPEND).
 
     Returns the new size. A file whose end a crash tore (part of a line, or
     zeros) gets a newline first: the fragment becomes a bad line of its own that
     readers skip, instead of the prefix of this line, which would then fail its
-    checksum and be lost.
+    checksum and be lost. ``tail``, from ``read_uncached`` under the same lock,
+    gives the file's real end where ``fstat`` may answer from a cache.
     """
     line = encode(record)
-    size = os.fstat(fd).st_size
-    if size and _last_byte(fd, size) != b"\n":
+    if tail is not None:
+        size, last = tail.size, tail.last_byte
+    else:
+        size = os.fstat(fd).st_size
+        last = _last_byte(fd, size) if size else None
+    if size and last != b"\n":
         line = b"\n" + line
     _write_all(fd, line, size)
     if sync:

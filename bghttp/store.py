@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from . import record_log
+from . import record_log, shared_fs
 from .durability import GroupCommit
 from .errors import InvalidRequestId, RequestRunning, StoreError, UnknownRequest
 from .models import Phase, RequestSpec, RequestStatus, StatusRecord
@@ -96,6 +96,9 @@ class FileStore:
         self._group_commit = GroupCommit(self.root)
         self._deferred = threading.local()
         self._layout_ready = False  # nothing on disk is touched until the first write
+        # On a filesystem several hosts mount, records are read around the client's caches
+        # (see ``shared_fs``); a mount whose caches cannot be read around is refused here.
+        self.shared = shared_fs.check(self.root) is not None
 
     def _ensure_layout(self) -> None:
         """Create the store's directories (0700); called by writes only, once per instance."""
@@ -137,7 +140,7 @@ class FileStore:
         """Inside the block this thread's writes skip their fsyncs; leaving it waits
         for one shared filesystem sync that makes them all durable (see ``durability``).
         """
-        if not self.fsync:
+        if not self.fsync or self.shared:  # a shared store's syncfs may not reach its server (FUSE)
             yield
             return
         self._deferred.active = True
@@ -377,7 +380,8 @@ class FileStore:
         except OSError as error:
             raise StoreError(f"cannot open {path}: {error}") from error
         try:
-            data = self._read_record_fd(fd, path)
+            tail = self._read_tail(path)
+            data = self._read_record_fd(fd, path) if tail is None else tail.record
             if data is None:
                 raise UnknownRequest(f"no request {request_id!r} in the store")
             current = StatusRecord.from_json(data)
@@ -386,7 +390,7 @@ class FileStore:
             new = change(current)
             if new is None or new == current:
                 return current
-            self._append_record(fd, path, new.to_json(), durable=durable)
+            self._append_record(fd, path, new.to_json(), durable=durable, tail=tail)
             return new
         finally:
             os.close(fd)
@@ -410,7 +414,24 @@ class FileStore:
                 raise
             os.close(fd)  # replaced while we waited: lock the file that is there now
 
+    def _read_tail(self, path: Path) -> record_log.Tail | None:
+        """A shared store's record, read around the client's caches (None: a local store reads its fd)."""
+        if not self.shared:
+            return None
+        try:
+            return record_log.read_uncached(path)
+        except (OSError, record_log.CorruptRecord) as error:
+            raise StoreError(f"cannot read {path}: {error}") from error
+
     def _read_record(self, path: Path) -> dict[str, Any] | None:
+        if self.shared:
+            try:
+                tail = self._read_tail(path)
+            except StoreError as error:
+                if isinstance(error.__cause__, FileNotFoundError):
+                    return None
+                raise
+            return None if tail is None else tail.record
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
@@ -429,13 +450,24 @@ class FileStore:
         except (OSError, record_log.CorruptRecord) as error:
             raise StoreError(f"cannot read {path}: {error}") from error
 
-    def _append_record(self, fd: int, path: Path, record: dict[str, Any], *, durable: bool = True) -> None:
-        """Append a version (the caller holds the file's lock); compact a file grown too long."""
+    def _append_record(
+        self, fd: int, path: Path, record: dict[str, Any], *, durable: bool = True, tail: record_log.Tail | None = None
+    ) -> None:
+        """Append a version (the caller holds the file's lock); compact a file grown too long.
+
+        On a shared store the append goes at the end an uncached read found, and
+        is flushed to the server before the caller lets the lock go (else the
+        next host to take it could read the version before it). Its files are
+        never compacted: another host could still open the replaced file.
+        """
         try:
-            size = record_log.append(fd, record, sync=self._must_sync(durable))
-        except OSError as error:
+            if self.shared and tail is None:
+                tail = record_log.read_uncached(path)
+            sync = self._must_sync(durable) or self.shared
+            size = record_log.append(fd, record, sync=sync, tail=tail)
+        except (OSError, record_log.CorruptRecord) as error:
             raise StoreError(f"cannot write {path}: {error}") from error
-        if size > record_log.COMPACT_BYTES:
+        if size > record_log.COMPACT_BYTES and not self.shared:
             # A new file with the latest version only, renamed over the old one (which
             # ends with the same version, for readers that have it open).
             self._write_atomic(path, record_log.encode(record))

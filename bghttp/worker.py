@@ -22,6 +22,7 @@ from .gate import ConnectivityGate
 from .logs import configure_logging
 from .metrics import metrics_middleware, observe_attempt
 from .runner import RequestRunner
+from .shared_fs import check as check_shared_store
 from .store import FileStore
 
 #: Internal failures (an unreadable store, a bug) are retried a few times by
@@ -113,6 +114,7 @@ def setup_worker_broker(settings: Settings | None = None) -> tuple[dramatiq.Brok
     """Create the worker's broker, make it Dramatiq's global one, declare the actor."""
     settings = settings or Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
+    check_shared_store(settings.store_dir)  # a shared store with unsafe caches stops the worker here, in one line
     # One monitor per worker process, shared by the gate and the runner.
     connectivity = MonitorHolder(settings)
     broker = create_broker(settings, worker_middleware(settings, connectivity))
