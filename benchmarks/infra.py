@@ -80,9 +80,18 @@ def _create_cost(directory: Path, count: int) -> float:
 
 
 @contextlib.contextmanager
-def bench_settings(*, fsync: bool = True, queue_type: str = "classic") -> Iterator[Settings]:
-    """Settings with a unique queue (deleted afterwards) and a new store (see ``scratch_dir``)."""
-    store = scratch_dir("bghttp-bench-store-")
+def bench_settings(
+    *, fsync: bool = True, queue_type: str = "classic", store_root: Path | None = None
+) -> Iterator[Settings]:
+    """Settings with a unique queue (deleted afterwards) and a new store (see ``scratch_dir``).
+
+    ``store_root``: make the store there instead (a shared mount, ``--store-dir``); removed afterwards.
+    """
+    if store_root is not None:
+        store = Path(tempfile.mkdtemp(prefix="bghttp-bench-store-", dir=store_root))
+        atexit.register(shutil.rmtree, store, ignore_errors=True)
+    else:
+        store = scratch_dir("bghttp-bench-store-")
     settings = Settings(
         broker_url=BROKER_URL,
         store_dir=store,

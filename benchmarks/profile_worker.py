@@ -1,17 +1,20 @@
 """Profile the worker's per-message path in-process: ``RequestRunner.run`` against the target server.
 
-    python -m benchmarks.profile_worker [--count 2000] [--fsync on|off] [--top 25]
+    python -m benchmarks.profile_worker [--count 2000] [--fsync on|off] [--top 25] [--store-dir DIR]
 
 No broker and no Dramatiq: this isolates what bghttp itself does per message
 (load the spec, claim, status writes, the HTTP call, streaming the body,
 committing the response). It prints the wall time per message, how many
-files each message writes and fsyncs, and cProfile's top functions.
+files each message writes and fsyncs, the file operations (system calls) per
+message, and cProfile's top functions. ``--store-dir`` puts the store under DIR
+(a shared mount, where each file operation is a network round trip).
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import fcntl
 import io
 import os
 import pstats
@@ -47,8 +50,14 @@ class _Counter:
         setattr(owner, name, counted)
 
 
-def profile(url: str, count: int, fsync: bool, top: int, use_profiler: bool = True) -> str:
-    store_dir = Path(tempfile.mkdtemp(prefix="bghttp-bench-profile-"))
+#: The file operations counted per message (each a round trip to the server on a shared filesystem).
+FILE_OPERATIONS = ("open", "close", "read", "pread", "preadv", "write", "pwrite", "fsync", "stat", "fstat",
+                   "replace", "rename", "unlink", "scandir", "mkdir")
+
+
+def profile(url: str, count: int, fsync: bool, top: int, use_profiler: bool = True,
+            store_root: Path | None = None) -> str:
+    store_dir = Path(tempfile.mkdtemp(prefix="bghttp-bench-profile-", dir=store_root))
     try:
         return _profile(store_dir, url, count, fsync, top, use_profiler)
     finally:
@@ -67,7 +76,9 @@ def _profile(store_dir: Path, url: str, count: int, fsync: bool, top: int, use_p
     counter = _Counter()
     counter.wrap(store, "_write_atomic")
     counter.wrap(store, "_write_status")
-    counter.wrap(os, "fsync")
+    for name in FILE_OPERATIONS:
+        counter.wrap(os, name)
+    counter.wrap(fcntl, "flock")
     profiler = cProfile.Profile()
     started = time.perf_counter()
     if use_profiler:
@@ -76,7 +87,7 @@ def _profile(store_dir: Path, url: str, count: int, fsync: bool, top: int, use_p
         runner.run(request_id, 1)
     profiler.disable()
     elapsed = time.perf_counter() - started
-    per = {name: value / count for name, value in counter.counts.items()}
+    per = {name: round(value / count, 2) for name, value in sorted(counter.counts.items())}
     out = io.StringIO()
     out.write(f"{count} messages, BGHTTP_FSYNC={int(fsync)}: {elapsed / count * 1000:.3f} ms per message "
               f"({'profiled' if use_profiler else 'not profiled'}), per message: {per}\n")
@@ -94,10 +105,12 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--no-profile", action="store_true", help="only time the runs")
     parser.add_argument("--log-level", default="INFO", help="worker log level (JSON logs go to stderr)")
+    parser.add_argument("--store-dir", type=Path, help="make the store under this directory (default: a temp dir)")
     args = parser.parse_args()
     configure_logging("json", args.log_level, force=True)
     with start_target() as target:
-        print(profile(target.small_url, args.count, args.fsync == "on", args.top, not args.no_profile))
+        print(profile(target.small_url, args.count, args.fsync == "on", args.top, not args.no_profile,
+                      args.store_dir))
 
 
 if __name__ == "__main__":

@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queue-type", default="classic",
                         help="W1 bghttp variants: classic, quorum or classic,quorum (the others use classic)")
     parser.add_argument("--broker-url", help="RabbitMQ URL(s), ';'-separated (default: BGHTTP_BENCH_BROKER_URL)")
+    parser.add_argument("--store-dir", type=Path, action="append", default=[],
+                        help="W1 also runs with its store under this directory (e.g. a shared mount); repeatable")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the results")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
@@ -93,7 +95,8 @@ def _run_one(name: str, sizes: Sizes, target: Target, args: argparse.Namespace, 
     if name == "W1":
         queue_types = [part.strip() for part in args.queue_type.split(",") if part.strip()]
         return workloads.throughput("W1", "GET", target.small_url, sizes.gets, processes=p, threads=t,
-                                    fsync_variants=fsync_variants, queue_types=queue_types)
+                                    fsync_variants=fsync_variants, queue_types=queue_types,
+                                    store_roots=[None, *args.store_dir])
     if name == "W2":
         return workloads.throughput("W2", "POST", target.small_url, sizes.posts, processes=p, threads=t,
                                     fsync_variants=[True])

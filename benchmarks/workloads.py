@@ -113,9 +113,10 @@ def run_bghttp_drain(
     fsync: bool,
     log_level: str = "INFO",
     queue_type: str = "classic",
+    store_root: Path | None = None,
 ) -> float:
     """Submit ``count`` requests (bulk, in chunks) to running workers; seconds until the last one completed."""
-    with bench_settings(fsync=fsync, queue_type=queue_type) as settings, worker_group(
+    with bench_settings(fsync=fsync, queue_type=queue_type, store_root=store_root) as settings, worker_group(
         settings, processes=processes, threads=threads, log_level=log_level
     ) as group, BackgroundHttpClient(settings) as client:
         requests = [
@@ -168,6 +169,7 @@ def throughput(
     threads: int,
     fsync_variants: Iterable[bool],
     queue_types: Iterable[str] = ("classic",),
+    store_roots: Iterable[Path | None] = (None,),
 ) -> Result:
     result = Result(
         name,
@@ -184,17 +186,22 @@ def throughput(
     sweep = best_baseline(method, url, count)
     queue_types = list(queue_types)
     rates = {
-        (fsync, queue_type): count
-        / run_bghttp_drain(method, url, count, processes=processes, threads=threads, fsync=fsync, queue_type=queue_type)
+        (fsync, queue_type, root): count
+        / run_bghttp_drain(
+            method, url, count, processes=processes, threads=threads, fsync=fsync, queue_type=queue_type,
+            store_root=root,
+        )
+        for root in store_roots
         for queue_type in queue_types
         for fsync in fsync_variants
     }
     best_threads = min(sweep, key=lambda t: sweep[t])
     rerun = best_baseline(method, url, count, [best_threads])[best_threads]
     base_rate = count / min(sweep[best_threads], rerun)
-    for (fsync, queue_type), rate in rates.items():
+    for (fsync, queue_type, root), rate in rates.items():
         kind = f", {queue_type} queue" if queue_types != ["classic"] else ""
-        label = f"requests/s (BGHTTP_FSYNC={int(fsync)}{kind})"
+        where = "" if root is None else f", store on {root}"
+        label = f"requests/s (BGHTTP_FSYNC={int(fsync)}{kind}{where})"
         result.rows.append(Row(label, f"{rate:,.0f}", f"{base_rate:,.0f}", _ratio(rate, base_rate)))
     result.notes.append(
         "baseline per thread count (requests/s): "

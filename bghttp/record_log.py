@@ -101,8 +101,8 @@ class Tail:
     last_byte: bytes | None
 
 
-def read_uncached(path: str | os.PathLike[str]) -> Tail:
-    """The latest version in the file at ``path``, read around the client's caches.
+def read_uncached(file: str | os.PathLike[str] | int) -> Tail:
+    """The latest version in the file at a path (or an fd opened ``O_DIRECT``), read around the client's caches.
 
     For a store on a filesystem shared by several hosts (see ``shared_fs``): a
     client there may cache the file's size and pages, so ``read_last`` could
@@ -112,16 +112,19 @@ def read_uncached(path: str | os.PathLike[str]) -> Tail:
     requires on block devices; FUSE and NFS accept any. A filesystem that
     refuses ``O_DIRECT`` is read the ordinary way.
     """
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECT", 0))
-    except OSError as error:
-        if error.errno != errno.EINVAL:
-            raise
-        fd = os.open(path, os.O_RDONLY)
-    try:
-        data = _read_direct(fd)
-    finally:
-        os.close(fd)
+    if isinstance(file, int):
+        data = _read_direct(file)
+    else:
+        try:
+            fd = os.open(file, os.O_RDONLY | getattr(os, "O_DIRECT", 0))
+        except OSError as error:
+            if error.errno != errno.EINVAL:
+                raise
+            fd = os.open(file, os.O_RDONLY)
+        try:
+            data = _read_direct(fd)
+        finally:
+            os.close(fd)
     record = last_valid(data)
     if record is None and b"\n" in data.strip(b"\0"):
         raise CorruptRecord("no valid record in the file")

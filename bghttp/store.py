@@ -167,7 +167,7 @@ class FileStore:
 
     def sync_new_request(self, request_id: str) -> None:
         """fsync every file and directory entry that ``create_request`` made for ``request_id``."""
-        if not self.fsync:
+        if not self.fsync or self.shared:  # a shared store synced each of them as it wrote it
             return
         files = [self.request_path(request_id), self._path("status", request_id)]
         body, copies = self.body_path(request_id), self.files_dir(request_id)
@@ -182,6 +182,10 @@ class FileStore:
             raise StoreError(f"cannot make request {request_id} durable: {error}") from error
 
     def _must_sync(self, durable: bool = True) -> bool:
+        if self.shared:
+            # Every write syncs itself: the one filesystem sync that would cover deferred
+            # writes (``syncfs``) does not reach the server of a FUSE filesystem.
+            return self.fsync and durable
         if not (self.fsync and durable) or getattr(self._deferred, "skip", False):
             return False
         if getattr(self._deferred, "active", False):
@@ -415,7 +419,11 @@ class FileStore:
             os.close(fd)  # replaced while we waited: lock the file that is there now
 
     def _read_tail(self, path: Path) -> record_log.Tail | None:
-        """A shared store's record, read around the client's caches (None: a local store reads its fd)."""
+        """A shared store's record, read around the client's caches (None: a local store reads its fd).
+
+        Through an ``O_DIRECT`` fd of its own: the caller's fd is for appending, and an
+        ``O_DIRECT`` write must be block-aligned on the server (GlusterFS passes the flag on).
+        """
         if not self.shared:
             return None
         try:

@@ -139,13 +139,18 @@ def test_sigkill_of_every_worker_on_one_host_mid_load_loses_nothing_and_sends_no
     fleet: Fleet, base_settings: Settings, start_worker: Callable[..., WorkerProcess], counting_server: CountingServer
 ) -> None:
     count = 600
-    workers = {host: start_worker(fleet.settings(base_settings, host), processes=2, threads=4) for host in WORKER_HOSTS}
     with BackgroundHttpClient(base_settings) as client:
-        ids = []
-        for n in range(count):
+
+        def submit(n: int) -> str:
             fail = 1 if n % 3 == 0 else 0
-            url = counting_server.url(f"/wait?id=k{n}&delay=0.05&fail={fail}")
-            ids.append(client.get(url, request_id=f"k{n}", retries=2).request_id)
+            url = counting_server.url(f"/wait?id=k{n}&delay=0.2&fail={fail}")
+            return client.get(url, request_id=f"k{n}", retries=2).request_id
+
+        with ThreadPoolExecutor(8) as pool:  # all queued first, so that the kill lands mid-load
+            ids = list(pool.map(submit, range(count)))
+        workers = {
+            host: start_worker(fleet.settings(base_settings, host), processes=2, threads=4) for host in WORKER_HOSTS
+        }
         wait_until(lambda: sum(counting_server.hits.values()) >= count // 4, timeout=300)
         workers["host-a"].kill()  # the dramatiq master and both worker processes, at once
         killed_at = time.time()
@@ -168,6 +173,7 @@ def test_sigkill_of_every_worker_on_one_host_mid_load_loses_nothing_and_sends_no
         f"recorded attempts {sum(r.attempt_count for r in records.values() if r)}"
     )
     assert after_kill > count // 4
+    assert interrupted > 0  # host-a died with attempts in flight
 
 
 def test_one_request_id_submitted_from_two_hosts_at_once_is_one_request_sent_once(
