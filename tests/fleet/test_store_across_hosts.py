@@ -6,6 +6,7 @@ RabbitMQ: these are the store's own guarantees, the ground the fleet tests stand
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
@@ -56,6 +57,33 @@ def test_status_changes_from_two_hosts_at_once_lose_none(fleet: Fleet) -> None:
     record = client.read_status("shared")
     assert record is not None
     assert record.token == 1 + 2 * BUMPS_PER_HOST
+
+
+def test_two_hosts_creating_one_id_in_a_new_store_at_once_create_it_once(fleet: Fleet) -> None:
+    """Each round, both hosts create one request ID in an empty store at the same moment: its
+    ID lock file is created by both at once too."""
+    rounds = 100
+    start_at = str(time.time() + 3)
+    hosts = [
+        subprocess.Popen(
+            [
+                *(sys.executable, "-m", "tests.fleet.hostproc", "create"),
+                str(fleet.stores[host]),
+                "x",
+                str(rounds),
+                start_at,
+            ],
+            cwd=PROJECT_ROOT,
+            env=worker_env({}),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for host in ("host-a", "host-b")
+    ]
+    results = [json.loads(host.communicate(timeout=240)[0]) for host in hosts]
+    errors = results[0]["errors"] + results[1]["errors"]
+    assert errors == [], f"{len(errors)} errors, the first: {errors[0]}"
+    assert sorted(results[0]["created"] + results[1]["created"]) == list(range(rounds))  # once per round
 
 
 def test_a_change_on_one_host_is_read_at_once_on_another(fleet: Fleet) -> None:
