@@ -148,6 +148,8 @@ def teardown() -> None:
             run("umount", "-l", str(point), check=False)  # busy: detach it now, gone once unused
         if point.exists():
             point.rmdir()
+    if MOUNT_ROOT.exists() and not any(MOUNT_ROOT.iterdir()):
+        MOUNT_ROOT.rmdir()
     if shutil.which("gluster") is None or not glusterd_up():
         return
     present = volumes()
