@@ -22,6 +22,7 @@ from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from .config import Settings
 from .errors import BrokerUnavailable
+from .lifecycle import message_args
 
 ACTOR_NAME = "execute_request"
 
@@ -69,7 +70,7 @@ def request_message(queue_name: str, request_id: str, token: int) -> dramatiq.Me
     return dramatiq.Message(
         queue_name=queue_name,
         actor_name=ACTOR_NAME,
-        args=(request_id, token),
+        args=message_args(request_id, token),
         kwargs={},
         options={},
     )

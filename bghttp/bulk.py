@@ -35,6 +35,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from .broker import BROKER_ERRORS, request_message
 from .durability import sync_filesystem
 from .errors import BrokerUnavailable, InvalidRequest
+from .lifecycle import RequestLifecycle, is_unconfirmed
 from .models import RequestInfo, StatusRecord
 from .validation import PreparedRequest, prepare_request
 
@@ -89,7 +90,7 @@ def submit_many(client: BackgroundHttpClient, requests: Iterable[RequestLike]) -
                 record, is_new = client._store_or_existing(request)
                 if is_new:
                     created.append(record)
-                if is_new or not (record.published or record.is_terminal):
+                if is_new or is_unconfirmed(record):
                     to_publish.append(record)
                 path = client.store.request_path(record.request_id)
                 infos.append(RequestInfo(record.request_id, path, record.status))
@@ -103,7 +104,7 @@ def submit_many(client: BackgroundHttpClient, requests: Iterable[RequestLike]) -
         raise
     created_ids = {record.request_id for record in created}
     for record in to_publish:
-        marked = client.store.mark_published(record.request_id, record.generation)
+        marked = RequestLifecycle(client.store).mark_published(record.request_id, record.generation)
         if not marked and record.request_id not in created_ids:
             # An unconfirmed request found in the store vanished before it was
             # marked: submit this item on its own, through the single-submit path.

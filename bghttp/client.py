@@ -38,7 +38,8 @@ from .errors import (
     UnknownRequest,
     WaitTimeout,
 )
-from .models import Phase, RequestInfo, RequestStatus, Response, StatusRecord
+from .lifecycle import RequestLifecycle, is_unconfirmed
+from .models import RequestInfo, RequestStatus, Response, StatusRecord
 from .store import FileStore, validate_request_id
 from .validation import FilesArg, HeadersArg, PreparedRequest, QueryArg, prepare_request
 
@@ -126,7 +127,7 @@ class BackgroundHttpClient:
         """Store ``prepared`` (or settle on the request that has its ID) and see it on its way."""
         for _ in range(SUBMIT_ROUNDS):
             record, created = self._store_or_existing(prepared)
-            unconfirmed = created or not (record.published or record.is_terminal)
+            unconfirmed = created or is_unconfirmed(record)
             if unconfirmed and not self._confirm(record, created):
                 continue  # the unconfirmed request we found is gone: submit ours
             return RequestInfo(record.request_id, self.store.request_path(record.request_id), record.status)
@@ -163,7 +164,7 @@ class BackgroundHttpClient:
             if kept and isinstance(error, Exception) and not isinstance(error, StoreError):
                 return True  # another message got through: on its way
             raise
-        return self.store.mark_published(request_id, generation) or created
+        return RequestLifecycle(self.store).mark_published(request_id, generation) or created
 
     def _publish_durably(self, request_id: str, token: int) -> None:
         """Publish the first run while the request's new files are fsynced; return when both are done.
@@ -298,10 +299,7 @@ class BackgroundHttpClient:
     def cancel(self, request_id: str) -> StatusRecord:
         """Cancel a request that is not terminal; a running one stops at its next check."""
         validate_request_id(request_id)
-        return self.store.update_status(
-            request_id,
-            lambda r: r.evolve(status=RequestStatus.CANCELLED, phase=Phase.DONE, completed_at=time.time()),
-        )
+        return RequestLifecycle(self.store).cancel(request_id)
 
     def remove(self, request_id: str, *, wait: float = REMOVE_WAIT_SECONDS) -> bool:
         """Remove every file of a request; False if it was unknown.

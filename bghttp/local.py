@@ -42,6 +42,7 @@ from .broker import ACTOR_NAME, create_broker, publish_request
 from .config import LOCAL_BROKER, Settings
 from .connectivity import MonitorHolder
 from .errors import LocalWorkerDied, StoreError
+from .lifecycle import parse_message_args
 from .logs import configure_logging, get_logger
 from .models import Phase, StatusRecord
 from .recovery import recover_pending
@@ -136,11 +137,7 @@ class ThreadWatch(Middleware):
 
 
 def _request_key(message: AnyMessage | MessageProxy) -> tuple[str, int] | None:
-    if message.actor_name != ACTOR_NAME or not message.args:
-        return None
-    request_id = message.args[0]
-    token = message.args[1] if len(message.args) > 1 else 1
-    return (str(request_id), int(token))
+    return parse_message_args(message.args) if message.actor_name == ACTOR_NAME else None
 
 
 def is_orphaned(record: StatusRecord, now: float, orphan_after: float) -> bool:

@@ -1,15 +1,23 @@
-"""The one place that decides what is retryable and how long to wait.
+"""The one place that decides what happens after an attempt: retry, wait, fail.
 
-The schedule is the original plugin's: after error number n the request waits
-``min(2**n, 512)`` seconds (2, 4, 8 … 512), times ``BGHTTP_BACKOFF_SCALE``.
-There is no jitter: users rely on the exact schedule.
+:func:`decide` turns an attempt's outcome into a :class:`Decision` that the
+runner carries out: complete, cancelled, retry (after a delay), wait for the
+network (no retry spent), or fail. The schedule is the original plugin's: after
+error number n the request waits ``min(2**n, 512)`` seconds (2, 4, 8 … 512),
+times ``BGHTTP_BACKOFF_SCALE``. There is no jitter: users rely on the exact schedule.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+from collections.abc import Callable
 
 MAX_BACKOFF_SECONDS = 512
+#: Attempts during which the worker died (killed, out of memory) do not spend a
+#: retry; this many of them fail the request, so a response that kills every
+#: worker cannot loop forever.
+MAX_INTERRUPTED_ATTEMPTS = 5
 
 
 class Outcome(enum.StrEnum):
@@ -49,3 +57,56 @@ def backoff_seconds(retry_number: int, scale: float = 1.0) -> float:
     if retry_number < 1:
         raise ValueError("retry_number starts at 1")
     return float(min(2**retry_number, MAX_BACKOFF_SECONDS) * scale)
+
+
+#: Outcomes an outage causes (a connect that times out as much as one refused):
+#: after one the runner asks the connectivity monitor at once.
+OUTAGE_OUTCOMES = frozenset({Outcome.NETWORK_ERROR, Outcome.TIMEOUT})
+
+
+class Verdict(enum.Enum):
+    COMPLETE = "complete"
+    CANCELLED = "cancelled"
+    RETRY = "retry"  # publish the next run after ``delay`` seconds; spends retry ``retry_number``
+    WAIT_FOR_NETWORK = "wait_for_network"  # the network is down: no retry spent
+    FAIL = "fail"
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    retry_number: int = 0
+    delay: float = 0.0
+
+
+def decide(
+    outcome: Outcome,
+    *,
+    retries_used: int,
+    max_retries: int,
+    backoff_scale: float = 1.0,
+    network_down: Callable[[], bool] | None = None,
+) -> Decision:
+    """What to do after an attempt that ended with ``outcome``.
+
+    ``network_down`` (asked only after an outcome an outage may cause) says
+    whether the network is down now; an attempt that failed for that reason
+    spends no retry.
+    """
+    if outcome is Outcome.SUCCESS:
+        return Decision(Verdict.COMPLETE)
+    if outcome is Outcome.CANCELLED:
+        return Decision(Verdict.CANCELLED)
+    if outcome in OUTAGE_OUTCOMES and network_down is not None and network_down():
+        return Decision(Verdict.WAIT_FOR_NETWORK)
+    if is_retryable(outcome) and retries_used < max_retries:
+        retry_number = retries_used + 1
+        return Decision(Verdict.RETRY, retry_number, backoff_seconds(retry_number, backoff_scale))
+    return Decision(Verdict.FAIL)
+
+
+def interrupted_failure(unfinished_attempts: int) -> str | None:
+    """The error that fails a request whose attempts keep killing the worker, or None to run it again."""
+    if unfinished_attempts >= MAX_INTERRUPTED_ATTEMPTS:
+        return f"the worker died during {unfinished_attempts} attempts"
+    return None

@@ -10,9 +10,10 @@ decides the next step under that claim:
                          record ``waiting_retry``;
 * network down        -> publish a re-check, record ``waiting_network``; no retry spent.
 
-The next message is published *before* the status record names its token, so a
-crash between the two leaves a message that is still accepted (its token is
-newer). Messages whose token is older than the record's are stale and dropped.
+What to do after an attempt is the retry policy's :func:`~bghttp.retry_policy.decide`;
+every status change and the token rules are :mod:`bghttp.lifecycle`'s. This
+module only carries them out, in the order that keeps a request safe: the next
+message is published *before* the status record names its token.
 """
 
 from __future__ import annotations
@@ -25,14 +26,15 @@ from typing import Any, Protocol
 
 import httpx
 
-from . import record_log
+from . import lifecycle, record_log
 from .config import Settings
 from .errors import BrokerUnavailable, StoreError, UnknownRequest
 from .execution import AttemptResult, perform_attempt
+from .lifecycle import RequestLifecycle
 from .logs import get_logger
-from .models import AttemptRecord, Phase, RequestSpec, RequestStatus, StatusRecord
+from .models import AttemptRecord, RequestSpec, RequestStatus, StatusRecord
 from .redaction import request_secrets, scrub
-from .retry_policy import Outcome, backoff_seconds, is_retryable
+from .retry_policy import MAX_INTERRUPTED_ATTEMPTS, Verdict, decide, interrupted_failure
 from .store import FileStore
 
 #: A message may arrive this early (clock skew between hosts) and still run.
@@ -42,15 +44,6 @@ SUCCESSOR_CLAIM_WAIT_SECONDS = 10.0
 #: How long a message with the current token waits for a claim held by another
 #: message before it concludes that the holder is running this very run.
 DUPLICATE_CLAIM_GRACE_SECONDS = 1.0
-#: Attempts during which the worker died (killed, out of memory) do not spend a
-#: retry; this many of them fail the request, so a response that kills every
-#: worker cannot loop forever.
-MAX_INTERRUPTED_ATTEMPTS = 5
-
-#: Outcomes an outage causes (a connect that times out as much as one refused):
-#: after one the runner asks the connectivity monitor at once.
-OUTAGE_OUTCOMES = frozenset({Outcome.NETWORK_ERROR, Outcome.TIMEOUT})
-
 Publish = Callable[[str, int, "float | None"], None]
 
 
@@ -75,6 +68,7 @@ class RequestRunner:
         self.publish = publish
         self.connectivity = connectivity
         self.on_attempt = on_attempt
+        self.lifecycle = RequestLifecycle(store)
 
     # ------------------------------------------------------------------ entry
     def run(self, request_id: str, token: int) -> None:
@@ -103,13 +97,14 @@ class RequestRunner:
                     # No valid version in the whole file: no retry can help, and nothing can be recorded.
                     log.error("request_unreadable_status_not_written", error=str(error), store=str(self.store.root))
                     return
-                if record is None or record.is_terminal or token < record.token:
-                    log.info("message_dropped", reason="stale" if record and not record.is_terminal else "terminal")
+                why_not = lifecycle.why_not_run(record, token)
+                if record is None or why_not is not None:
+                    log.info("message_dropped", reason="stale" if why_not == "stale" else "terminal")
                     return
                 if claimed:
                     if spec is None:
                         self._fail_unreadable(request_id, str(unreadable), log)
-                    elif record.generation != spec.generation:
+                    elif not lifecycle.is_same_request(spec, record):
                         # The request was removed and its ID submitted again after we
                         # read the spec: ours is not the request that is there now.
                         log.info("message_dropped", reason="request replaced")
@@ -157,12 +152,7 @@ class RequestRunner:
         """End a request whose file no worker can read: failed, with the reason (no retry helps)."""
         log.error("request_unreadable", error=error)
         try:
-            self.store.update_status(
-                request_id,
-                lambda r: r.evolve(
-                    status=RequestStatus.FAILED, phase=Phase.DONE, completed_at=time.time(), last_error=error
-                ),
-            )
+            self.lifecycle.fail(request_id, error)
         except (StoreError, UnknownRequest) as status_error:
             log.error("request_unreadable_status_not_written", error=str(status_error), store=str(self.store.root))
 
@@ -172,33 +162,23 @@ class RequestRunner:
         if record.next_attempt_at is not None and record.next_attempt_at - now > EARLY_TOLERANCE_SECONDS:
             # Never run early: hand the message back for the time that is left.
             # Keep the due time whatever the phase (the gate may have marked it waiting_network).
-            self._reschedule(spec, record, record.phase, record.next_attempt_at - now, keep_due=True)
+            token = lifecycle.next_token(record)
+            self.publish(spec.request_id, token, record.next_attempt_at - now)
+            self.lifecycle.defer(spec.request_id, token)
             return
         if self.connectivity is not None and not self.connectivity.is_online():
             self._wait_for_network(spec, record, log)
             return
 
-        interrupted = sum(1 for attempt in record.attempts if attempt.finished_at is None)
-        if interrupted >= MAX_INTERRUPTED_ATTEMPTS:
-            error = f"the worker died during {interrupted} attempts"
+        error = interrupted_failure(sum(1 for attempt in record.attempts if attempt.finished_at is None))
+        if error is not None:
             log.error("request_failed", error=error)
-            self.store.update_status(
-                spec.request_id,
-                lambda r: r.evolve(
-                    status=RequestStatus.FAILED, phase=Phase.DONE, completed_at=now, last_error=error
-                ),
-            )
+            self.lifecycle.fail(spec.request_id, error)
             return
 
         number = record.attempt_count + 1
         started = AttemptRecord(number=number, started_at=now, due_at=record.next_attempt_at)
-        record = self.store.update_status(
-            spec.request_id,
-            lambda r: r.evolve(phase=Phase.RUNNING, token=token, next_attempt_at=None, attempts=(*r.attempts, started)),
-            # A process crash keeps this record (it is written before the request is
-            # sent); only a power loss can undo it, and the request then just runs again.
-            durable=False,
-        )
+        record = self.lifecycle.mark_running(spec.request_id, token, started)
         if record.is_terminal:  # cancelled between our checks
             return
         log = log.bind(attempt=number)
@@ -231,123 +211,63 @@ class RequestRunner:
     def _settle(
         self, spec: RequestSpec, record: StatusRecord, attempt: AttemptRecord, result: AttemptResult, log: Any
     ) -> StatusRecord:
-        outcome = result.outcome
-        if outcome is Outcome.SUCCESS:
+        """Carry out the retry policy's decision on the finished ``attempt``."""
+        request_id = spec.request_id
+        connectivity = self.connectivity
+        decision = decide(
+            result.outcome,
+            retries_used=record.retries_used,
+            max_retries=spec.max_retries,
+            backoff_scale=self.settings.backoff_scale,
+            network_down=None if connectivity is None else lambda: not connectivity.check_now(),
+        )
+        verdict = decision.verdict
+        if verdict is Verdict.COMPLETE:
             log.info("request_completed", response_bytes=result.response_bytes)
-            return self._finish(spec, attempt, RequestStatus.COMPLETED, result)
-        if outcome is Outcome.CANCELLED:
+            return self._finish(request_id, attempt, RequestStatus.COMPLETED)
+        if verdict is Verdict.CANCELLED:
             log.info("request_cancelled")
-            return self._finish(spec, attempt, RequestStatus.CANCELLED, result)
-        if outcome in OUTAGE_OUTCOMES and self.connectivity is not None and not self.connectivity.check_now():
-            # The network is down: this attempt does not spend a retry.
+            return self._finish(request_id, attempt, RequestStatus.CANCELLED)
+        if verdict is Verdict.WAIT_FOR_NETWORK:
             log.warning("attempt_failed_offline", error=result.error)
-            uncounted = dataclasses.replace(attempt, counted=False)
-            record = self._record_attempt(spec, uncounted, result, lambda r: r.evolve(last_error=result.error))
+            record = self.lifecycle.record_attempt(request_id, attempt, lambda r: lifecycle.offline_attempt(r, attempt))
             if record.is_terminal:
                 return record
             return self._wait_for_network(spec, record, log)
-        if is_retryable(outcome) and record.retries_used < spec.max_retries:
-            retry_number = record.retries_used + 1
-            delay = backoff_seconds(retry_number, self.settings.backoff_scale)
+        if verdict is Verdict.RETRY:
+            retry_number, delay = decision.retry_number, decision.delay
             log.warning("attempt_failed", error=result.error, retry=retry_number, retry_in_s=delay)
-            new_token = record.token + 1
+            new_token = lifecycle.next_token(record)
             due = time.time() + delay
             try:
-                self.publish(spec.request_id, new_token, delay)
+                self.publish(request_id, new_token, delay)
             except BrokerUnavailable:
                 # Spend the retry and record the due time under the *current*
                 # token: the message we hold comes back (redelivered, or retried by
                 # Dramatiq) and then waits until it is due, as the new one would have.
-                self._record_attempt(
-                    spec,
-                    attempt,
-                    result,
-                    lambda r: r.evolve(
-                        phase=Phase.WAITING_RETRY,
-                        retries_used=retry_number,
-                        next_attempt_at=due,
-                        last_error=result.error,
-                        last_status_code=result.status_code,
-                    ),
-                )
+                self._schedule_retry(request_id, attempt, retry_number, due, None)
                 raise
-            return self._record_attempt(
-                spec,
-                attempt,
-                result,
-                lambda r: r.evolve(
-                    phase=Phase.WAITING_RETRY,
-                    token=max(r.token, new_token),
-                    retries_used=retry_number,
-                    next_attempt_at=due,
-                    last_error=result.error,
-                    last_status_code=result.status_code,
-                ),
-            )
+            return self._schedule_retry(request_id, attempt, retry_number, due, new_token)
         log.error("request_failed", error=result.error, retries_used=record.retries_used)
-        return self._finish(spec, attempt, RequestStatus.FAILED, result)
+        return self._finish(request_id, attempt, RequestStatus.FAILED)
 
-    def _finish(
-        self, spec: RequestSpec, attempt: AttemptRecord, status: RequestStatus, result: AttemptResult
+    def _finish(self, request_id: str, attempt: AttemptRecord, status: RequestStatus) -> StatusRecord:
+        return self.lifecycle.record_attempt(request_id, attempt, lambda r: lifecycle.finish(r, attempt, status))
+
+    def _schedule_retry(
+        self, request_id: str, attempt: AttemptRecord, retry_number: int, due: float, token: int | None
     ) -> StatusRecord:
-        return self._record_attempt(
-            spec,
+        return self.lifecycle.record_attempt(
+            request_id,
             attempt,
-            result,
-            lambda r: r.evolve(
-                status=status,
-                phase=Phase.DONE,
-                next_attempt_at=None,
-                completed_at=time.time(),
-                last_error=result.error,
-                last_status_code=result.status_code,
-            ),
+            lambda r: lifecycle.schedule_retry(r, attempt, retry_number=retry_number, due=due, token=token),
         )
-
-    def _record_attempt(
-        self,
-        spec: RequestSpec,
-        attempt: AttemptRecord,
-        result: AttemptResult,
-        change: Callable[[StatusRecord], StatusRecord],
-    ) -> StatusRecord:
-        """Record the finished ``attempt`` and apply ``change`` to the status.
-
-        A request cancelled while the attempt ran is final already: it stays
-        ``cancelled`` (what ``cancel()`` answered stays true), but its attempt
-        record still says how the attempt really ended (a response the server
-        delivered is saved, with its status code), so no sent request is hidden.
-        """
-
-        def apply(r: StatusRecord) -> StatusRecord:
-            attempts = _replace_last(r.attempts, attempt)
-            if r.is_terminal:
-                return r.evolve(
-                    attempts=attempts,
-                    last_error=result.error if result.error is not None else r.last_error,
-                    last_status_code=result.status_code if result.status_code is not None else r.last_status_code,
-                )
-            return change(r).evolve(attempts=attempts)
-
-        return self.store.update_status(spec.request_id, apply, amend_terminal=True)
 
     def _wait_for_network(self, spec: RequestSpec, record: StatusRecord, log: Any) -> StatusRecord:
         log.info("waiting_for_network", recheck_in_s=self.settings.connectivity_interval)
-        return self._reschedule(spec, record, Phase.WAITING_NETWORK, self.settings.connectivity_interval)
-
-    def _reschedule(
-        self, spec: RequestSpec, record: StatusRecord, phase: Phase, delay: float, *, keep_due: bool = False
-    ) -> StatusRecord:
-        new_token = record.token + 1
-        self.publish(spec.request_id, new_token, delay)
-        return self.store.update_status(
-            spec.request_id,
-            lambda r: r.evolve(
-                phase=phase,
-                token=max(r.token, new_token),
-                next_attempt_at=r.next_attempt_at if keep_due else None,
-            ),
-        )
+        token = lifecycle.next_token(record)
+        self.publish(spec.request_id, token, self.settings.connectivity_interval)
+        return self.lifecycle.wait_for_network(spec.request_id, token)
 
     def _is_cancelled(self, request_id: str) -> bool:
         try:
@@ -364,7 +284,4 @@ def _host(url: str) -> str | None:
         return None
 
 
-def _replace_last(attempts: tuple[AttemptRecord, ...], attempt: AttemptRecord) -> tuple[AttemptRecord, ...]:
-    if attempts and attempts[-1].number == attempt.number:
-        return (*attempts[:-1], attempt)
-    return (*attempts, attempt)
+__all__ = ["EARLY_TOLERANCE_SECONDS", "MAX_INTERRUPTED_ATTEMPTS", "RequestRunner"]

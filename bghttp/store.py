@@ -55,7 +55,8 @@ from typing import IO, Any
 from . import record_log
 from .durability import GroupCommit
 from .errors import InvalidRequestId, RequestRunning, StoreError, UnknownRequest
-from .models import Phase, RequestSpec, RequestStatus, StatusRecord
+from .lifecycle import is_untouched, new_record
+from .models import RequestSpec, StatusRecord
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
@@ -277,7 +278,7 @@ class FileStore:
         the new status record, or None when the ID exists already (nothing is
         changed then). If anything fails, nothing of the new request is left.
         The record says ``published=False`` until the submit confirmed its
-        first message (``mark_published``).
+        first message (``lifecycle.mark_published``).
         """
         with self._id_lock(spec.request_id):
             return self._create_locked(
@@ -306,16 +307,7 @@ class FileStore:
                 self._write_atomic(self.body_path(request_id), body)
             if files:
                 self._copy_files(request_id, files)
-            record = StatusRecord(
-                request_id=request_id,
-                status=RequestStatus.IN_PROGRESS,
-                phase=Phase.QUEUED,
-                created_at=spec.created_at,
-                updated_at=spec.created_at,
-                max_retries=spec.max_retries,
-                generation=spec.generation,
-                published=False,
-            )
+            record = new_record(spec)
             self._write_status(record)
             return record
         except BaseException:
@@ -591,18 +583,6 @@ class FileStore:
                 )
             time.sleep(CLAIM_POLL_SECONDS)
 
-    def mark_published(self, request_id: str, generation: str) -> bool:
-        """Record that a message of this request was confirmed; False if it is gone or replaced."""
-
-        def change(record: StatusRecord) -> StatusRecord | None:
-            return record.evolve(published=True) if record.generation == generation and not record.published else None
-
-        try:
-            # A power loss may undo it: then a later submit of the ID publishes once more (harmless).
-            return self.update_status(request_id, change, durable=False).generation == generation
-        except UnknownRequest:
-            return False
-
     def discard_unconfirmed(self, request_id: str, generation: str) -> bool:
         """Remove a request whose submit could not publish it; False if it must stay.
 
@@ -616,7 +596,7 @@ class FileStore:
                 record = self.read_status(request_id)
                 if record is None or record.generation != generation:
                     return True
-                if record.published or record.attempts or record.phase is not Phase.QUEUED:
+                if not is_untouched(record):
                     return False
                 self._remove_request_files(request_id)
                 return True
