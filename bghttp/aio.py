@@ -14,19 +14,21 @@ bounded pool (``max_threads``) also bounds the connections.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import concurrent.futures
 import functools
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import dramatiq
 
+from .bulk import BulkRequest
 from .client import BackgroundHttpClient, OnConflict
 from .config import Settings
-from .errors import InvalidArgument, UnknownRequest, WaitTimeout
+from .errors import InvalidArgument
 from .models import RequestInfo, RequestStatus, Response, StatusRecord
+from .waiting import DEFAULT_POLL_SECONDS, OnPoll
 
 T = TypeVar("T")
 
@@ -88,6 +90,10 @@ class AsyncBackgroundHttpClient:
     async def post_multipart(self, url: str, **options: Any) -> RequestInfo:
         return await self.request("POST", url, multipart=True, **options)
 
+    async def submit_many(self, requests: Iterable[BulkRequest | Mapping[str, Any]]) -> list[RequestInfo]:
+        """Submit many requests at once, all or nothing (see ``BackgroundHttpClient.submit_many``)."""
+        return await self._run(self.sync.submit_many, list(requests))
+
     # --------------------------------------------------------------- reads
     async def get_request_status(self, request_id: str) -> StatusRecord | None:
         return await self._run(self.sync.get_request_status, request_id)
@@ -98,21 +104,17 @@ class AsyncBackgroundHttpClient:
     async def list(self, status: RequestStatus | str | None = None, limit: int | None = None) -> list[StatusRecord]:
         return await self._run(self.sync.list, status, limit)
 
-    async def wait(self, request_id: str, timeout: float | None = None, *, poll_interval: float = 0.05) -> StatusRecord:
+    async def wait(
+        self,
+        request_id: str,
+        timeout: float | None = None,
+        *,
+        poll_interval: float = DEFAULT_POLL_SECONDS,
+        on_poll: OnPoll | None = None,
+    ) -> StatusRecord:
         """Wait until the request is terminal without blocking the loop; WaitTimeout after ``timeout`` s."""
-        if timeout is not None and not 0 <= timeout < float("inf"):  # a NaN deadline would never come
-            raise InvalidArgument(f"timeout must be a number of seconds >= 0 or None, not {timeout!r}")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            self.sync._check_local_worker()  # a dead in-process worker would leave us waiting forever
-            record = await self.get_request_status(request_id)
-            if record is None:
-                raise UnknownRequest(f"no request {request_id!r} in the store")
-            if record.is_terminal:
-                return record
-            if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(f"request {request_id!r} is still {record.phase.value} after {timeout}s")
-            await asyncio.sleep(poll_interval)
+        waiting = self.sync.wait_for(request_id, timeout, poll_interval=poll_interval, on_poll=on_poll)
+        return await waiting.run_async(functools.partial(self.get_request_status, request_id))
 
     # -------------------------------------------------------------- changes
     async def cancel(self, request_id: str) -> StatusRecord:
@@ -120,6 +122,14 @@ class AsyncBackgroundHttpClient:
 
     async def remove(self, request_id: str) -> bool:
         return await self._run(self.sync.remove, request_id)
+
+    async def gc(self, older_than: float, *, dry_run: bool = False) -> builtins.list[str]:
+        """Remove finished requests older than ``older_than`` seconds (see ``BackgroundHttpClient.gc``)."""
+        return await self._run(self.sync.gc, older_than, dry_run=dry_run)
+
+    async def recover(self) -> int:
+        """Re-send every unfinished request nobody runs (see ``BackgroundHttpClient.recover``)."""
+        return await self._run(self.sync.recover)
 
     async def close(self) -> None:
         """Wait for calls in flight, then close the pool and the client's broker connections."""

@@ -498,6 +498,13 @@ class FileStore:
     def read_response_metadata(self, request_id: str) -> dict[str, Any] | None:
         return self._read_record(self._path("response", request_id))
 
+    def partial_response_size(self, request_id: str) -> int | None:
+        """Bytes of the response an attempt is streaming now; None if none is."""
+        try:
+            return self.response_part_path(request_id).stat().st_size
+        except OSError:
+            return None
+
     def discard_partial_response(self, request_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.response_part_path(request_id).unlink()
