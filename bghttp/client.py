@@ -176,7 +176,7 @@ class BackgroundHttpClient:
             request_id=request_id,
             status_code=metadata["status_code"],
             headers=[(str(k), str(v)) for k, v in metadata["headers"]],
-            response_file_path=self.store.response_body_path(request_id),
+            response_file_path=self.store.response_file_path(request_id),
             status=record.status,
             error=record.last_error if record.status is not RequestStatus.COMPLETED else None,
             url=metadata.get("url"),
@@ -214,7 +214,7 @@ class BackgroundHttpClient:
             timeout,
             poll_interval=poll_interval,
             on_poll=on_poll,
-            where=f"the store {self.store.root}",
+            where=f"the store {self.store.location}",
             before_read=self._check_local_worker,  # a dead in-process worker would leave us waiting forever
         )
 

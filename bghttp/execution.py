@@ -32,7 +32,8 @@ from .errors import StoreError
 from .models import RequestSpec
 from .redirects import MAX_REDIRECTS, Hop, RedirectRefused, is_redirect, next_hop
 from .retry_policy import Outcome
-from .store import FileStore, is_disk_full
+from .store import is_disk_full
+from .store_api import Store
 
 #: The most of a redirect's own body that is read (so the connection can be reused).
 REDIRECT_BODY_LIMIT = 64 * 1024
@@ -121,7 +122,7 @@ class _Progress:
 
 def perform_attempt(
     http: httpx.Client,
-    store: FileStore,
+    store: Store,
     spec: RequestSpec,
     *,
     max_response_bytes: int | None = None,
@@ -193,7 +194,7 @@ def _judge(error: Exception, spec: RequestSpec, progress: _Progress) -> tuple[Ou
 # ---------------------------------------------------------------- sending
 def _send_following_redirects(
     http: httpx.Client,
-    store: FileStore,
+    store: Store,
     spec: RequestSpec,
     open_files: contextlib.ExitStack,
     limits: AttemptLimits,
@@ -235,7 +236,7 @@ def _drain_redirect_body(response: httpx.Response) -> None:
 
 def _build_request(
     http: httpx.Client,
-    store: FileStore,
+    store: Store,
     spec: RequestSpec,
     hop: Hop,
     open_files: contextlib.ExitStack,
@@ -254,7 +255,7 @@ def _build_request(
 
 def _build(
     http: httpx.Client,
-    store: FileStore,
+    store: Store,
     spec: RequestSpec,
     hop: Hop,
     open_files: contextlib.ExitStack,
@@ -268,7 +269,7 @@ def _build(
             fields.setdefault(name, []).append(value)
         files: list[tuple[str, tuple[str, IO[bytes], str]]] = []
         for part in spec.file_parts or []:
-            handle = open_files.enter_context(open(store.files_dir(spec.request_id) / part.stored_name, "rb"))
+            handle = open_files.enter_context(store.open_request_file(spec.request_id, part.stored_name))
             files.append((part.field, (part.filename, handle, part.content_type)))
         if files:
             return http.build_request(
@@ -279,7 +280,7 @@ def _build(
         headers = [(k, v) for k, v in hop.headers if k.lower() != "content-type"]
         headers.append(("Content-Type", content_type))
         return http.build_request(hop.method, hop.url, headers=headers, content=body, timeout=timeout)
-    content = store.body_path(spec.request_id).read_bytes() if spec.has_body else None
+    content = store.read_request_body(spec.request_id) if spec.has_body else None
     return http.build_request(hop.method, hop.url, headers=hop.headers, content=content, timeout=timeout)
 
 
@@ -296,7 +297,7 @@ def _fields_only_multipart(fields: dict[str, list[str]]) -> tuple[bytes, str]:
 # --------------------------------------------------------------- receiving
 def _save_body(
     response: httpx.Response,
-    store: FileStore,
+    store: Store,
     request_id: str,
     limits: AttemptLimits,
     max_bytes: int | None,
@@ -324,7 +325,7 @@ def _save_body(
         return chunk
 
     try:
-        out = store.open_private(store.response_part_path(request_id))
+        out = store.open_response_part(request_id)
     except OSError as error:
         raise ResponseNotSaved() from error
     with out:
@@ -336,9 +337,8 @@ def _save_body(
             for chunk in decoder.finish() if raw_size else ():
                 _write(out, admit(chunk))
         try:
-            out.flush()
-            store.sync_file(out.fileno())
-        except (OSError, StoreError) as error:
+            out.flush()  # made durable by commit_response
+        except OSError as error:
             raise ResponseNotSaved() from error
     decoded = decoder is not None and raw_size > 0
     try:

@@ -32,17 +32,18 @@ from .errors import BghttpError, UnknownRequest
 from .lifecycle import RequestLifecycle, is_stale, parse_message_args
 from .logs import get_logger
 from .store import FileStore
+from .store_api import Store
 
 #: The hold wakes this often to notice a worker shutdown.
 SHUTDOWN_POLL_SECONDS = 0.5
 
 
 class ConnectivityGate(Middleware):
-    def __init__(self, settings: Settings, connectivity: MonitorHolder, store: FileStore | None = None) -> None:
+    def __init__(self, settings: Settings, connectivity: MonitorHolder, store: Store | None = None) -> None:
         self.settings = settings
         self.connectivity = connectivity
         self.hold_seconds = settings.offline_hold_seconds
-        self._store = store
+        self._store: Store | None = store
         self._store_lock = threading.Lock()
         self._shutting_down = threading.Event()
 
@@ -85,7 +86,7 @@ class ConnectivityGate(Middleware):
         log.info("request_released", online=online, held_s=round(time.monotonic() - started, 3))
 
     # ------------------------------------------------------------ status
-    def _store_for_status(self) -> FileStore:
+    def _store_for_status(self) -> Store:
         with self._store_lock:
             if self._store is None:
                 self._store = FileStore(self.settings.store_dir, fsync=self.settings.fsync)

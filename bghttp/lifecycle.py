@@ -37,7 +37,7 @@ from .errors import BghttpError, UnknownRequest
 from .models import AttemptRecord, Phase, RequestSpec, RequestStatus, StatusRecord
 
 if TYPE_CHECKING:
-    from .store import FileStore as Store
+    from .store_api import Store
 
 FIRST_TOKEN = 1
 

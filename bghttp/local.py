@@ -47,6 +47,7 @@ from .logs import configure_logging, get_logger
 from .models import Phase, StatusRecord
 from .recovery import recover_pending
 from .store import FileStore
+from .store_api import Store
 from .worker import RunnerHolder, declare_actor, worker_middleware
 
 AnyMessage = dramatiq.Message[Any]
@@ -159,9 +160,9 @@ class LocalWorker:
     idempotent and cheap after its first call; :meth:`stop` is final.
     """
 
-    def __init__(self, settings: Settings, store: FileStore | None = None) -> None:
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
-        self.store = store or FileStore(settings.store_dir, fsync=settings.fsync)
+        self.store: Store = store or FileStore(settings.store_dir, fsync=settings.fsync)
         self.held = HeldMessages()
         self.watch = ThreadWatch()
         # As in a worker process: one connectivity monitor, shared by the gate and the runner.
@@ -174,7 +175,7 @@ class LocalWorker:
         self._worker: dramatiq.Worker | None = None
         self._stopped = threading.Event()
         self._scanner: threading.Thread | None = None
-        self._log = get_logger(store=str(self.store.root), mode="local")
+        self._log = get_logger(store=self.store.location, mode="local")
         self._terminal: set[str] = set()  # IDs known terminal; guarded by _scan_lock
         self._scan_lock = threading.Lock()
         self._died_logged = False

@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterable
 from .lifecycle import RequestLifecycle, next_token
 from .logs import get_logger
 from .models import StatusRecord
-from .store import FileStore
+from .store_api import Store
 
 
 def recover_pending(
-    store: FileStore,
+    store: Store,
     publish: Callable[[str, int, float | None], None],
     should_recover: Callable[[StatusRecord], bool] | None = None,
     records: Iterable[StatusRecord] | None = None,

@@ -35,7 +35,7 @@ from .logs import get_logger
 from .models import AttemptRecord, RequestSpec, RequestStatus, StatusRecord
 from .redaction import request_secrets, scrub
 from .retry_policy import MAX_INTERRUPTED_ATTEMPTS, Verdict, decide, interrupted_failure
-from .store import FileStore
+from .store_api import Store
 
 #: A message may arrive this early (clock skew between hosts) and still run.
 EARLY_TOLERANCE_SECONDS = 0.05
@@ -55,7 +55,7 @@ class Connectivity(Protocol):
 class RequestRunner:
     def __init__(
         self,
-        store: FileStore,
+        store: Store,
         settings: Settings,
         http: httpx.Client,
         publish: Publish,
@@ -74,14 +74,14 @@ class RequestRunner:
     def run(self, request_id: str, token: int) -> None:
         # Every file this run writes becomes durable in one shared filesystem sync
         # before we return (and the message is acked), instead of 5 fsyncs of its own.
-        with self.store.group_commit():
+        with self.store.batch():
             self._run(request_id, token)
 
     def _run(self, request_id: str, token: int) -> None:
         log = get_logger(request_id=request_id, token=token)
         spec, unreadable = self._load_request(request_id)
         if spec is None and unreadable is None:
-            log.warning("request_missing", store_dir=str(self.store.root), reason="not in this store; message dropped")
+            log.warning("request_missing", store_dir=self.store.location, reason="not in this store; message dropped")
             return
         if spec is not None:
             log = log.bind(method=spec.method, host=_host(spec.url))
@@ -95,7 +95,7 @@ class RequestRunner:
                     if not isinstance(error.__cause__, record_log.CorruptRecord):
                         raise  # the store may come back: Dramatiq retries the message
                     # No valid version in the whole file: no retry can help, and nothing can be recorded.
-                    log.error("request_unreadable_status_not_written", error=str(error), store=str(self.store.root))
+                    log.error("request_unreadable_status_not_written", error=str(error), store=self.store.location)
                     return
                 why_not = lifecycle.why_not_run(record, token)
                 if record is None or why_not is not None:
@@ -132,7 +132,7 @@ class RequestRunner:
         back, and Dramatiq retries the message. A file that opens but is not a
         request (cut off, edited by hand) will not get better by retrying.
         """
-        path = self.store.request_path(request_id)
+        path = self.store.request_file_path(request_id)
         try:
             spec = self.store.load_request(request_id)
         except StoreError as error:
@@ -154,7 +154,7 @@ class RequestRunner:
         try:
             self.lifecycle.fail(request_id, error)
         except (StoreError, UnknownRequest) as status_error:
-            log.error("request_unreadable_status_not_written", error=str(status_error), store=str(self.store.root))
+            log.error("request_unreadable_status_not_written", error=str(status_error), store=self.store.location)
 
     # ---------------------------------------------------------- under claim
     def _run_claimed(self, spec: RequestSpec, record: StatusRecord, token: int, log: Any) -> None:

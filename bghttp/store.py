@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import record_log
-from .durability import GroupCommit
+from .durability import Batch, Durability, fsync_path
 from .errors import InvalidRequestId, RequestRunning, StoreError, UnknownRequest
 from .lifecycle import is_untouched, new_record
 from .models import RequestSpec, StatusRecord
@@ -94,8 +94,7 @@ class FileStore:
     def __init__(self, root: str | Path, *, fsync: bool = True) -> None:
         self.root = Path(root).absolute()
         self.fsync = fsync
-        self._group_commit = GroupCommit(self.root)
-        self._deferred = threading.local()
+        self._durability = Durability(self.root, enabled=fsync, request_files=self._request_files)
         self._layout_ready = False  # nothing on disk is touched until the first write
 
     def _ensure_layout(self) -> None:
@@ -132,87 +131,64 @@ class FileStore:
     def response_part_path(self, request_id: str) -> Path:
         return self._path("response_part", request_id)
 
+    def request_file_path(self, request_id: str) -> Path:
+        """Where the request is saved (what a submit's ``RequestInfo`` names)."""
+        return self.request_path(request_id)
+
+    def response_file_path(self, request_id: str) -> Path:
+        """Where the last response's body is saved (what ``Response.response_file_path`` names)."""
+        return self.response_body_path(request_id)
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
     # ----------------------------------------------------------- durability
-    @contextlib.contextmanager
-    def group_commit(self) -> Iterator[None]:
-        """Inside the block this thread's writes skip their fsyncs; leaving it waits
-        for one shared filesystem sync that makes them all durable (see ``durability``).
-        """
-        if not self.fsync:
-            yield
-            return
-        self._deferred.active = True
-        self._deferred.wrote = False
-        try:
-            yield
-        finally:
-            self._deferred.active = False
-            if self._deferred.wrote:
-                self._group_commit.wait_durable()
+    def batch(self, *, shared: bool = True) -> contextlib.AbstractContextManager[Batch]:
+        """A unit of work: this thread's writes inside skip their fsyncs, and the batch commits
+        them at once when it is left (or earlier, by ``commit()``; see ``durability``).
 
-    @contextlib.contextmanager
-    def syncs_deferred(self) -> Iterator[None]:
-        """Inside the block this thread's writes skip their fsyncs; the caller
-        makes them durable afterwards (``sync_new_request``), e.g. while it waits
-        for something else.
+        ``shared``: one filesystem sync shared with other threads' batches (many
+        writes, many threads: the worker, a bulk submit); else an fsync of just
+        the files the batch wrote (a few files, committed beside something else).
         """
-        previous = getattr(self._deferred, "skip", False)
-        self._deferred.skip = True
-        try:
-            yield
-        finally:
-            self._deferred.skip = previous
+        return self._durability.batch(shared=shared)
 
-    def sync_new_request(self, request_id: str) -> None:
-        """fsync every file and directory entry that ``create_request`` made for ``request_id``."""
-        if not self.fsync:
-            return
+    #: The worker's name for a shared batch (kept for callers of the first version).
+    group_commit = batch
+
+    def _request_files(self, request_id: str) -> list[Path]:
+        """Every file and directory entry ``create_request`` makes for ``request_id`` that exists."""
         files = [self.request_path(request_id), self._path("status", request_id)]
         body, copies = self.body_path(request_id), self.files_dir(request_id)
         if body.exists():
             files.append(body)
         if copies.exists():
             files += [*copies.iterdir(), copies]
-        try:
-            for path in [*files, *{path.parent for path in files}]:
-                self._fsync_path(path)
-        except OSError as error:
-            raise StoreError(f"cannot make request {request_id} durable: {error}") from error
-
-    def _must_sync(self, durable: bool = True) -> bool:
-        if not (self.fsync and durable) or getattr(self._deferred, "skip", False):
-            return False
-        if getattr(self._deferred, "active", False):
-            self._deferred.wrote = True
-            return False
-        return True
-
-    def sync_file(self, fd: int) -> None:
-        """fsync ``fd`` unless fsync is off or deferred to a group commit."""
-        if self._must_sync():
-            os.fsync(fd)
+        return files
 
     # ------------------------------------------------------------ raw files
-    def _write_file(self, path: Path, data: bytes, *, exclusive: bool = False) -> None:
-        """Write ``data`` to ``path``, fsynced unless that is off or deferred.
+    def _write_file(self, path: Path, data: bytes, *, sync: bool, exclusive: bool = False) -> None:
+        """Write ``data`` to ``path``, fsynced if ``sync``.
 
         ``exclusive`` raises FileExistsError instead of overwriting a file.
         """
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC), 0o600)
         try:
             os.write(fd, data)
-            if self._must_sync():
+            if sync:
                 os.fsync(fd)
         finally:
             os.close(fd)
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
+        sync = self._durability.must_sync(path, new_entry=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            self._write_file(tmp, data)
+            self._write_file(tmp, data, sync=sync)
             os.replace(tmp, path)
-            if self._must_sync():
-                self._fsync_path(path.parent)
+            if sync:
+                fsync_path(path.parent)
         except OSError as error:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -227,10 +203,11 @@ class FileStore:
         a request file before its status record exists, a record log (whose
         reader ignores a line not yet complete).
         """
+        sync = self._durability.must_sync(path, new_entry=True)
         try:
-            self._write_file(path, data, exclusive=True)
-            if self._must_sync():
-                self._fsync_path(path.parent)
+            self._write_file(path, data, sync=sync, exclusive=True)
+            if sync:
+                fsync_path(path.parent)
         except FileExistsError:
             return False
         except OSError as error:  # the file, if it was created, is ours
@@ -238,15 +215,6 @@ class FileStore:
                 path.unlink()
             raise StoreError(f"cannot write {path}: {error}") from error
         return True
-
-    @staticmethod
-    def _fsync_path(path: Path) -> None:
-        """fsync a file or directory by name (fsync applies to the inode, whichever fd names it)."""
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
     def _read_json(self, path: Path) -> dict[str, Any] | None:
         try:
@@ -260,7 +228,8 @@ class FileStore:
             raise StoreError(f"{path} does not hold a JSON object")
         return data
 
-    def open_private(self, path: Path) -> IO[bytes]:
+    @staticmethod
+    def _open_private(path: Path) -> IO[bytes]:
         """Open a new file for writing with mode 0600."""
         return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
 
@@ -318,17 +287,42 @@ class FileStore:
         directory = self.files_dir(request_id)
         try:
             directory.mkdir(mode=0o700, exist_ok=True)
+            sync_directory = self._durability.must_sync(directory, new_entry=True)
             for source, stored_name in files:
-                with open(source, "rb") as src, self.open_private(directory / stored_name) as dst:
+                copy = directory / stored_name
+                with open(source, "rb") as src, self._open_private(copy) as dst:
                     shutil.copyfileobj(src, dst, 1024 * 1024)
                     dst.flush()
-                    self.sync_file(dst.fileno())
+                    if self._durability.must_sync(copy, new_entry=True):
+                        os.fsync(dst.fileno())
+            if sync_directory:
+                fsync_path(directory)
+                fsync_path(directory.parent)
         except OSError as error:
             raise StoreError(f"cannot copy multipart files into the store: {error}") from error
 
     def load_request(self, request_id: str) -> RequestSpec | None:
         data = self._read_json(self.request_path(request_id))
         return None if data is None else RequestSpec.from_json(data)
+
+    def read_request_body(self, request_id: str) -> bytes:
+        """The stored body of a request that has one; StoreError if it cannot be read."""
+        path = self.body_path(request_id)
+        try:
+            return path.read_bytes()
+        except OSError as error:
+            raise StoreError(f"cannot read {path}: {error}") from error
+
+    def open_request_file(self, request_id: str, stored_name: str) -> IO[bytes]:
+        """Open the stored copy of a multipart file; StoreError if it cannot be opened."""
+        if not stored_name or "/" in stored_name or stored_name in {".", ".."}:
+            # The name comes from the request file, which may have been edited by hand.
+            raise StoreError(f"{stored_name!r} is not the name of a stored file")
+        path = self.files_dir(request_id) / stored_name
+        try:
+            return open(path, "rb")
+        except OSError as error:
+            raise StoreError(f"cannot read {path}: {error}") from error
 
     def status_path_exists(self, request_id: str) -> bool:
         return self._path("status", request_id).exists()
@@ -424,7 +418,7 @@ class FileStore:
     def _append_record(self, fd: int, path: Path, record: dict[str, Any], *, durable: bool = True) -> None:
         """Append a version (the caller holds the file's lock); compact a file grown too long."""
         try:
-            size = record_log.append(fd, record, sync=self._must_sync(durable))
+            size = record_log.append(fd, record, sync=self._durability.must_sync(path, durable=durable))
         except OSError as error:
             raise StoreError(f"cannot write {path}: {error}") from error
         if size > record_log.COMPACT_BYTES:
@@ -467,19 +461,20 @@ class FileStore:
             finally:
                 os.close(fd)  # releases the flock
 
-    def is_claimed(self, request_id: str) -> bool:
-        with self.claim(request_id) as got:
-            return not got
-
     # ------------------------------------------------------------ responses
     def commit_response(self, request_id: str, metadata: dict[str, Any]) -> Path:
         """Move the streamed ``.part`` body into place, then save its metadata.
 
         Called under the request's claim, so there is one writer at a time.
         """
-        body = self.response_body_path(request_id)
+        body, part = self.response_body_path(request_id), self.response_part_path(request_id)
         try:
-            os.replace(self.response_part_path(request_id), body)
+            if self._durability.must_sync(body, new_entry=True):
+                fsync_path(part)
+                os.replace(part, body)
+                fsync_path(body.parent)
+            else:
+                os.replace(part, body)
         except OSError as error:
             raise StoreError(f"cannot save the response body of {request_id}: {error}") from error
         path = self._path("response", request_id)
@@ -497,6 +492,10 @@ class FileStore:
 
     def read_response_metadata(self, request_id: str) -> dict[str, Any] | None:
         return self._read_record(self._path("response", request_id))
+
+    def open_response_part(self, request_id: str) -> IO[bytes]:
+        """Open the file a response body is streamed into; ``commit_response`` moves it into place."""
+        return self._open_private(self.response_part_path(request_id))
 
     def partial_response_size(self, request_id: str) -> int | None:
         """Bytes of the response an attempt is streaming now; None if none is."""

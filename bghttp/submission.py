@@ -22,11 +22,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
-from .durability import sync_filesystem
 from .errors import InvalidArgument, InvalidRequest, RequestExists, RequestRunning, StoreError
 from .lifecycle import RequestLifecycle, is_unconfirmed
 from .models import RequestInfo, StatusRecord
-from .store import FileStore
+from .store_api import Batch, Store
 from .validation import PreparedRequest
 
 OnConflict = Literal["return", "reject", "replace"]
@@ -51,7 +50,7 @@ class Submission:
 
     def __init__(
         self,
-        store: FileStore,
+        store: Store,
         on_conflict: OnConflict,
         publish_one: PublishOne,
         publish_many: PublishMany,
@@ -71,13 +70,15 @@ class Submission:
     def submit(self, prepared: PreparedRequest) -> RequestInfo:
         """Store ``prepared`` (or settle on the request that has its ID) and see it on its way."""
         for _ in range(SUBMIT_ROUNDS):
-            record, created = self._store_or_existing(prepared)
-            if (created or is_unconfirmed(record)) and not self._confirm(record, created):
-                continue  # the unconfirmed request we found is gone: submit ours
-            return self._info(record)
+            # Its files are made durable by an fsync of each, beside the publish (``_publish_durably``).
+            with self.store.batch(shared=False) as batch:
+                record, created = self._store_or_existing(prepared)
+                if (created or is_unconfirmed(record)) and not self._confirm(record, created, batch):
+                    continue  # the unconfirmed request we found is gone: submit ours
+                return self._info(record)
         raise RequestExists(f"request {prepared.spec.request_id!r} keeps being removed and created by others")
 
-    def _confirm(self, record: StatusRecord, created: bool) -> bool:
+    def _confirm(self, record: StatusRecord, created: bool, batch: Batch) -> bool:
         """Publish the first message of ``record``'s request durably, then mark it published.
 
         True: the request is stored and on its way. False: a request this call
@@ -89,7 +90,7 @@ class Submission:
         """
         request_id, generation = record.request_id, record.generation
         try:
-            self._publish_durably(request_id, record.token)
+            self._publish_durably(request_id, record.token, batch)
         except BaseException as error:
             kept = created and not self.store.discard_unconfirmed(request_id, generation)
             if kept and isinstance(error, Exception) and not isinstance(error, StoreError):
@@ -97,7 +98,7 @@ class Submission:
             raise
         return self.lifecycle.mark_published(request_id, generation) or created
 
-    def _publish_durably(self, request_id: str, token: int) -> None:
+    def _publish_durably(self, request_id: str, token: int, batch: Batch) -> None:
         """Publish the first run while the request's new files are fsynced; return when both are done.
 
         The submit then waits for the slower of the two, not for their sum.
@@ -107,7 +108,8 @@ class Submission:
         was accepted. Raises what the publish raised, or ``StoreError`` if the
         fsync failed (a failing disk); ``_confirm`` decides what to remove.
         """
-        sync = self._syncer.submit(self.store.sync_new_request, request_id) if self.store.fsync else None
+        batch.add_request(request_id)  # found unconfirmed: its submitter may not have made it durable yet
+        sync = self._syncer.submit(batch.commit) if batch.needs_commit else None
         try:
             self.publish_one(request_id, token)
         except BaseException:
@@ -131,17 +133,16 @@ class Submission:
         to_publish: list[StatusRecord] = []  # created, and found unconfirmed
         infos: list[RequestInfo] = []
         try:
-            # Written without per-file fsyncs; one filesystem sync below covers them all.
-            with self.store.syncs_deferred():
+            # Written without per-file fsyncs; one filesystem sync, as the batch ends, covers them all.
+            with self.store.batch() as batch:
                 for request in prepared:
                     record, is_new = self._store_or_existing(request)
                     if is_new:
                         created.append(record)
                     if is_new or is_unconfirmed(record):
                         to_publish.append(record)
+                        batch.add_request(record.request_id)
                     infos.append(self._info(record))
-            if self.store.fsync and to_publish:
-                sync_filesystem(self.store.root)
             if to_publish:
                 self.publish_many([(record.request_id, record.token) for record in to_publish])
         except BaseException:
@@ -164,8 +165,7 @@ class Submission:
         """``(its new record, True)``, or by ``on_conflict`` ``(the record that has the ID, False)``."""
         request_id = prepared.spec.request_id
         for _ in range(SUBMIT_ROUNDS):
-            with self.store.syncs_deferred():  # made durable in _publish_durably
-                record = self.store.create_request(prepared.spec, body=prepared.body, files=prepared.files)
+            record = self.store.create_request(prepared.spec, body=prepared.body, files=prepared.files)
             if record is not None:
                 return record, True
             existing = self._resolve_conflict(request_id)
@@ -192,7 +192,7 @@ class Submission:
         return None
 
     def _info(self, record: StatusRecord) -> RequestInfo:
-        return RequestInfo(record.request_id, self.store.request_path(record.request_id), record.status)
+        return RequestInfo(record.request_id, self.store.request_file_path(record.request_id), record.status)
 
 
 def _refuse_duplicate_ids(prepared: Sequence[PreparedRequest]) -> None:

@@ -23,6 +23,7 @@ from .logs import configure_logging
 from .metrics import metrics_middleware, observe_attempt
 from .runner import RequestRunner
 from .store import FileStore
+from .store_api import Store
 
 #: Internal failures (an unreadable store, a bug) are retried a few times by
 #: Dramatiq's own Retries middleware; request errors never reach it: the
@@ -49,7 +50,7 @@ class RunnerHolder:
         self,
         settings: Settings,
         broker: dramatiq.Broker,
-        store: FileStore | None = None,
+        store: Store | None = None,
         connectivity: MonitorHolder | None = None,
     ) -> None:
         self.settings = settings
