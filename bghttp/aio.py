@@ -17,9 +17,9 @@ import asyncio
 import builtins
 import concurrent.futures
 import functools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import dramatiq
 
@@ -28,6 +28,7 @@ from .client import BackgroundHttpClient, OnConflict
 from .config import Settings
 from .errors import InvalidArgument
 from .models import RequestInfo, RequestStatus, Response, StatusRecord
+from .validation import RequestDict, RequestOptions, SubmitOptions
 from .waiting import DEFAULT_POLL_SECONDS, OnPoll
 
 T = TypeVar("T")
@@ -64,33 +65,33 @@ class AsyncBackgroundHttpClient:
         return await loop.run_in_executor(self._pool, functools.partial(function, *args, **kwargs))
 
     # ------------------------------------------------------------- submits
-    async def request(self, method: str, url: str, **options: Any) -> RequestInfo:
+    async def request(self, method: str, url: str, **options: Unpack[RequestOptions]) -> RequestInfo:
         """Submit any request; returns once it is stored and the broker confirmed it."""
         return await self._run(self.sync.request, method, url, **options)
 
-    async def get(self, url: str, **options: Any) -> RequestInfo:
+    async def get(self, url: str, **options: Unpack[RequestOptions]) -> RequestInfo:
         return await self.request("GET", url, **options)
 
-    async def head(self, url: str, **options: Any) -> RequestInfo:
+    async def head(self, url: str, **options: Unpack[RequestOptions]) -> RequestInfo:
         return await self.request("HEAD", url, **options)
 
-    async def delete(self, url: str, **options: Any) -> RequestInfo:
+    async def delete(self, url: str, **options: Unpack[RequestOptions]) -> RequestInfo:
         """Submit an HTTP DELETE. (To remove a request from the store, use ``remove``.)"""
         return await self.request("DELETE", url, **options)
 
-    async def post(self, url: str, **options: Any) -> RequestInfo:
+    async def post(self, url: str, **options: Unpack[RequestOptions]) -> RequestInfo:
         return await self.request("POST", url, **options)
 
-    async def put(self, url: str, **options: Any) -> RequestInfo:
+    async def put(self, url: str, **options: Unpack[RequestOptions]) -> RequestInfo:
         return await self.request("PUT", url, **options)
 
-    async def patch(self, url: str, **options: Any) -> RequestInfo:
+    async def patch(self, url: str, **options: Unpack[RequestOptions]) -> RequestInfo:
         return await self.request("PATCH", url, **options)
 
-    async def post_multipart(self, url: str, **options: Any) -> RequestInfo:
+    async def post_multipart(self, url: str, **options: Unpack[SubmitOptions]) -> RequestInfo:
         return await self.request("POST", url, multipart=True, **options)
 
-    async def submit_many(self, requests: Iterable[BulkRequest | Mapping[str, Any]]) -> list[RequestInfo]:
+    async def submit_many(self, requests: Iterable[BulkRequest | RequestDict]) -> list[RequestInfo]:
         """Submit many requests at once, all or nothing (see ``BackgroundHttpClient.submit_many``)."""
         return await self._run(self.sync.submit_many, list(requests))
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import dramatiq
@@ -37,7 +37,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from .broker import BROKER_ERRORS, request_message
 from .errors import BrokerUnavailable, InvalidRequest
 from .models import RequestInfo
-from .validation import PreparedRequest, prepare_request
+from .validation import FieldsArg, FilesArg, HeadersArg, PreparedRequest, QueryArg, RequestDict, prepare_request
 
 if TYPE_CHECKING:
     from .client import BackgroundHttpClient
@@ -50,17 +50,18 @@ class BulkRequest:
     method: str
     url: str
     data: Any = None
-    headers: Any = None
-    query_parameters: Any = None
+    headers: HeadersArg = None
+    query_parameters: QueryArg = None
     timeout: float | None = None
     request_id: str | None = None
     retries: int = 0
-    fields: Any = None
-    files: Any = None
+    fields: FieldsArg = None
+    files: FilesArg = None
     multipart: bool = False
 
 
-RequestLike = BulkRequest | Mapping[str, Any]
+#: A bulk item: a BulkRequest, or a mapping with the same keys (``method`` and ``url`` required).
+RequestLike = BulkRequest | RequestDict
 
 #: Transactions tried, each on a fresh connection after a failure (like Dramatiq's enqueue).
 PUBLISH_ATTEMPTS = 2

@@ -13,9 +13,9 @@ import builtins
 import contextlib
 import functools
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import dramatiq
 
@@ -25,11 +25,20 @@ from .bulk import BulkRequest
 from .config import Settings
 from .errors import InvalidArgument, RequestRunning, UnknownRequest
 from .lifecycle import RequestLifecycle
-from .models import RequestInfo, RequestStatus, Response, StatusRecord
+from .models import Headers, RequestInfo, RequestStatus, Response, StatusRecord
 from .recovery import recover_pending
 from .store import FileStore, validate_request_id
 from .submission import OnConflict, Submission, check_on_conflict
-from .validation import FilesArg, HeadersArg, QueryArg, prepare_request
+from .validation import (
+    FieldsArg,
+    FilesArg,
+    HeadersArg,
+    QueryArg,
+    RequestDict,
+    RequestOptions,
+    SubmitOptions,
+    prepare_request,
+)
 from .waiting import DEFAULT_POLL_SECONDS, OnPoll, Wait
 
 #: How long ``remove`` waits for a cancelled attempt to stop before raising RequestRunning.
@@ -66,7 +75,7 @@ class BackgroundHttpClient:
         if isinstance(broker, dramatiq.Broker):
             self.broker = broker
         elif self.settings.is_local:
-            from .local import LocalWorker  # type: ignore[import-not-found,unused-ignore]  # built only when asked for
+            from .local import LocalWorker  # built only when asked for
 
             self._local_worker = LocalWorker(self.settings, self.store)
             self.broker = self._local_worker.broker
@@ -86,7 +95,7 @@ class BackgroundHttpClient:
         timeout: float | None = None,
         request_id: str | None = None,
         retries: int = 0,
-        fields: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
+        fields: FieldsArg = None,
         files: FilesArg = None,
         multipart: bool = False,
     ) -> RequestInfo:
@@ -125,29 +134,29 @@ class BackgroundHttpClient:
         if self._local_worker is not None:
             self._local_worker.raise_if_dead()
 
-    def get(self, url: str, **options: Any) -> RequestInfo:
+    def get(self, url: str, **options: Unpack[RequestOptions]) -> RequestInfo:
         return self.request("GET", url, **options)
 
-    def head(self, url: str, **options: Any) -> RequestInfo:
+    def head(self, url: str, **options: Unpack[RequestOptions]) -> RequestInfo:
         return self.request("HEAD", url, **options)
 
-    def delete(self, url: str, **options: Any) -> RequestInfo:
+    def delete(self, url: str, **options: Unpack[RequestOptions]) -> RequestInfo:
         """Submit an HTTP DELETE. (To remove a request from the store, use ``remove``.)"""
         return self.request("DELETE", url, **options)
 
-    def post(self, url: str, **options: Any) -> RequestInfo:
+    def post(self, url: str, **options: Unpack[RequestOptions]) -> RequestInfo:
         return self.request("POST", url, **options)
 
-    def put(self, url: str, **options: Any) -> RequestInfo:
+    def put(self, url: str, **options: Unpack[RequestOptions]) -> RequestInfo:
         return self.request("PUT", url, **options)
 
-    def patch(self, url: str, **options: Any) -> RequestInfo:
+    def patch(self, url: str, **options: Unpack[RequestOptions]) -> RequestInfo:
         return self.request("PATCH", url, **options)
 
-    def post_multipart(self, url: str, **options: Any) -> RequestInfo:
+    def post_multipart(self, url: str, **options: Unpack[SubmitOptions]) -> RequestInfo:
         return self.request("POST", url, multipart=True, **options)
 
-    def submit_many(self, requests: Iterable[BulkRequest | Mapping[str, Any]]) -> list[RequestInfo]:
+    def submit_many(self, requests: Iterable[BulkRequest | RequestDict]) -> list[RequestInfo]:
         """Submit many requests at once, all or nothing; their ``RequestInfo`` in the same order.
 
         Each item is a :class:`BulkRequest` or a mapping with the keywords of
@@ -175,7 +184,7 @@ class BackgroundHttpClient:
         return Response(
             request_id=request_id,
             status_code=metadata["status_code"],
-            headers=[(str(k), str(v)) for k, v in metadata["headers"]],
+            headers=Headers((str(k), str(v)) for k, v in metadata["headers"]),
             response_file_path=self.store.response_file_path(request_id),
             status=record.status,
             error=record.last_error if record.status is not RequestStatus.COMPLETED else None,

@@ -122,11 +122,6 @@ class WorkerMetrics:
 # --------------------------------------------------------------- process-wide
 
 
-def get_metrics() -> WorkerMetrics | None:
-    """This process's metrics, or None when metrics are off."""
-    return _metrics
-
-
 def enable_metrics() -> WorkerMetrics:
     """Create this process's metrics (once). Call after PROMETHEUS_MULTIPROC_DIR is set."""
     global _metrics
