@@ -29,7 +29,7 @@ from .config import Settings
 from .errors import InvalidArgument
 from .models import RequestInfo, RequestStatus, Response, StatusRecord
 from .validation import RequestDict, RequestOptions, SubmitOptions
-from .waiting import DEFAULT_POLL_SECONDS, OnPoll
+from .waiting import WaitOptions
 
 T = TypeVar("T")
 
@@ -106,15 +106,10 @@ class AsyncBackgroundHttpClient:
         return await self._run(self.sync.list, status, limit)
 
     async def wait(
-        self,
-        request_id: str,
-        timeout: float | None = None,
-        *,
-        poll_interval: float = DEFAULT_POLL_SECONDS,
-        on_poll: OnPoll | None = None,
+        self, request_id: str, timeout: float | None = None, **options: Unpack[WaitOptions]
     ) -> StatusRecord:
         """Wait until the request is terminal without blocking the loop; WaitTimeout after ``timeout`` s."""
-        waiting = self.sync.wait_for(request_id, timeout, poll_interval=poll_interval, on_poll=on_poll)
+        waiting = self.sync.wait_for(request_id, timeout, **options)
         return await waiting.run_async(functools.partial(self.get_request_status, request_id))
 
     # -------------------------------------------------------------- changes

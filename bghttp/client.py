@@ -39,7 +39,7 @@ from .validation import (
     SubmitOptions,
     prepare_request,
 )
-from .waiting import DEFAULT_POLL_SECONDS, OnPoll, Wait
+from .waiting import Wait, WaitOptions
 
 #: How long ``remove`` waits for a cancelled attempt to stop before raising RequestRunning.
 REMOVE_WAIT_SECONDS = 10.0
@@ -194,37 +194,23 @@ class BackgroundHttpClient:
             size=metadata.get("size"),
         )
 
-    def wait(
-        self,
-        request_id: str,
-        timeout: float | None = None,
-        *,
-        poll_interval: float = DEFAULT_POLL_SECONDS,
-        on_poll: OnPoll | None = None,
-    ) -> StatusRecord:
+    def wait(self, request_id: str, timeout: float | None = None, **options: Unpack[WaitOptions]) -> StatusRecord:
         """Block until the request is terminal; raise WaitTimeout after ``timeout`` seconds.
 
+        ``poll_interval`` (default 0.05 s) is how often the status is read;
         ``on_poll`` is called with every unfinished record read meanwhile (a progress display).
         """
-        waiting = self.wait_for(request_id, timeout, poll_interval=poll_interval, on_poll=on_poll)
+        waiting = self.wait_for(request_id, timeout, **options)
         return waiting.run(functools.partial(self.get_request_status, request_id))
 
-    def wait_for(
-        self,
-        request_id: str,
-        timeout: float | None = None,
-        *,
-        poll_interval: float = DEFAULT_POLL_SECONDS,
-        on_poll: OnPoll | None = None,
-    ) -> Wait:
+    def wait_for(self, request_id: str, timeout: float | None = None, **options: Unpack[WaitOptions]) -> Wait:
         """The wait loop ``wait`` runs (the async client runs it with ``asyncio.sleep``)."""
         return Wait(
             request_id,
             timeout,
-            poll_interval=poll_interval,
-            on_poll=on_poll,
             where=f"the store {self.store.location}",
             before_read=self._check_local_worker,  # a dead in-process worker would leave us waiting forever
+            **options,
         )
 
     def received_bytes(self, request_id: str) -> int | None:

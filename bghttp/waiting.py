@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypedDict, Unpack
 
 from .errors import InvalidArgument, UnknownRequest, WaitTimeout
 from .models import StatusRecord
@@ -19,6 +20,13 @@ DEFAULT_POLL_SECONDS = 0.05
 
 #: Called with each non-final record read while waiting (a progress display).
 OnPoll = Callable[[StatusRecord], None]
+
+
+class WaitOptions(TypedDict, total=False):
+    """The keywords of ``wait``: how often to read the status, and what to call with each unfinished record."""
+
+    poll_interval: float
+    on_poll: OnPoll | None
 
 
 def check_timeout(timeout: float | None) -> None:
@@ -34,16 +42,15 @@ class Wait:
         request_id: str,
         timeout: float | None = None,
         *,
-        poll_interval: float = DEFAULT_POLL_SECONDS,
-        on_poll: OnPoll | None = None,
         where: str = "the store",
         before_read: Callable[[], None] | None = None,
+        **options: Unpack[WaitOptions],
     ) -> None:
         check_timeout(timeout)
         self.request_id = request_id
         self.timeout = timeout
-        self.poll_interval = poll_interval
-        self.on_poll = on_poll
+        self.poll_interval = options.get("poll_interval", DEFAULT_POLL_SECONDS)
+        self.on_poll = options.get("on_poll")
         self.where = where
         self.before_read = before_read  # raises to stop waiting (a dead in-process worker)
         self._deadline = None if timeout is None else time.monotonic() + timeout
