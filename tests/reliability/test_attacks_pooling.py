@@ -12,10 +12,15 @@ with a response the server never gave it, and its real answer is dropped.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from bghttp import BackgroundHttpClient, RequestStatus
+from bghttp.execution import build_http_client, perform_attempt
+from bghttp.retry_policy import Outcome
+from bghttp.store import FileStore
+from tests.reliability.attempts import stored_spec
 from tests.reliability.scripted_server import Connection, ScriptedServer
 from tests.support import WorkerProcess
 
@@ -24,17 +29,15 @@ REAL = b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\nREAL"
 
 
 def keep_alive_server(first_answer: Callable[[bytes], bytes]) -> Callable[[Connection], None]:
-    """Answers the first request of each connection with ``first_answer(head)``, later ones with REAL."""
+    """Keeps connections open; answers ``/first`` with ``first_answer(head)``, anything else with REAL."""
 
     def script(conn: Connection) -> None:
-        answer = first_answer
         for _ in range(4):
             try:
                 head = conn.read_request()
             except ConnectionError:
                 return
-            conn.send(answer(head) if answer is not None else REAL)
-            answer = None
+            conn.send(first_answer(head) if b" /first " in head.split(b"\r\n")[0] else REAL)
 
     return script
 
@@ -70,3 +73,14 @@ def test_bytes_past_a_response_never_answer_the_next_request(
         # The POST's answer is the one the server gave it, not bytes sent before it.
         assert (response.status_code, response.response_file_path.read_bytes()) == (201, b"REAL")
         assert server.hits == 2
+
+
+def test_a_connection_whose_response_ended_cleanly_is_still_reused(tmp_path: Path) -> None:
+    """The guard above must not cost the pool its reuse (a TCP/TLS handshake per attempt)."""
+    store = FileStore(tmp_path / "store", fsync=False)
+    http = build_http_client()
+    with ScriptedServer(keep_alive_server(lambda head: REAL)) as server:
+        for number in range(3):
+            spec = stored_spec(store, server.url("/first"), request_id=f"r{number}")
+            assert perform_attempt(http, store, spec).outcome is Outcome.SUCCESS
+        assert (server.hits, len(server.accepted_at)) == (3, 1)
