@@ -26,7 +26,14 @@ from typing import IO, Any
 
 import httpx
 
-from .attempt_io import DEADLINE_PASSED, AttemptCancelled, AttemptLimits, attempt_limits, limit_client_io
+from .attempt_io import (
+    DEADLINE_PASSED,
+    AttemptCancelled,
+    AttemptLimits,
+    attempt_limits,
+    limit_client_io,
+    release_connection,
+)
 from .decoding import BadEncoding, BodyDecoder, can_decode, content_codings
 from .errors import StoreError
 from .models import RequestSpec
@@ -141,7 +148,7 @@ def perform_attempt(
                 progress.phase, progress.status_code = "reading the response body", response.status_code
                 size = _save_body(response, store, spec.request_id, limits, max_response_bytes, started)
             finally:
-                response.close()
+                release_connection(response)
     except Exception as error:  # every error is an outcome: see the module docstring
         outcome, message = _judge(error, spec, progress)
         return AttemptResult(outcome, progress.status_code, message, size, (time.monotonic() - started) * 1000)
@@ -211,7 +218,7 @@ def _send_following_redirects(
         try:
             _drain_redirect_body(response)
         finally:
-            response.close()
+            release_connection(response)
         if redirects == MAX_REDIRECTS:
             break
         hop = next_hop(hop.method, request.url, hop.headers, response, keeps_body=hop.keeps_body)
