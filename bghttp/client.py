@@ -39,6 +39,7 @@ from .errors import (
     WaitTimeout,
 )
 from .models import Phase, RequestInfo, RequestStatus, Response, StatusRecord
+from .redaction import redact_url
 from .store import FileStore, validate_request_id
 from .validation import FilesArg, HeadersArg, PreparedRequest, QueryArg, prepare_request
 
@@ -259,7 +260,7 @@ class BackgroundHttpClient:
             response_file_path=self.store.response_body_path(request_id),
             status=record.status,
             error=record.last_error if record.status is not RequestStatus.COMPLETED else None,
-            url=metadata.get("url"),
+            url=None if metadata.get("url") is None else redact_url(str(metadata["url"])),  # also older stores' files
             http_version=metadata.get("http_version"),
             elapsed_ms=metadata.get("elapsed_ms"),
             size=metadata.get("size"),

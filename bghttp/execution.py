@@ -37,6 +37,7 @@ from .attempt_io import (
 from .decoding import BadEncoding, BodyDecoder, can_decode, content_codings
 from .errors import StoreError
 from .models import RequestSpec
+from .redaction import redact_url
 from .redirects import MAX_REDIRECTS, Hop, RedirectRefused, is_redirect, next_hop
 from .retry_policy import Outcome
 from .store import FileStore, is_disk_full
@@ -382,7 +383,8 @@ def _metadata(
         "status_code": response.status_code,
         "reason": response.reason_phrase,
         "headers": [list(pair) for pair in headers],
-        "url": str(response.url),
+        # The URL's password, like a secret header, is kept only where the worker needs it (the request file).
+        "url": redact_url(str(response.url)),
         "http_version": response.http_version,
         "elapsed_ms": round((time.monotonic() - started) * 1000, 3),
         "size": size,
