@@ -80,7 +80,7 @@ def _create_cost(directory: Path, count: int) -> float:
 
 
 @contextlib.contextmanager
-def bench_settings(*, fsync: bool = True) -> Iterator[Settings]:
+def bench_settings(*, fsync: bool = True, queue_type: str = "classic") -> Iterator[Settings]:
     """Settings with a unique queue (deleted afterwards) and a new store (see ``scratch_dir``)."""
     store = scratch_dir("bghttp-bench-store-")
     settings = Settings(
@@ -88,6 +88,7 @@ def bench_settings(*, fsync: bool = True) -> Iterator[Settings]:
         store_dir=store,
         queue_name=f"bghttp-bench-{uuid.uuid4().hex[:10]}",
         fsync=fsync,
+        queue_type=queue_type,
     )
     try:
         yield settings
@@ -96,7 +97,7 @@ def bench_settings(*, fsync: bool = True) -> Iterator[Settings]:
 
 
 def delete_queues(queue_name: str) -> None:
-    bghttp.broker.delete_queues(BROKER_URL, queue_name)
+    bghttp.broker.delete_queues(BROKER_URL.split(";")[0], queue_name)  # a cluster: any node
 
 
 def worker_env(settings: Settings, log_level: str = "INFO") -> dict[str, str]:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import psutil
 
-from . import workloads
+from . import infra, workloads
 from .infra import settle_file_creation
 from .target import FILE_SIZES, Target, start_target
 from .workloads import Result
@@ -59,9 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=8, help="threads per worker process (default 8)")
     parser.add_argument("--fsync", default="on,off", help="W1 bghttp variants: on, off or on,off (W2-W4 use on)")
     parser.add_argument("--server", choices=("auto", "python"), default="auto", help="python: skip nginx")
+    parser.add_argument("--queue-type", default="classic",
+                        help="W1 bghttp variants: classic, quorum or classic,quorum (the others use classic)")
+    parser.add_argument("--broker-url", help="RabbitMQ URL(s), ';'-separated (default: BGHTTP_BENCH_BROKER_URL)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the results")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
+    if args.broker_url:
+        infra.BROKER_URL = args.broker_url
     wanted = [name.strip().upper() for name in args.only.split(",") if name.strip()]
     fsync_variants = [part.strip() == "on" for part in args.fsync.split(",") if part.strip()]
     command = "python -m benchmarks.run " + shlex.join(argv if argv is not None else sys.argv[1:])
@@ -86,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
 def _run_one(name: str, sizes: Sizes, target: Target, args: argparse.Namespace, fsync_variants: list[bool]) -> Result:
     p, t = args.processes, args.threads
     if name == "W1":
+        queue_types = [part.strip() for part in args.queue_type.split(",") if part.strip()]
         return workloads.throughput("W1", "GET", target.small_url, sizes.gets, processes=p, threads=t,
-                                    fsync_variants=fsync_variants)
+                                    fsync_variants=fsync_variants, queue_types=queue_types)
     if name == "W2":
         return workloads.throughput("W2", "POST", target.small_url, sizes.posts, processes=p, threads=t,
                                     fsync_variants=[True])

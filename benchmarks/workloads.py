@@ -104,10 +104,18 @@ def best_baseline(
 
 
 def run_bghttp_drain(
-    method: str, url: str, count: int, *, processes: int, threads: int, fsync: bool, log_level: str = "INFO"
+    method: str,
+    url: str,
+    count: int,
+    *,
+    processes: int,
+    threads: int,
+    fsync: bool,
+    log_level: str = "INFO",
+    queue_type: str = "classic",
 ) -> float:
     """Submit ``count`` requests (bulk, in chunks) to running workers; seconds until the last one completed."""
-    with bench_settings(fsync=fsync) as settings, worker_group(
+    with bench_settings(fsync=fsync, queue_type=queue_type) as settings, worker_group(
         settings, processes=processes, threads=threads, log_level=log_level
     ) as group, BackgroundHttpClient(settings) as client:
         requests = [
@@ -151,7 +159,15 @@ def wait_all_terminal(
 
 
 def throughput(
-    name: str, method: str, url: str, count: int, *, processes: int, threads: int, fsync_variants: Iterable[bool]
+    name: str,
+    method: str,
+    url: str,
+    count: int,
+    *,
+    processes: int,
+    threads: int,
+    fsync_variants: Iterable[bool],
+    queue_types: Iterable[str] = ("classic",),
 ) -> Result:
     result = Result(
         name,
@@ -166,15 +182,20 @@ def throughput(
     # The baseline's sweep runs first and its best thread count runs again after
     # bghttp; the faster of its runs counts, so run order cannot favour bghttp.
     sweep = best_baseline(method, url, count)
-    rates = {fsync: count / run_bghttp_drain(method, url, count, processes=processes, threads=threads, fsync=fsync)
-             for fsync in fsync_variants}
+    queue_types = list(queue_types)
+    rates = {
+        (fsync, queue_type): count
+        / run_bghttp_drain(method, url, count, processes=processes, threads=threads, fsync=fsync, queue_type=queue_type)
+        for queue_type in queue_types
+        for fsync in fsync_variants
+    }
     best_threads = min(sweep, key=lambda t: sweep[t])
     rerun = best_baseline(method, url, count, [best_threads])[best_threads]
     base_rate = count / min(sweep[best_threads], rerun)
-    for fsync, rate in rates.items():
-        result.rows.append(
-            Row(f"requests/s (BGHTTP_FSYNC={int(fsync)})", f"{rate:,.0f}", f"{base_rate:,.0f}", _ratio(rate, base_rate))
-        )
+    for (fsync, queue_type), rate in rates.items():
+        kind = f", {queue_type} queue" if queue_types != ["classic"] else ""
+        label = f"requests/s (BGHTTP_FSYNC={int(fsync)}{kind})"
+        result.rows.append(Row(label, f"{rate:,.0f}", f"{base_rate:,.0f}", _ratio(rate, base_rate)))
     result.notes.append(
         "baseline per thread count (requests/s): "
         + ", ".join(f"{t} threads {count / s:,.0f}" for t, s in sweep.items())

@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import socket
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import dramatiq
 import pika
 import pika.exceptions
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import dq_name, xq_name
 from dramatiq.middleware import Middleware
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from .config import Settings
-from .errors import BrokerUnavailable
+from .errors import BrokerUnavailable, ConfigError
 from .lifecycle import message_args
 
 ACTOR_NAME = "execute_request"
@@ -39,14 +42,114 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+#: ``x-delivery-limit`` of bghttp's quorum queues: so high that it is never reached.
+#: A quorum queue counts every return of a message (a worker restart, a closed
+#: consumer channel, a node failover) and dead-letters it past the limit; RabbitMQ 4
+#: sets 20 when a queue gives none. Dramatiq holds a delayed message (a retry due
+#: in up to 512 s, an offline hand-back) unacked in the worker until it is due, and
+#: every restart of that worker returns it, so a small limit would silently park
+#: waiting requests in the dead-letter queue. Not -1 ("no limit" on RabbitMQ 4):
+#: RabbitMQ 3 reads a negative limit as 0 and dead-letters at the first return.
+#: bghttp needs no broker-side poison-message guard: its own claim and token drop
+#: duplicates, and an internal failure is retried 5 times, then ends the request.
+QUORUM_DELIVERY_LIMIT = 1_000_000
+
+_INEQUIVALENT_QUEUE_TYPE = re.compile(
+    r"inequivalent arg 'x-queue-type' for queue '([^']*)'.*current is (?:the value '(\w+)'|none)"
+)
+
+
+class BghttpRabbitmqBroker(RabbitmqBroker):
+    """Dramatiq's RabbitMQ broker, declaring its queues as ``classic`` or ``quorum`` queues.
+
+    With ``quorum`` the work queue, its delay queue (``.DQ``) and its dead-letter
+    queue (``.XQ``) are quorum queues: replicated by Raft, and a publisher confirm
+    means a majority of the queue's members has the message. ``classic`` declares
+    exactly what Dramatiq declares, so an existing classic deployment is unchanged.
+    A queue that exists with the other type raises ConfigError (how to migrate).
+    """
+
+    def __init__(self, *, queue_type: str = "classic", **options: Any) -> None:
+        super().__init__(**options)
+        self.queue_type = queue_type
+
+    def _build_queue_arguments(self, queue_name: str) -> dict[str, Any]:
+        arguments: dict[str, Any] = super()._build_queue_arguments(queue_name)  # type: ignore[no-untyped-call]
+        if self.queue_type == "quorum":
+            arguments["x-queue-type"] = "quorum"
+            arguments["x-delivery-limit"] = QUORUM_DELIVERY_LIMIT
+        return arguments
+
+    def _declare_queue(self, queue_name: str) -> Any:
+        return self._declare(queue_name, self._build_queue_arguments(queue_name))
+
+    def _declare_dq_queue(self, queue_name: str) -> Any:
+        return self._declare(dq_name(queue_name), self._build_queue_arguments(queue_name))
+
+    def _declare_xq_queue(self, queue_name: str) -> Any:
+        # The same static TTL as Dramatiq's (messages expire head-first); quorum
+        # queues support message TTLs from RabbitMQ 3.10.
+        arguments: dict[str, Any] = {"x-message-ttl": DEAD_MESSAGE_TTL}
+        if self.queue_type == "quorum":
+            arguments["x-queue-type"] = "quorum"
+        return self._declare(xq_name(queue_name), arguments)
+
+    def _declare(self, name: str, arguments: dict[str, Any]) -> Any:
+        try:
+            return self.channel.queue_declare(queue=name, durable=True, arguments=arguments)
+        except pika.exceptions.ChannelClosedByBroker as error:
+            if error.reply_code != 406:
+                raise
+            del self.channel  # RabbitMQ closed it; the next caller opens a new one
+            raise queue_mismatch_error(self.queue_type, str(error.reply_text)) from None
+
+
+def queue_mismatch_error(queue_type: str, reply_text: str) -> ConfigError:
+    """The one-line ConfigError for RabbitMQ's "inequivalent arg" answer to a queue declare."""
+    found = _INEQUIVALENT_QUEUE_TYPE.search(reply_text)
+    if found is None:
+        return ConfigError(f"RabbitMQ refused the queue declaration (BGHTTP_QUEUE_TYPE={queue_type}): {reply_text}")
+    name, existing = found.group(1), found.group(2) or "classic"
+    return ConfigError(
+        f"BGHTTP_QUEUE_TYPE={queue_type}, but RabbitMQ has queue {name!r} as a {existing} queue: "
+        f"to migrate, drain it (stop the clients, let the workers empty it, delete {name!r} with its .DQ and "
+        f".XQ queues) or set BGHTTP_QUEUE to a new queue name; or keep BGHTTP_QUEUE_TYPE={existing}"
+    )
+
+
 def create_broker(settings: Settings, middleware: list[Middleware] | None = None) -> dramatiq.Broker:
-    """A broker for ``settings.broker_url``: RabbitMQ with publisher confirms, or in-memory."""
+    """A broker for ``settings.broker_url``: RabbitMQ with publisher confirms, or in-memory.
+
+    Several ``;``-separated URLs (a cluster) fail over: each new connection, of
+    a client or a worker's consumer, tries them in order and takes the first
+    live node, and Dramatiq reconnects after a lost connection.
+    """
     if settings.is_local:
         return StubBroker(middleware=middleware or [])
     urls = [bounded_url(url, settings.broker_connect_timeout) for url in settings.broker_url.split(";")]
     # Publisher confirms: a publish that RabbitMQ did not take raises instead of
     # vanishing, so a request is never reported accepted and then lost.
-    return RabbitmqBroker(url=urls, confirm_delivery=True, middleware=middleware or [])
+    return BghttpRabbitmqBroker(
+        url=urls, confirm_delivery=True, middleware=middleware or [], queue_type=settings.queue_type
+    )
+
+
+def check_queue(broker: dramatiq.Broker, queue_name: str) -> None:
+    """Declare ``queue_name`` now: ConfigError if it exists with another type; an unreachable broker is no error.
+
+    A worker calls it at start, so a queue-type mismatch stops it with one line
+    instead of a consumer that fails and restarts forever. A broker that is down
+    now is left to the consumer, which reconnects.
+    """
+    if not isinstance(broker, RabbitmqBroker):
+        return
+    try:
+        broker.declare_queue(queue_name, ensure=True)
+    except BROKER_ERRORS:
+        broker.queues_pending.add(queue_name)
+    finally:
+        with contextlib.suppress(Exception):
+            del broker.connection  # this thread's connection; the worker's consumers open their own
 
 
 def bounded_url(url: str, timeout: float) -> str:

@@ -3,10 +3,10 @@
 Exit codes (also in ``bghttp --help``)::
 
     0  success
-    1  the request ended failed or cancelled (wait, --wait); cancel: it had finished already;
-       any other error
+    1  the request ended failed or cancelled (wait, --wait); cancel: it had already
+       finished (completed, failed or cancelled); any other error
     2  bad usage or input (nothing was stored)
-    3  not found: unknown request ID, or no saved response yet
+    3  not found: unknown request ID, or no saved response
     4  the broker is unavailable (the request was not accepted)
     5  wait timed out before the request finished
     6  the store could not be read or written
@@ -24,7 +24,7 @@ import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
 from . import cli_output as out
 from .cli_input import UsageError, request_options
@@ -51,9 +51,10 @@ EXIT_STORE = 6
 EXIT_CODES_HELP = """\
 exit codes:
   0  success
-  1  the request ended failed or cancelled (wait, --wait); cancel: it had finished already; other errors
+  1  the request ended failed or cancelled (wait, --wait);
+     cancel: it had already finished (completed, failed or cancelled); other errors
   2  bad usage or input (nothing was stored)
-  3  not found: unknown request ID, or no saved response yet
+  3  not found: unknown request ID, or no saved response
   4  the broker is unavailable (the request was not accepted)
   5  wait timed out before the request finished
   6  the store could not be read or written
@@ -169,7 +170,20 @@ def _submit_options(metavar: str) -> argparse.ArgumentParser:
     submit.add_argument("url", metavar=metavar)
     submit.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'", help="add a header")
     body = submit.add_mutually_exclusive_group()
-    body.add_argument("-d", "--data", metavar="DATA", help="body text; @FILE reads a file, @- stdin")
+    body.add_argument(
+        "-d",
+        "--data",
+        action="append",
+        metavar="DATA",
+        help="body, as curl's -d: form data (Content-Type application/x-www-form-urlencoded); "
+        "@FILE reads a file and @- stdin, without their CR/LF bytes; repeated: joined with &",
+    )
+    body.add_argument(
+        "--data-binary",
+        action="append",
+        metavar="DATA",
+        help="body bytes exactly as given (Content-Type application/octet-stream); @FILE reads a file, @- stdin",
+    )
     body.add_argument("--json-body", metavar="JSON", help="JSON body (sets Content-Type); @FILE reads a file")
     body.add_argument(
         "-F",
@@ -182,7 +196,14 @@ def _submit_options(metavar: str) -> argparse.ArgumentParser:
     submit.add_argument("--timeout", type=float, metavar="SECONDS", help="timeout of each attempt")
     submit.add_argument("--retries", type=int, default=0, metavar="N", help="retries after a failed attempt (0-10)")
     submit.add_argument("--id", dest="request_id", metavar="ID", help="request ID (default: a new UUID)")
-    submit.add_argument("--wait", action="store_true", help="wait for the result (exit codes as for wait)")
+    submit.add_argument(
+        "--allow-body", action="store_true", help="let a GET or HEAD request carry a body (-d, --json-body, -F)"
+    )
+    submit.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the result: the ID on stdout, progress and the outcome on stderr (exit codes as for wait)",
+    )
     submit.add_argument("--wait-timeout", type=_seconds, metavar="SECONDS", help="with --wait: give up after this long")
     return submit
 
@@ -261,10 +282,19 @@ def _reader(settings: Settings) -> BackgroundHttpClient:
 
 
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    """Submit; stdout gets the request ID and nothing else, so ``id=$(bghttp post …)`` works in every mode.
+
+    With ``--wait`` (and always in local mode, whose worker lives in this
+    process: leaving at once would strand the request) the progress and the
+    outcome line go to stderr; ``--json`` prints one document instead.
+    """
+    if args.wait_timeout is not None and not args.wait:
+        raise UsageError("--wait-timeout needs --wait")
     options = request_options(args)
+    waits = args.wait or settings.is_local
     with BackgroundHttpClient(settings) as client:
         info = client.request(args.method, args.url, **options)
-        if args.json and not (args.wait or settings.is_local):
+        if args.json and not waits:
             out.print_json(
                 {
                     "request_id": info.request_id,
@@ -275,9 +305,10 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         elif not args.json:
             print(info.request_id)
             sys.stdout.flush()
-        # In local mode the worker lives in this process: leaving now would strand the request.
-        if args.wait or settings.is_local:
-            return _wait_and_report(client, info.request_id, args.wait_timeout, show_progress=True, as_json=args.json)
+        if waits:
+            return _wait_and_report(
+                client, info.request_id, args.wait_timeout, show_progress=True, as_json=args.json, outcome_to=sys.stderr
+            )
     return EXIT_OK
 
 
@@ -300,6 +331,10 @@ def cmd_response(args: argparse.Namespace, settings: Settings) -> int:
         record = _existing(client, args.request_id)
         response = client.get_response(args.request_id)
         if response is None:
+            if record.is_terminal:
+                raise UnknownRequest(
+                    f"request {args.request_id!r} ended {record.status.value} without a saved response"
+                )
             raise UnknownRequest(
                 f"request {args.request_id!r} has no saved response yet ({record.status.value}/{record.phase.value})"
             )
@@ -320,8 +355,15 @@ def cmd_wait(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _wait_and_report(
-    client: BackgroundHttpClient, request_id: str, timeout: float | None, *, show_progress: bool, as_json: bool
+    client: BackgroundHttpClient,
+    request_id: str,
+    timeout: float | None,
+    *,
+    show_progress: bool,
+    as_json: bool,
+    outcome_to: IO[str] | None = None,
 ) -> int:
+    """Wait, then print the outcome: a JSON document on stdout, or one line on ``outcome_to`` (stdout)."""
     record = _wait(client, request_id, timeout, show_progress)
     spec = client.store.load_request(request_id)
     if as_json:
@@ -329,7 +371,7 @@ def _wait_and_report(
     else:
         code = f" (HTTP {record.last_status_code})" if record.last_status_code is not None else ""
         error = f": {record.last_error}" if record.last_error and record.status is not RequestStatus.COMPLETED else ""
-        print(f"{request_id} {record.status.value}{code}{error}")
+        print(f"{request_id} {record.status.value}{code}{error}", file=outcome_to or sys.stdout)
     return EXIT_OK if record.status is RequestStatus.COMPLETED else EXIT_FAILED
 
 
@@ -377,16 +419,18 @@ def _existing(client: BackgroundHttpClient, request_id: str) -> StatusRecord:
 
 
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    """Exit 0 if the request was unfinished and is now cancelled; 1 if it had already
+    finished, whatever its final status (cancelled included): this call changed nothing."""
     with _reader(settings) as client:
-        _existing(client, args.request_id)
-        record = client.cancel(args.request_id)
-        cancelled = record.status is RequestStatus.CANCELLED
+        before = _existing(client, args.request_id)
+        record = before if before.is_terminal else client.cancel(args.request_id)
+        cancelled = not before.is_terminal and record.status is RequestStatus.CANCELLED
         if args.json:
             out.print_json({"request_id": args.request_id, "status": record.status.value, "cancelled": cancelled})
         elif cancelled:
             print(f"{args.request_id} cancelled")
         else:
-            print(f"{args.request_id} was already {record.status.value}; not cancelled")
+            print(f"{args.request_id} was already {record.status.value}; nothing to cancel")
     return EXIT_OK if cancelled else EXIT_FAILED
 
 
@@ -406,7 +450,8 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
 def _submit_flags(args: argparse.Namespace) -> dict[str, object]:
     return {
         "-H": args.header,
-        "-d": args.data is not None,
+        "-d": args.data,
+        "--data-binary": args.data_binary,
         "--json-body": args.json_body is not None,
         "-F": args.form,
         "-q": args.query,
@@ -414,6 +459,7 @@ def _submit_flags(args: argparse.Namespace) -> dict[str, object]:
         "--retries": args.retries,
         "--id": args.request_id is not None,
         "--wait": args.wait,
+        "--allow-body": args.allow_body,
     }
 
 

@@ -5,6 +5,7 @@ and the download progress shown on stderr while ``wait`` polls.
 from __future__ import annotations
 
 import datetime
+import http
 import json
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .models import RequestSpec, Response, StatusRecord
+from .redaction import redact_url
 
 #: Seconds between progress lines when stderr is not a terminal (a log, a CI job).
 PROGRESS_LINE_INTERVAL = 1.0
@@ -40,7 +42,7 @@ def print_json(data: Any, stream: IO[str] | None = None) -> None:
 def status_json(record: StatusRecord, spec: RequestSpec | None) -> dict[str, Any]:
     data = record.to_json()
     data["method"] = spec.method if spec else None
-    data["url"] = spec.url if spec else None
+    data["url"] = redact_url(spec.url) if spec else None
     return data
 
 
@@ -51,7 +53,7 @@ def print_status(record: StatusRecord, spec: RequestSpec | None) -> None:
         ("status", record.status.value),
         ("phase", record.phase.value),
         ("method", spec.method if spec else "-"),
-        ("url", spec.url if spec else "-"),
+        ("url", redact_url(spec.url) if spec else "-"),
         ("attempts", str(record.attempt_count)),
         ("retries", f"{record.retries_used}/{record.max_retries}"),
         ("last_status_code", str(record.last_status_code) if record.last_status_code is not None else "-"),
@@ -81,8 +83,20 @@ def response_json(response: Response) -> dict[str, Any]:
     }
 
 
+def reason_phrase(response: Response) -> str:
+    """The status line's reason phrase: the saved one if the store has it, else the standard one ('' if none)."""
+    saved = getattr(response, "reason_phrase", None)
+    if isinstance(saved, str) and saved:
+        return saved
+    try:
+        return http.HTTPStatus(response.status_code).phrase
+    except ValueError:
+        return ""
+
+
 def print_response(response: Response) -> None:
-    print(f"{response.http_version or 'HTTP'} {response.status_code}  (request {response.status.value})")
+    status_line = f"{response.http_version or 'HTTP'} {response.status_code} {reason_phrase(response)}".rstrip()
+    print(f"{status_line}  (request {response.status.value})")
     for name, value in response.headers:
         print(f"{name}: {value}")
     print()
@@ -112,7 +126,7 @@ def print_table(rows: Iterable[tuple[StatusRecord, RequestSpec | None]]) -> None
                 str(record.last_status_code or "-"),
                 timestamp(record.created_at),
                 spec.method if spec else "-",
-                _shorten(spec.url if spec else "-", 60),
+                _shorten(redact_url(spec.url) if spec else "-", 60),
             )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
@@ -125,10 +139,15 @@ def _shorten(text: str, limit: int) -> str:
 
 
 class Progress:
-    """Shows how much of a response a worker has streamed so far.
+    """Shows how much of a response a worker has streamed so far, and how fast.
 
     On a terminal: one line redrawn in place. Otherwise: a line at most every
     PROGRESS_LINE_INTERVAL seconds, only when the size changed.
+
+    The rate counts only bytes this process saw arrive: from the first size it
+    observed (a download may be half done when ``wait`` starts, or not started
+    for minutes) to the latest. A file that shrinks (a new attempt) starts the
+    measurement again.
     """
 
     def __init__(self, request_id: str, stream: IO[str] | None = None) -> None:
@@ -137,17 +156,20 @@ class Progress:
         self.interactive = self.stream.isatty()
         self._last_size = -1
         self._last_line = 0.0
-        self._started = time.monotonic()
+        self._baseline: tuple[float, int] | None = None  # (when, size) of the first size seen
         self._drawn = False
 
     def update(self, phase: str, size: int | None) -> None:
         now = time.monotonic()
         if size is None or size == self._last_size:
             return
+        if self._baseline is None or size < self._baseline[1]:
+            self._baseline = (now, size)
         if not self.interactive and now - self._last_line < PROGRESS_LINE_INTERVAL:
             return
-        rate = size / max(now - self._started, 1e-6)
-        text = f"{self.request_id}: {phase}, {human_bytes(size)} received ({human_bytes(rate)}/s)"
+        since, first_size = self._baseline
+        rate = f"{human_bytes((size - first_size) / (now - since))}/s" if now > since else "rate not known yet"
+        text = f"{self.request_id}: {phase}, {human_bytes(size)} received ({rate})"
         if self.interactive:
             self.stream.write("\r\033[K" + text)
             self._drawn = True

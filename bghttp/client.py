@@ -27,6 +27,7 @@ from .errors import InvalidArgument, RequestRunning, UnknownRequest
 from .lifecycle import RequestLifecycle
 from .models import Headers, RequestInfo, RequestStatus, Response, StatusRecord
 from .recovery import recover_pending
+from .redaction import redact_url
 from .store import FileStore, validate_request_id
 from .submission import OnConflict, Submission, check_on_conflict
 from .validation import (
@@ -188,7 +189,7 @@ class BackgroundHttpClient:
             response_file_path=self.store.response_file_path(request_id),
             status=record.status,
             error=record.last_error if record.status is not RequestStatus.COMPLETED else None,
-            url=metadata.get("url"),
+            url=None if metadata.get("url") is None else redact_url(str(metadata["url"])),  # also older stores' files
             http_version=metadata.get("http_version"),
             elapsed_ms=metadata.get("elapsed_ms"),
             size=metadata.get("size"),

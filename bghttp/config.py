@@ -1,7 +1,7 @@
 """Settings: one dataclass, read from ``BGHTTP_*`` environment variables in one place.
 
-Every variable is documented in the README's "Configuration" table; keep the two
-in step. Every value is checked here, when a ``Settings`` is made (from the
+Every variable is documented in docs/configuration.md's table (tests/test_docs.py
+checks that); keep the two in step. Every value is checked here, when a ``Settings`` is made (from the
 environment or directly): a bad one raises :class:`ConfigError` naming the
 variable and what it accepts, before anything starts.
 """
@@ -22,6 +22,7 @@ from .errors import ConfigError
 
 LOCAL_BROKER = "local"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+QUEUE_TYPES = ("classic", "quorum")
 #: RabbitMQ allows 255 bytes; the delay and dead-letter queues add ``.DQ``/``.XQ``.
 MAX_QUEUE_NAME_BYTES = 252
 #: Linux's IFNAMSIZ is 16 bytes with the terminating NUL.
@@ -65,6 +66,9 @@ class Settings:
     store_dir: Path = dataclasses.field(default_factory=lambda: default_store_dir())
     #: The RabbitMQ queue the requests travel on.
     queue_name: str = "bghttp"
+    #: ``classic`` (one node) or ``quorum`` (a cluster: replicated, a confirm means a
+    #: majority has the message); the delay and dead-letter queues get the same type.
+    queue_type: str = "classic"
     #: Multiplies every backoff delay (2, 4 … 512 s); tests use a small value.
     backoff_scale: float = 1.0
     #: Seconds an attempt may take when the request does not say.
@@ -348,6 +352,7 @@ _RULES: dict[str, _Rule] = {
     "broker_url": _Rule("BGHTTP_BROKER_URL", str.strip, _check_broker_url),
     "store_dir": _Rule("BGHTTP_STORE_DIR", Path, _check_store_dir),
     "queue_name": _Rule("BGHTTP_QUEUE", str, _check_queue),
+    "queue_type": _Rule("BGHTTP_QUEUE_TYPE", str, _check_choice(QUEUE_TYPES, upper=False)),
     "backoff_scale": _Rule("BGHTTP_BACKOFF_SCALE", *_NON_NEGATIVE),
     "default_timeout": _Rule("BGHTTP_DEFAULT_TIMEOUT", *_POSITIVE),
     "max_response_bytes": _Rule(

@@ -26,10 +26,18 @@ from typing import IO, Any
 
 import httpx
 
-from .attempt_io import DEADLINE_PASSED, AttemptCancelled, AttemptLimits, attempt_limits, limit_client_io
+from .attempt_io import (
+    DEADLINE_PASSED,
+    AttemptCancelled,
+    AttemptLimits,
+    attempt_limits,
+    limit_client_io,
+    release_connection,
+)
 from .decoding import BadEncoding, BodyDecoder, can_decode, content_codings
 from .errors import StoreError
 from .models import RequestSpec
+from .redaction import redact_url
 from .redirects import MAX_REDIRECTS, Hop, RedirectRefused, is_redirect, next_hop
 from .retry_policy import Outcome
 from .store import is_disk_full
@@ -142,7 +150,7 @@ def perform_attempt(
                 progress.phase, progress.status_code = "reading the response body", response.status_code
                 size = _save_body(response, store, spec.request_id, limits, max_response_bytes, started)
             finally:
-                response.close()
+                release_connection(response)
     except Exception as error:  # every error is an outcome: see the module docstring
         outcome, message = _judge(error, spec, progress)
         return AttemptResult(outcome, progress.status_code, message, size, (time.monotonic() - started) * 1000)
@@ -212,7 +220,7 @@ def _send_following_redirects(
         try:
             _drain_redirect_body(response)
         finally:
-            response.close()
+            release_connection(response)
         if redirects == MAX_REDIRECTS:
             break
         hop = next_hop(hop.method, request.url, hop.headers, response, keeps_body=hop.keeps_body)
@@ -375,7 +383,8 @@ def _metadata(
         "status_code": response.status_code,
         "reason": response.reason_phrase,
         "headers": [list(pair) for pair in headers],
-        "url": str(response.url),
+        # The URL's password, like a secret header, is kept only where the worker needs it (the request file).
+        "url": redact_url(str(response.url)),
         "http_version": response.http_version,
         "elapsed_ms": round((time.monotonic() - started) * 1000, 3),
         "size": size,

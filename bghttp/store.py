@@ -263,11 +263,13 @@ class FileStore:
         # nothing reads a request whose status record does not exist yet.
         spec_bytes = json.dumps(spec.to_json()).encode()
         if not self._write_new(self.request_path(request_id), spec_bytes):
-            if self.status_path_exists(request_id):
+            if self._status_is_whole(request_id):
                 return None
-            # A request file without a status record, seen under the ID lock, is
-            # no creation in progress: a submitter died half-way (or a removal
-            # did). Nobody was told it was accepted; clear it and take the ID.
+            # A request file without a status record, or with one whose first
+            # version never got complete (empty, cut short, zero-filled), seen
+            # under the ID lock, is no creation in progress: a submitter died
+            # half-way (or a removal did). Nobody was told it was accepted;
+            # clear it and take the ID.
             self._remove_request_files(request_id)
             if not self._write_new(self.request_path(request_id), spec_bytes):
                 return None
@@ -323,6 +325,13 @@ class FileStore:
             return open(path, "rb")
         except OSError as error:
             raise StoreError(f"cannot read {path}: {error}") from error
+
+    def _status_is_whole(self, request_id: str) -> bool:
+        """Whether the status log holds a complete version (an unreadable one counts: a person must look)."""
+        try:
+            return self.read_status(request_id) is not None
+        except StoreError:
+            return True
 
     def status_path_exists(self, request_id: str) -> bool:
         return self._path("status", request_id).exists()

@@ -13,7 +13,7 @@ import dramatiq
 import httpx
 from dramatiq.middleware import CurrentMessage, Middleware, Retries, ShutdownNotifications
 
-from .broker import ACTOR_NAME, create_broker, publish_request
+from .broker import ACTOR_NAME, check_queue, create_broker, publish_request
 from .config import Settings
 from .connectivity import ConnectivityMonitor, MonitorHolder
 from .egress import egress_transport
@@ -120,4 +120,6 @@ def setup_worker_broker(settings: Settings | None = None) -> tuple[dramatiq.Brok
     dramatiq.set_broker(broker)
     holder = RunnerHolder(settings, broker, connectivity=connectivity)
     declare_actor(broker, settings, holder)
+    # A queue of the other type (classic vs quorum) stops the worker here, in one line.
+    check_queue(broker, settings.queue_name)
     return broker, holder

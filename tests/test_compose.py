@@ -61,6 +61,7 @@ def test_workers_restart_scale_and_share_the_store(compose: dict[str, Any]) -> N
     env = worker["environment"]
     broker = urlsplit(env["BGHTTP_BROKER_URL"])
     assert broker.scheme == "amqp" and broker.hostname == "rabbitmq"
+    assert env["BGHTTP_QUEUE_TYPE"] == "quorum"  # the fleet runs on quorum queues
     assert broker.username == services["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_USER"]
     store_mount = _volume_targets(worker)["/data"]
     assert store_mount in compose["volumes"]

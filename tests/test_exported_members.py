@@ -1,4 +1,4 @@
-"""``bghttp.__all__`` is exactly what the README documents, and every public error is a BghttpError."""
+"""``bghttp.__all__`` is exactly what docs/api.md documents, and every public error is a BghttpError."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ import pytest
 import bghttp
 from bghttp import BackgroundHttpClient, BghttpError, InvalidArgument, Settings, errors
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+API_DOCS = Path(__file__).resolve().parent.parent / "docs" / "api.md"
 
 
 def _documented_names() -> set[str]:
-    text = README.read_text()
+    text = API_DOCS.read_text()
     section = text.split("## Public API", 1)[1].split("\n## ", 1)[0]
     return set(re.findall(r"`([A-Z][A-Za-z]+)`", section))
 
 
-def test_all_is_what_the_readme_documents() -> None:
+def test_all_is_what_the_api_page_documents() -> None:
     assert set(bghttp.__all__) == _documented_names()
     assert len(bghttp.__all__) == len(set(bghttp.__all__))
     for name in bghttp.__all__:

@@ -28,8 +28,8 @@ def cli(rabbitmq_settings: Settings) -> Cli:
 def slow_server_factory() -> Iterator[Callable[..., SlowBodyServer]]:
     servers: list[SlowBodyServer] = []
 
-    def start(chunks: int, chunk_size: int, delay: float) -> SlowBodyServer:
-        server = SlowBodyServer(chunks, chunk_size, delay)
+    def start(chunks: int, chunk_size: int, delay: float, burst: int = 0) -> SlowBodyServer:
+        server = SlowBodyServer(chunks, chunk_size, delay, burst)
         servers.append(server)
         return server
 

@@ -96,18 +96,19 @@ class BghttpWorker(WorkerProcess):
 
 
 class SlowBodyServer:
-    """A loopback HTTP server that streams ``chunks`` × ``chunk_size`` bytes, ``delay`` s apart.
+    """A loopback HTTP server that streams ``chunks`` × ``chunk_size`` bytes, ``delay`` s apart,
+    after ``burst`` bytes sent at once.
 
     Records per path how many bytes it sent and whether the client hung up early,
     so a test can tell that a download really stopped.
     """
 
-    def __init__(self, chunks: int, chunk_size: int, delay: float) -> None:
+    def __init__(self, chunks: int, chunk_size: int, delay: float, burst: int = 0) -> None:
         import http.server
         import threading
 
-        self.chunks, self.chunk_size, self.delay = chunks, chunk_size, delay
-        self.total = chunks * chunk_size
+        self.chunks, self.chunk_size, self.delay, self.burst = chunks, chunk_size, delay, burst
+        self.total = burst + chunks * chunk_size
         self.sent: dict[str, int] = {}
         self.hung_up: dict[str, bool] = {}
         self._stopping = threading.Event()
@@ -122,6 +123,10 @@ class SlowBodyServer:
                 self.end_headers()
                 chunk = b"x" * owner.chunk_size
                 try:
+                    if owner.burst:
+                        self.wfile.write(b"x" * owner.burst)
+                        self.wfile.flush()
+                        owner.sent[self.path] += owner.burst
                     for _ in range(owner.chunks):
                         if owner._stopping.wait(owner.delay):
                             return

@@ -29,6 +29,7 @@ BAD_VALUES: dict[str, tuple[str, str]] = {
     "BGHTTP_BROKER_URL": ("redis://localhost:6379/0", "amqp://"),
     "BGHTTP_STORE_DIR": ("~nosuchuser-bghttp/store", "home directory"),
     "BGHTTP_QUEUE": ("q" * 300, "characters"),
+    "BGHTTP_QUEUE_TYPE": ("mirrored", "classic or quorum"),
     "BGHTTP_BACKOFF_SCALE": ("fast", "number >= 0"),
     "BGHTTP_DEFAULT_TIMEOUT": ("0", "number > 0"),
     "BGHTTP_MAX_RESPONSE_BYTES": ("lots", "whole number > 0"),

@@ -65,7 +65,7 @@ def test_client_and_worker_in_different_directories_share_the_default_store(
             timeout=60,
         )
         assert result.returncode == 0, (result.stdout, result.stderr, log_path.read_text()[-3000:])
-        assert "completed" in result.stdout
+        assert "completed" in result.stderr  # --wait: the ID on stdout, the outcome on stderr
         default_store = home / ".local" / "share" / "bghttp"
         assert (default_store / "requests").is_dir()
         assert not (worker_dir / "bghttp-store").exists() and not (client_dir / "bghttp-store").exists()

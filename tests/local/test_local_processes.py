@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -193,42 +196,77 @@ def test_two_local_processes_on_one_store_never_run_a_request_twice(
     assert all(worker.events("local_requests_recovered") for worker in workers)
 
 
-def run_demo(tmp_path: Path, broker_url: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BGHTTP_")}
-    env["BGHTTP_BROKER_URL"] = broker_url
-    env["PYTHONPATH"] = str(PROJECT_ROOT)
-    return subprocess.run(
-        [sys.executable, "-m", "bghttp.demo"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+class DemoRun:
+    """One ``python -m bghttp.demo`` run: its result and its wall-clock time as measured from outside."""
+
+    def __init__(self, tmp_path: Path, broker_url: str, *args: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BGHTTP_")}
+        env["BGHTTP_BROKER_URL"] = broker_url
+        env["PYTHONPATH"] = str(PROJECT_ROOT)
+        began = time.monotonic()
+        self.result = subprocess.run(
+            [sys.executable, "-m", "bghttp.demo", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        self.wall_seconds = time.monotonic() - began
+        self.stdout = self.result.stdout
 
 
-def assert_demo_output(result: subprocess.CompletedProcess[str]) -> None:
+def assert_demo_output(run: DemoRun) -> None:
+    result = run.result
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert sum(" completed " in line for line in lines) == 4, result.stdout
     assert sum(" failed " in line for line in lines) == 1, result.stdout
     assert "UNEXPECTED" not in result.stdout
     assert "attempts=3" in next(line for line in lines if "/flaky" in line)
+    # A request that failed as it should is not "ok": the demo says what happened.
+    down = next(line for line in lines if "/down" in line)
+    assert down.endswith("failed as expected") and not re.search(r"\bok\b", down), down
+    assert all(line.endswith(" ok") for line in lines if " completed " in line), result.stdout
+    # The elapsed time is the real one: start-up, worker and clean-up included.
+    reported = float(re.fullmatch(r"Done in ([\d.]+)s\.", lines[-1]).group(1))  # type: ignore[union-attr]
+    assert run.wall_seconds - 2.0 <= reported <= run.wall_seconds + 0.1, (reported, run.wall_seconds)
+
+
+def shown_paths(stdout: str) -> list[Path]:
+    """Every absolute path the demo printed."""
+    return [Path(match) for match in re.findall(r"(/[^\s:;()]+)", stdout) if "/" in match[1:]]
 
 
 def test_demo_runs_in_local_mode_when_rabbitmq_is_unreachable(tmp_path: Path) -> None:
-    result = run_demo(tmp_path, f"amqp://guest:guest@127.0.0.1:{free_port()}/")
+    run = DemoRun(tmp_path, f"amqp://guest:guest@127.0.0.1:{free_port()}/")
+    result = run.result
     assert result.stdout.splitlines()[0].endswith("running in local mode (in-process worker, no broker needed).")
     assert "Traceback" not in result.stderr and "error" not in result.stderr.lower()
-    assert_demo_output(result)
+    assert_demo_output(run)
     assert list(tmp_path.iterdir()) == []  # nothing left behind in the working directory
+    # Its temporary store is gone at the end, so no path into it may be shown.
+    assert [path for path in shown_paths(result.stdout) if "bghttp-demo-" in str(path)] == [], result.stdout
+
+
+def test_demo_keep_shows_paths_that_exist_when_it_ends(tmp_path: Path) -> None:
+    run = DemoRun(tmp_path, f"amqp://guest:guest@127.0.0.1:{free_port()}/", "--keep")
+    assert_demo_output(run)
+    paths = [path for path in shown_paths(run.stdout) if "bghttp-demo-" in str(path)]
+    try:
+        assert sum("response file: " in line for line in run.stdout.splitlines()) == 5, run.stdout
+        assert paths and all(path.exists() for path in paths), run.stdout
+    finally:
+        kept = next((path for path in paths if path.name == "store"), None)
+        if kept is not None:
+            shutil.rmtree(kept.parent, ignore_errors=True)
 
 
 @pytest.mark.slow
 @pytest.mark.rabbitmq
 def test_demo_uses_rabbitmq_when_reachable(tmp_path: Path) -> None:
     require_rabbitmq()
-    result = run_demo(tmp_path, RABBITMQ_URL)
-    assert "RabbitMQ is reachable" in result.stdout.splitlines()[0]
-    assert_demo_output(result)
+    run = DemoRun(tmp_path, RABBITMQ_URL)
+    assert "RabbitMQ is reachable" in run.stdout.splitlines()[0]
+    assert_demo_output(run)

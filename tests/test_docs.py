@@ -1,0 +1,59 @@
+"""The documentation: the site builds with ``--strict`` (no broken link or anchor), every
+setting is in the configuration table with the side that reads it, and the pages speak to users."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bghttp.config import SETTING_VARIABLES
+from tests.support import PROJECT_ROOT
+
+DOCS = PROJECT_ROOT / "docs"
+SIDES = {"client", "worker", "both", "worker (local mode)", "bghttp's own processes"}
+
+
+def test_mkdocs_builds_with_strict(tmp_path: Path) -> None:
+    pytest.importorskip("mkdocs")
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The pages that include files from the top level really hold them.
+    assert "bghttp worker --processes 1" in (tmp_path / "site" / "quickstart" / "index.html").read_text()
+    assert "Ownership of a request ID" in (tmp_path / "site" / "reliability" / "index.html").read_text()
+
+
+def test_every_page_is_in_the_nav() -> None:
+    nav = (PROJECT_ROOT / "mkdocs.yml").read_text()
+    for page in DOCS.glob("*.md"):
+        assert f": {page.name}" in nav, page.name
+
+
+def test_every_setting_is_in_the_configuration_table_with_its_side() -> None:
+    rows = {
+        match.group(1): match.group(2).strip()
+        for match in re.finditer(r"^\| `(BGHTTP_[A-Z_]+)` \| ([^|]+) \|", (DOCS / "configuration.md").read_text(), re.M)
+    }
+    assert set(rows) == set(SETTING_VARIABLES.values())
+    assert {variable: side for variable, side in rows.items() if side not in SIDES} == {}
+
+
+def test_user_pages_name_no_issues() -> None:
+    pages = [PROJECT_ROOT / "README.md", PROJECT_ROOT / "RELIABILITY.md", *DOCS.glob("*.md")]
+    for page in pages:
+        text = page.read_text()
+        found = re.findall(r"issue\s*#?\d+|\(items? \d+|mobile", text, re.IGNORECASE)
+        assert found == [], (page.name, found)
+
+
+def test_readme_is_short() -> None:
+    assert len((PROJECT_ROOT / "README.md").read_text().splitlines()) <= 150
