@@ -9,6 +9,13 @@ bounded pool (``max_threads``) also bounds the connections.
     async with AsyncBackgroundHttpClient() as client:
         info = await client.post("https://api.example.com/orders", data={"id": 7})
         record = await client.wait(info.request_id, timeout=60)
+
+A submit whose await is cancelled (``asyncio.wait_for`` timing out) still
+finishes in its thread: a thread cannot be stopped half-way through storing and
+publishing. A request the caller can never find (its ID was generated, and the
+caller got no ``RequestInfo``) is then cancelled, so nothing runs unseen; one
+with the caller's own ``request_id`` stays, and submitting that ID again
+returns it (it is sent once).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import concurrent.futures
+import contextlib
 import functools
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -26,7 +34,7 @@ import dramatiq
 from .bulk import BulkRequest
 from .client import BackgroundHttpClient, OnConflict
 from .config import Settings
-from .errors import InvalidArgument
+from .errors import BghttpError, InvalidArgument
 from .models import RequestInfo, RequestStatus, Response, StatusRecord
 from .validation import RequestDict, RequestOptions, SubmitOptions
 from .waiting import WaitOptions
@@ -64,10 +72,41 @@ class AsyncBackgroundHttpClient:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(function, *args, **kwargs))
 
+    async def _submit(self, function: Callable[[], T], generated_ids: Callable[[T], builtins.list[str]]) -> T:
+        """Run a submit; if the caller stops awaiting it, cancel the requests it can never find."""
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        future = asyncio.get_running_loop().run_in_executor(self._pool, function)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(functools.partial(self._cancel_unseen, generated_ids))
+            raise
+
+    def _cancel_unseen(self, generated_ids: Callable[[Any], builtins.list[str]], future: asyncio.Future[Any]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return  # nothing was accepted
+        # On the event loop, blocking for a status write or two: rare, and it must
+        # happen even when the client is being closed right after.
+        self._cancel_quietly(generated_ids(future.result()))
+
+    def _cancel_quietly(self, request_ids: builtins.list[str]) -> None:
+        for request_id in request_ids:
+            with contextlib.suppress(BghttpError):  # already final, or removed: nothing runs unseen
+                self.sync.cancel(request_id)
+
     # ------------------------------------------------------------- submits
     async def request(self, method: str, url: str, **options: Unpack[RequestOptions]) -> RequestInfo:
-        """Submit any request; returns once it is stored and the broker confirmed it."""
-        return await self._run(self.sync.request, method, url, **options)
+        """Submit any request; returns once it is stored and the broker confirmed it.
+
+        If the await is cancelled, the submit still finishes; without a
+        ``request_id`` of the caller's, the request is then cancelled (see the module docstring).
+        """
+        generated = options.get("request_id") is None
+        return await self._submit(
+            functools.partial(self.sync.request, method, url, **options),
+            lambda info: [info.request_id] if generated else [],
+        )
 
     async def get(self, url: str, **options: Unpack[RequestOptions]) -> RequestInfo:
         return await self.request("GET", url, **options)
@@ -92,8 +131,16 @@ class AsyncBackgroundHttpClient:
         return await self.request("POST", url, multipart=True, **options)
 
     async def submit_many(self, requests: Iterable[BulkRequest | RequestDict]) -> list[RequestInfo]:
-        """Submit many requests at once, all or nothing (see ``BackgroundHttpClient.submit_many``)."""
-        return await self._run(self.sync.submit_many, list(requests))
+        """Submit many requests at once, all or nothing (see ``BackgroundHttpClient.submit_many``).
+
+        If the await is cancelled, the requests submitted without a ``request_id`` are cancelled.
+        """
+        items = builtins.list(requests)
+        generated = [_request_id_of(item) is None for item in items]
+        return await self._submit(
+            functools.partial(self.sync.submit_many, items),
+            lambda infos: [info.request_id for info, gen in zip(infos, generated, strict=True) if gen],
+        )
 
     # --------------------------------------------------------------- reads
     async def get_request_status(self, request_id: str) -> StatusRecord | None:
@@ -147,3 +194,8 @@ class AsyncBackgroundHttpClient:
 
 
 __all__ = ["AsyncBackgroundHttpClient"]
+
+
+def _request_id_of(item: BulkRequest | RequestDict) -> str | None:
+    request_id = item.request_id if isinstance(item, BulkRequest) else item.get("request_id")
+    return request_id if isinstance(request_id, str) else None

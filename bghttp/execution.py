@@ -67,6 +67,10 @@ class RequestUnsendable(Exception):
     """The stored request cannot be turned into an HTTP request (its files, its headers, its URL)."""
 
 
+class SendNotRecorded(Exception):
+    """The attempt could not be marked "sent" before its first byte: it is not sent."""
+
+
 class ResponseNotSaved(Exception):
     """Writing the response into the store failed (``__cause__`` is the OSError/StoreError)."""
 
@@ -119,11 +123,19 @@ class _Progress:
 
     phase: str = "connecting"
     status_code: int | None = None
+    #: Called once, before the request's first byte goes out (see ``perform_attempt``).
+    on_sending: Callable[[], object] | None = None
 
     def trace(self, event: str, info: dict[str, Any]) -> None:
         # httpcore's trace extension names the steps of an HTTP/1.1 exchange.
         if event.endswith("send_request_headers.started"):
             self.phase = "sending the request"
+            on_sending, self.on_sending = self.on_sending, None
+            if on_sending is not None:
+                try:
+                    on_sending()
+                except Exception as error:  # not recorded as sent: it must not be sent
+                    raise SendNotRecorded(str(error)) from error
         elif event.endswith("receive_response_headers.started"):
             self.phase = "waiting for the response (the request was sent)"
 
@@ -135,13 +147,19 @@ def perform_attempt(
     *,
     max_response_bytes: int | None = None,
     is_cancelled: Callable[[], bool] = lambda: False,
+    on_sending: Callable[[], object] | None = None,
 ) -> AttemptResult:
-    """Send ``spec`` once (following redirects); on an answer save the response (body, then metadata)."""
+    """Send ``spec`` once (following redirects); on an answer save the response (body, then metadata).
+
+    ``on_sending`` is called once, just before the request's first byte goes out
+    (after connecting): the runner records there that this attempt may reach the
+    server. If it raises, nothing is sent and the outcome is ``store_error``.
+    """
     started = time.monotonic()
     if not (isinstance(spec.timeout, float | int) and 0 < spec.timeout < math.inf):
         return AttemptResult(Outcome.INVALID, error=f"the request cannot be sent: timeout {spec.timeout!r}")
     limits = AttemptLimits(started + spec.timeout, spec.timeout, is_cancelled)
-    progress = _Progress()
+    progress = _Progress(on_sending=on_sending)
     size = 0
     try:
         with attempt_limits(limits), contextlib.ExitStack() as open_files:
@@ -189,14 +207,21 @@ def _judge(error: Exception, spec: RequestSpec, progress: _Progress) -> tuple[Ou
         return Outcome.BAD_RESPONSE, f"HTTP {progress.status_code}, {error}"
     if isinstance(error, httpx.TransportError | httpx.StreamError):
         return Outcome.NETWORK_ERROR, f"{type(error).__name__} while {where}: {error}"
-    if isinstance(error, ResponseNotSaved):
-        cause = error.__cause__ or error
-        if is_disk_full(cause):
-            return Outcome.DISK_FULL, f"no space left to save the response: {cause}"
-        return Outcome.STORE_ERROR, f"cannot save the response: {cause}"
+    if isinstance(error, ResponseNotSaved | SendNotRecorded):
+        return _judge_store_failure(error)
     # Anything else (an httpx, h11 or bghttp bug) must not become a resend nobody
     # allowed: the attempt fails and says what happened.
     return Outcome.INVALID, f"unexpected {type(error).__name__} while {where}: {error}"
+
+
+def _judge_store_failure(error: ResponseNotSaved | SendNotRecorded) -> tuple[Outcome, str]:
+    """The store failed us: before sending (nothing went out) or while saving the answer."""
+    cause = error.__cause__ or error
+    if isinstance(error, SendNotRecorded):
+        return Outcome.STORE_ERROR, f"not sent: the attempt could not be recorded first: {cause}"
+    if is_disk_full(cause):
+        return Outcome.DISK_FULL, f"no space left to save the response: {cause}"
+    return Outcome.STORE_ERROR, f"cannot save the response: {cause}"
 
 
 # ---------------------------------------------------------------- sending

@@ -12,6 +12,10 @@
     cancel: queued, running, waiting_* ─▶ cancelled ──────────────────────┘
     amend_after_cancel: a terminal record keeps its status; the attempt that
         was running records how it really ended.
+    mark_sent: the running attempt is about to send its first byte (from then
+        on, its worker's death spends a retry).
+    close_interrupted: a new run closes the attempts a dead worker left, then
+        finish / schedule_retry / fail decide as after any attempt.
 
 Every transition is a pure function ``(record, ...) -> record`` that names the
 states it accepts and raises :class:`IllegalTransition` for the rest. A
@@ -205,6 +209,27 @@ def schedule_retry(
     )
 
 
+def mark_sent(record: StatusRecord, number: int, when: float) -> StatusRecord:
+    """Attempt ``number`` is about to send the request's first byte. Accepts ``running``."""
+    _require(record, frozenset({Phase.RUNNING}), "mark_sent")
+    last = record.attempts[-1] if record.attempts else None
+    if last is None or last.number != number or last.finished_at is not None:
+        raise IllegalTransition(f"attempt {number} of {record.request_id!r} is not the one running")
+    if last.sent_at is not None:
+        return record
+    return record.evolve(attempts=(*record.attempts[:-1], dataclasses.replace(last, sent_at=when)))
+
+
+def close_interrupted(record: StatusRecord, closed: Sequence[AttemptRecord]) -> StatusRecord:
+    """Attempts whose worker died are closed with what is known of them (``closed``: the same
+    attempts, finished). Accepts any unfinished request: it was running when its worker died,
+    and it is ``running`` again, for the decision that follows, whatever a later message marked."""
+    _require(record, _UNFINISHED, "close_interrupted")
+    by_number = {attempt.number: attempt for attempt in closed}
+    attempts = tuple(by_number.get(attempt.number, attempt) for attempt in record.attempts)
+    return record.evolve(phase=Phase.RUNNING, attempts=attempts)
+
+
 def offline_attempt(record: StatusRecord, attempt: AttemptRecord) -> StatusRecord:
     """The attempt failed because the network is down: recorded, no retry spent. Accepts ``running``."""
     _require(record, frozenset({Phase.RUNNING}), "offline_attempt")
@@ -297,6 +322,14 @@ class RequestLifecycle:
         # sent); only a power loss can undo it, and the request then just runs again.
         return self._apply(request_id, lambda r: mark_running(r, token, attempt), durable=False)
 
+    def mark_sent(self, request_id: str, number: int, when: float) -> StatusRecord:
+        # Like mark_running: a process crash keeps it; a power loss may undo it (the
+        # attempt then counts as unsent, and runs again without spending a retry).
+        return self._apply(request_id, lambda r: mark_sent(r, number, when), durable=False)
+
+    def close_interrupted(self, request_id: str, closed: Sequence[AttemptRecord]) -> StatusRecord:
+        return self._apply(request_id, lambda r: close_interrupted(r, closed))
+
     def fail(self, request_id: str, error: str) -> StatusRecord:
         return self._apply(request_id, lambda r: fail(r, error))
 
@@ -321,6 +354,7 @@ __all__ = [
     "RequestLifecycle",
     "amend_after_cancel",
     "cancel",
+    "close_interrupted",
     "defer",
     "fail",
     "finish",
@@ -331,6 +365,7 @@ __all__ = [
     "is_untouched",
     "mark_published",
     "mark_running",
+    "mark_sent",
     "message_args",
     "new_record",
     "next_token",

@@ -165,7 +165,10 @@ class AttemptRecord:
     outcome: str | None = None  # "success", "http_error", "timeout", "network_error", ...
     status_code: int | None = None
     error: str | None = None
-    counted: bool = True  # False when the network was down: no retry was spent
+    counted: bool = True  # False when no retry was spent (the network was down; interrupted before sending)
+    #: When the request's first byte was about to go out: an attempt interrupted after
+    #: this (its worker died) may have reached the server, so it spends a retry.
+    sent_at: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,10 +14,13 @@ import enum
 from collections.abc import Callable
 
 MAX_BACKOFF_SECONDS = 512
-#: Attempts during which the worker died (killed, out of memory) do not spend a
-#: retry; this many of them fail the request, so a response that kills every
-#: worker cannot loop forever.
+#: Attempts during which the worker died (killed, out of memory) *before sending*
+#: do not spend a retry; this many interrupted attempts fail the request, so a
+#: request that kills every worker cannot loop forever. (One interrupted after
+#: sending spends a retry like any error: it may have reached the server.)
 MAX_INTERRUPTED_ATTEMPTS = 5
+#: Methods a server may receive twice with the effect of once (RFC 9110, 9.2.2).
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 class Outcome(enum.StrEnum):
@@ -34,6 +37,7 @@ class Outcome(enum.StrEnum):
     BLOCKED = "blocked"  # the egress policy refused the address
     INVALID = "invalid"  # the request cannot be sent at all (a header httpx refuses, too many redirects ...)
     CANCELLED = "cancelled"  # the request was cancelled while it ran
+    INTERRUPTED = "interrupted"  # the worker died during the attempt (killed, out of memory, store failure)
 
 
 _RETRYABLE = frozenset(
@@ -44,8 +48,11 @@ _RETRYABLE = frozenset(
         Outcome.BAD_RESPONSE,
         Outcome.DISK_FULL,
         Outcome.STORE_ERROR,
+        Outcome.INTERRUPTED,
     }
 )
+#: The server answered, but its answer could not be saved here.
+_SAVE_FAILURES = frozenset({Outcome.DISK_FULL, Outcome.STORE_ERROR})
 
 
 def is_retryable(outcome: Outcome) -> bool:
@@ -86,12 +93,18 @@ def decide(
     max_retries: int,
     backoff_scale: float = 1.0,
     network_down: Callable[[], bool] | None = None,
+    method: str = "GET",
+    status_code: int | None = None,
 ) -> Decision:
     """What to do after an attempt that ended with ``outcome``.
 
     ``network_down`` (asked only after an outcome an outage may cause) says
     whether the network is down now; an attempt that failed for that reason
-    spends no retry.
+    spends no retry. ``method`` and ``status_code`` (the server's answer, if
+    any) decide about an answer that could not be saved: sending a
+    non-idempotent request again because *our* disk was full would repeat what
+    the server already did, so only an error answer or an idempotent method is
+    retried then.
     """
     if outcome is Outcome.SUCCESS:
         return Decision(Verdict.COMPLETE)
@@ -99,6 +112,13 @@ def decide(
         return Decision(Verdict.CANCELLED)
     if outcome in OUTAGE_OUTCOMES and network_down is not None and network_down():
         return Decision(Verdict.WAIT_FOR_NETWORK)
+    if (
+        outcome in _SAVE_FAILURES
+        and status_code is not None
+        and status_code < 400
+        and method.upper() not in IDEMPOTENT_METHODS
+    ):
+        return Decision(Verdict.FAIL)
     if is_retryable(outcome) and retries_used < max_retries:
         retry_number = retries_used + 1
         return Decision(Verdict.RETRY, retry_number, backoff_seconds(retry_number, backoff_scale))

@@ -34,7 +34,7 @@ from .lifecycle import RequestLifecycle
 from .logs import get_logger
 from .models import AttemptRecord, RequestSpec, RequestStatus, StatusRecord
 from .redaction import request_secrets, scrub
-from .retry_policy import MAX_INTERRUPTED_ATTEMPTS, Verdict, decide, interrupted_failure
+from .retry_policy import MAX_INTERRUPTED_ATTEMPTS, Outcome, Verdict, decide, interrupted_failure
 from .store_api import Store
 
 #: A message may arrive this early (clock skew between hosts) and still run.
@@ -166,11 +166,17 @@ class RequestRunner:
             self.publish(spec.request_id, token, record.next_attempt_at - now)
             self.lifecycle.defer(spec.request_id, token)
             return
+        if any(attempt.finished_at is None for attempt in record.attempts):
+            # The claim is ours, so the worker that ran this attempt is gone.
+            settled = self._close_interrupted(spec, record, log)
+            if settled is None:
+                return
+            record = settled
         if self.connectivity is not None and not self.connectivity.is_online():
             self._wait_for_network(spec, record, log)
             return
 
-        error = interrupted_failure(sum(1 for attempt in record.attempts if attempt.finished_at is None))
+        error = interrupted_failure(sum(1 for a in record.attempts if a.outcome == Outcome.INTERRUPTED.value))
         if error is not None:
             log.error("request_failed", error=error)
             self.lifecycle.fail(spec.request_id, error)
@@ -183,12 +189,19 @@ class RequestRunner:
             return
         log = log.bind(attempt=number)
         log.info("attempt_started")
+        sent_at: list[float] = []
+
+        def mark_sent() -> None:  # raises if it cannot be recorded: then nothing is sent
+            now = time.time()
+            self.lifecycle.mark_sent(spec.request_id, number, now)
+            sent_at.append(now)
         result = perform_attempt(
             self.http,
             self.store,
             spec,
             max_response_bytes=self.settings.max_response_bytes,
             is_cancelled=lambda: self._is_cancelled(spec.request_id),
+            on_sending=mark_sent,
         )
         if result.error:
             # The one place an attempt's error text enters logs and records: an
@@ -200,6 +213,7 @@ class RequestRunner:
             outcome=result.outcome.value,
             status_code=result.status_code,
             error=result.error,
+            sent_at=sent_at[0] if sent_at else None,
         )
         log = log.bind(
             outcome=result.outcome.value, status_code=result.status_code, duration_ms=round(result.duration_ms, 1)
@@ -220,6 +234,8 @@ class RequestRunner:
             max_retries=spec.max_retries,
             backoff_scale=self.settings.backoff_scale,
             network_down=None if connectivity is None else lambda: not connectivity.check_now(),
+            method=spec.method,
+            status_code=result.status_code,
         )
         verdict = decision.verdict
         if verdict is Verdict.COMPLETE:
@@ -251,6 +267,54 @@ class RequestRunner:
         log.error("request_failed", error=result.error, retries_used=record.retries_used)
         return self._finish(request_id, attempt, RequestStatus.FAILED)
 
+    def _close_interrupted(self, spec: RequestSpec, record: StatusRecord, log: Any) -> StatusRecord | None:
+        """Close the attempts a dead worker left unfinished; None if that settled this run.
+
+        What is known decides: a response saved during the attempt is its
+        outcome; an attempt that was marked sent may have reached the server and
+        spends a retry like any error (none left: failed); one that was not sent
+        spends nothing, and the request runs again now.
+        """
+        unfinished = [attempt for attempt in record.attempts if attempt.finished_at is None]
+        now = time.time()
+        closed = [_interrupted(attempt, now) for attempt in unfinished[:-1]]
+        last = unfinished[-1]
+        answer = self._answer_saved_during(spec.request_id, last)
+        if answer is not None:
+            outcome = Outcome.SUCCESS if answer < 400 else Outcome.HTTP_ERROR
+            error = None if answer < 400 else f"HTTP {answer}"
+            result = AttemptResult(outcome, answer, error)
+        else:
+            result = AttemptResult(Outcome.INTERRUPTED, None, _interrupted(last, now).error)
+        attempt = dataclasses.replace(
+            last,
+            finished_at=now,
+            outcome=result.outcome.value,
+            status_code=result.status_code,
+            error=result.error,
+            counted=answer is not None or last.sent_at is not None,
+        )
+        record = self.lifecycle.close_interrupted(spec.request_id, [*closed, attempt])
+        if record.is_terminal:
+            return None
+        log = log.bind(attempt=attempt.number)
+        log.warning("attempt_interrupted", sent=last.sent_at is not None, status_code=answer)
+        if not attempt.counted:
+            return record  # never sent: run it again now, no retry spent
+        self._settle(spec, record, attempt, result, log)
+        return None
+
+    def _answer_saved_during(self, request_id: str, attempt: AttemptRecord) -> int | None:
+        """The status code of a response the attempt saved before its worker died, if it did."""
+        try:
+            metadata = self.store.read_response_metadata(request_id)
+        except StoreError:
+            return None
+        if not metadata or float(metadata.get("saved_at") or 0) < attempt.started_at:
+            return None
+        status_code = metadata.get("status_code")
+        return status_code if isinstance(status_code, int) else None
+
     def _finish(self, request_id: str, attempt: AttemptRecord, status: RequestStatus) -> StatusRecord:
         return self.lifecycle.record_attempt(request_id, attempt, lambda r: lifecycle.finish(r, attempt, status))
 
@@ -275,6 +339,19 @@ class RequestRunner:
         except StoreError:  # cannot tell now: go on, the next check (0.2 s later) may
             return False
         return record is not None and record.status is RequestStatus.CANCELLED
+
+
+def _interrupted(attempt: AttemptRecord, now: float) -> AttemptRecord:
+    """``attempt``, closed as interrupted: counted (a retry spent) only if it may have reached the server."""
+    sent = attempt.sent_at is not None
+    when = "after sending the request" if sent else "before sending the request"
+    return dataclasses.replace(
+        attempt,
+        finished_at=now,
+        outcome=Outcome.INTERRUPTED.value,
+        error=f"the worker stopped during this attempt, {when}",
+        counted=sent,
+    )
 
 
 def _host(url: str) -> str | None:

@@ -1,10 +1,10 @@
-"""Attack: an awaiting submit that is cancelled (``asyncio.wait_for`` timed out, the task was cancelled).
+"""An awaiting submit that is cancelled (``asyncio.wait_for`` timed out, the task was cancelled).
 
-The async client runs the blocking submit on a thread; cancelling the await
-does not stop that thread. The caller gets ``CancelledError``/``TimeoutError``
-and no ``RequestInfo``, so with a generated ID it cannot even find the request,
-yet the request is accepted and sent. A caller that submits again on that error
-(what the sync client's ``BrokerUnavailable`` invites) sends it twice.
+The async client runs the blocking submit on a thread, and cancelling the await
+does not stop that thread: the submit finishes. The caller got no
+``RequestInfo``: a request with a generated ID, which it can never find, must
+not run unseen (it is cancelled); one with the caller's own ``request_id`` is
+kept, and submitting that ID again returns it and sends it once.
 """
 
 from __future__ import annotations
@@ -30,12 +30,6 @@ def answer_ok(conn: Connection) -> None:
     conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="design: cancelling the await does not cancel the submit running on the pool thread; proposed: "
-    "shield the submit, and once it has finished cancel (or discard, if no worker took it up) the request "
-    "the caller was never told about, so a cancelled submit never leaves a request running unseen",
-)
 def test_a_cancelled_async_submit_leaves_no_request_running_unseen(
     rabbitmq_settings: Settings, start_worker: Callable[..., WorkerProcess]
 ) -> None:
@@ -60,3 +54,27 @@ def test_a_cancelled_async_submit_leaves_no_request_running_unseen(
             records = reader.list()
         running_unseen = [r.request_id for r in records if r.status is not RequestStatus.CANCELLED]
         assert not running_unseen, f"{server.hits} POST(s) sent for a submit the caller saw cancelled: {store_dir}"
+
+
+def test_a_cancelled_async_submit_with_the_callers_id_is_kept_and_sent_once(
+    rabbitmq_settings: Settings, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    start_worker(rabbitmq_settings, threads=1)
+    hold = HoldEnqueue()
+    broker = create_broker(rabbitmq_settings, [hold])
+
+    async def scenario() -> str:
+        async with AsyncBackgroundHttpClient(rabbitmq_settings, broker=broker) as client:
+            submit = asyncio.create_task(client.post(server.url("/payments"), data=b"pay 100", request_id="pay-7"))
+            await asyncio.get_running_loop().run_in_executor(None, hold.entered.wait, BOUND)
+            submit.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await submit
+            hold.release.set()
+            again = await client.post(server.url("/payments"), data=b"pay 100", request_id="pay-7")  # the retry
+            record = await client.wait(again.request_id, timeout=30)
+            return record.status.value
+
+    with ScriptedServer(answer_ok) as server:
+        assert asyncio.run(scenario()) == "completed"
+        assert server.hits == 1

@@ -1,11 +1,12 @@
-"""Attack: a worker that dies after the request reached the server.
+"""A worker that dies after the request reached the server must not send it beyond its retries.
 
-The runner counts an attempt whose worker died (no outcome recorded) as
-"interrupted" and runs it again without spending a retry, up to
-``MAX_INTERRUPTED_ATTEMPTS`` (5) times. So a ``retries=0`` POST that reached
-the server is sent again by the next worker after a ``kill -9`` (or an OOM
-kill, or a failed status write, which Dramatiq re-runs like a crash): the
-server can see it up to 5 times, although no retry allowed a second one.
+An attempt is marked "sent" just before its first byte goes out. When the
+worker dies (``kill -9``, out of memory, a status write that fails and makes
+Dramatiq re-run the message), the next run closes the attempt with what is
+known: a response saved meanwhile is its outcome; an attempt marked sent spends
+a retry (none left: ``failed``); one never sent runs again for free. Also: an
+answer that could not be saved is not a reason to send a non-idempotent
+request again.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 
 from bghttp import BackgroundHttpClient, RequestStatus, Settings
 from bghttp.errors import StoreError
-from bghttp.runner import RequestRunner
+from bghttp.lifecycle import RequestLifecycle
 from tests.conftest import local_settings
 from tests.reliability.scripted_server import Connection, ScriptedServer
 from tests.reliability.server import CountingServer
@@ -38,12 +39,6 @@ def hold_the_first_then_answer(conn: Connection) -> None:
 
 
 @pytest.mark.rabbitmq
-@pytest.mark.xfail(
-    strict=True,
-    reason="design: an interrupted attempt never spends a retry, so a request that reached the server is "
-    "sent again after a worker crash; proposed: mark the attempt 'sent' before its first byte goes out and "
-    "count an interrupted sent attempt against the retries (none left: failed, 'the worker died after sending')",
-)
 def test_a_retries_0_post_that_reached_the_server_is_not_sent_again_after_a_worker_kill(
     rabbitmq_settings: Settings, start_worker: Callable[..., WorkerProcess]
 ) -> None:
@@ -59,7 +54,7 @@ def test_a_retries_0_post_that_reached_the_server_is_not_sent_again_after_a_work
         hits = server.hits
     assert hits == 1, f"the server received the retries=0 POST {hits} times; record: {record.status.value}"
     assert record.status is RequestStatus.FAILED
-    assert record.last_error is not None and "died" in record.last_error
+    assert record.last_error == "the worker stopped during this attempt, after sending the request"
 
 
 def answer_ok(conn: Connection) -> None:
@@ -67,25 +62,20 @@ def answer_ok(conn: Connection) -> None:
     conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="design (as above): a status write that fails after the request was sent escapes to Dramatiq's "
-    "Retries, whose re-run sends the request again as an interrupted attempt",
-)
 def test_a_status_write_failing_after_the_send_does_not_send_a_retries_0_post_again(
     store_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The disk fills (or the store's NFS blips) just when the outcome of a delivered POST is recorded."""
-    record_attempt = RequestRunner._record_attempt
+    record_attempt = RequestLifecycle.record_attempt
     failures: list[str] = []
 
-    def fails_once(self: RequestRunner, *args: Any, **kwargs: Any) -> Any:
+    def fails_once(self: RequestLifecycle, *args: Any, **kwargs: Any) -> Any:
         if not failures:
             failures.append("once")
             raise StoreError("cannot write status: [Errno 28] No space left on device")
         return record_attempt(self, *args, **kwargs)
 
-    monkeypatch.setattr(RequestRunner, "_record_attempt", fails_once)
+    monkeypatch.setattr(RequestLifecycle, "record_attempt", fails_once)
     with ScriptedServer(answer_ok) as server, BackgroundHttpClient(local_settings(store_dir)) as client:
         info = client.post(server.url("/payments"), data=b"pay 100", retries=0, timeout=10)
         record = client.wait(info.request_id, timeout=30)
@@ -94,13 +84,6 @@ def test_a_status_write_failing_after_the_send_does_not_send_a_retries_0_post_ag
     assert hits == 1, f"the server received the retries=0 POST {hits} times; record: {record.status.value}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="design: a response that cannot be saved (disk_full, store_error) is retryable whatever the method "
-    "and status, so a POST the server accepted (200) is sent again for a local disk problem; proposed: "
-    "retry a save failure only for idempotent methods or an HTTP error status, else fail with "
-    "'answered HTTP 200, the response could not be saved'",
-)
 def test_a_post_answered_200_is_not_sent_again_because_its_response_could_not_be_saved(
     small_tmpfs: Path,  # noqa: F811
     counting_server: CountingServer,
@@ -110,3 +93,4 @@ def test_a_post_answered_200_is_not_sent_again_because_its_response_could_not_be
         record = client.wait(info.request_id, timeout=60)
     assert [a.outcome for a in record.attempts][:1] == ["disk_full"]
     assert counting_server.hits["pay"] == 1, f"a 200-answered POST sent {counting_server.hits['pay']} times"
+    assert record.status is RequestStatus.FAILED and record.last_status_code == 200

@@ -187,7 +187,37 @@ ALL_FROM_UNFINISHED: list[tuple[str, Callable[[StatusRecord], StatusRecord]]] = 
     ("offline_attempt", lambda r: lifecycle.offline_attempt(r, finished_attempt())),
     ("fail", lambda r: lifecycle.fail(r, "x")),
     ("cancel", lifecycle.cancel),
+    ("mark_sent", lambda r: lifecycle.mark_sent(r, 1, 1.5)),
+    ("close_interrupted", lambda r: lifecycle.close_interrupted(r, [finished_attempt()])),
 ]
+
+
+def test_mark_sent_marks_the_running_attempt_once() -> None:
+    sent = lifecycle.mark_sent(running(), 1, 1.5)
+    assert sent.attempts[-1].sent_at == 1.5 and sent.phase is Phase.RUNNING
+    assert lifecycle.mark_sent(sent, 1, 9.0).attempts[-1].sent_at == 1.5  # the first mark stays
+
+
+@pytest.mark.parametrize("phase", [Phase.QUEUED, Phase.WAITING_RETRY, Phase.WAITING_NETWORK])
+def test_mark_sent_refuses_a_request_that_is_not_running(phase: Phase) -> None:
+    with pytest.raises(IllegalTransition, match="mark_sent"):
+        lifecycle.mark_sent(record(phase), 1, 1.5)
+
+
+def test_mark_sent_refuses_another_or_a_finished_attempt() -> None:
+    with pytest.raises(IllegalTransition, match="not the one running"):
+        lifecycle.mark_sent(running(), 2, 1.5)
+    done = running().evolve(attempts=(finished_attempt(),))
+    with pytest.raises(IllegalTransition, match="not the one running"):
+        lifecycle.mark_sent(done, 1, 1.5)
+
+
+@pytest.mark.parametrize("phase", UNFINISHED)
+def test_close_interrupted_replaces_the_dead_attempts_and_is_running_again(phase: Phase) -> None:
+    dead = AttemptRecord(number=1, started_at=1.0, sent_at=1.5)
+    closed = AttemptRecord(number=1, started_at=1.0, sent_at=1.5, finished_at=3.0, outcome="interrupted")
+    result = lifecycle.close_interrupted(record(phase, attempts=(dead,)), [closed])
+    assert result.attempts == (closed,) and result.phase is Phase.RUNNING
 
 
 @pytest.mark.parametrize("status", FINAL)
