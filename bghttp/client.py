@@ -76,7 +76,7 @@ class BackgroundHttpClient:
         if isinstance(broker, dramatiq.Broker):
             self.broker = broker
         elif self.settings.is_local:
-            from .local import LocalWorker  # built only when asked for
+            from .worker.local import LocalWorker  # built only when asked for
 
             self._local_worker = LocalWorker(self.settings, self.store)
             self.broker = self._local_worker.broker

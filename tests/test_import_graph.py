@@ -10,9 +10,22 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "bghttp"
 
 
-def _runtime_imports(path: Path) -> set[str]:
-    """bghttp modules ``path`` imports when it is imported (not under TYPE_CHECKING, not inside functions)."""
+def _runtime_imports(name: str, path: Path, modules: set[str]) -> set[str]:
+    """bghttp modules (dotted, under ``bghttp``) that module ``name`` imports when it is imported.
+
+    Not those under TYPE_CHECKING or inside functions; ``from . import x`` counts ``x``
+    when it is a module, else the package it came from.
+    """
+    package = name.split(".")[:-1] if path.name != "__init__.py" else name.split(".")
     imported: set[str] = set()
+
+    def add(target: str, names: list[str]) -> None:
+        for alias in names:
+            child = f"{target}.{alias}" if target else alias
+            if child in modules:
+                imported.add(child)
+            elif target in modules:
+                imported.add(target)
 
     def visit(statements: list[ast.stmt]) -> None:
         for node in statements:
@@ -22,20 +35,27 @@ def _runtime_imports(path: Path) -> set[str]:
                 visit(node.orelse)
             elif isinstance(node, ast.Try):
                 visit(node.body)
-            elif isinstance(node, ast.ImportFrom) and node.level == 1:
-                if node.module:
-                    imported.add(node.module.split(".")[0])
-                else:
-                    imported.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level >= 1:
+                base = package[: len(package) - (node.level - 1)]
+                target = ".".join([*base, *([node.module] if node.module else [])])
+                add(target, [alias.name for alias in node.names])
             elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("bghttp."):
-                imported.add(node.module.split(".")[1])
+                add(node.module.removeprefix("bghttp."), [alias.name for alias in node.names])
 
     visit(ast.parse(path.read_text()).body)
+    imported.discard(name)
     return imported
 
 
 def _modules() -> dict[str, Path]:
-    return {path.stem: path for path in PACKAGE.glob("*.py") if path.stem != "__init__"}
+    """Every module of the package, subpackages included, by dotted name under ``bghttp``."""
+    modules: dict[str, Path] = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts == ("__init__",) or parts[-1] == "__main__":
+            continue
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
 
 
 def test_every_module_imports() -> None:
@@ -45,7 +65,7 @@ def test_every_module_imports() -> None:
 
 def test_the_import_graph_has_no_cycle() -> None:
     modules = _modules()
-    graph = {name: _runtime_imports(path) & set(modules) for name, path in modules.items()}
+    graph = {name: _runtime_imports(name, path, set(modules)) for name, path in modules.items()}
     cycles: list[list[str]] = []
     state: dict[str, str] = {}
 
@@ -62,6 +82,23 @@ def test_the_import_graph_has_no_cycle() -> None:
         if name not in state:
             walk(name, [name])
     assert cycles == []
+
+
+CLIENT_SIDE = {"client", "aio", "bulk", "submission", "waiting", "validation", "sendable"}
+
+
+def test_the_client_and_the_worker_side_import_only_the_shared_layer() -> None:
+    """The worker side never imports the client side or the CLI; the top level imports the
+    worker side only in ``actors`` (the ``dramatiq bghttp.actors`` entry point)."""
+    modules = _modules()
+    crossings = []
+    for name, path in modules.items():
+        imported = _runtime_imports(name, path, set(modules))
+        if name.startswith("worker"):
+            crossings += [(name, target) for target in imported if target in CLIENT_SIDE or target.startswith("cli")]
+        elif not name.startswith("cli") and name != "actors":
+            crossings += [(name, target) for target in imported if target.startswith("worker")]
+    assert crossings == []
 
 
 STORE_INTERNALS = re.compile(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bghttp.errors import BrokerUnavailable, StoreError
-from bghttp.worker import INTERNAL_RETRIES, retry_internal_failure
+from bghttp.worker.actor import INTERNAL_RETRIES, retry_internal_failure
 
 
 def test_store_and_broker_outages_are_retried_without_limit() -> None:

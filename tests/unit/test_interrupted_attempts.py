@@ -15,10 +15,10 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from bghttp.errors import StoreError
-from bghttp.execution import build_http_client
 from bghttp.lifecycle import RequestLifecycle
 from bghttp.models import AttemptRecord, Phase, RequestStatus
 from bghttp.validation import prepare_request
+from bghttp.worker.execution import build_http_client
 from tests.unit.test_runner import make_runner, submit
 
 

@@ -1,10 +1,10 @@
-"""The retry policy's decision after an attempt (``bghttp.retry_policy.decide``)."""
+"""The retry policy's decision after an attempt (``bghttp.worker.retry_policy.decide``)."""
 
 from __future__ import annotations
 
 import pytest
 
-from bghttp.retry_policy import (
+from bghttp.worker.retry_policy import (
     MAX_INTERRUPTED_ATTEMPTS,
     Decision,
     Outcome,

@@ -26,6 +26,11 @@ from typing import IO, Any
 
 import httpx
 
+from ..errors import StoreError
+from ..models import RequestSpec
+from ..redaction import redact_url
+from ..store import is_disk_full
+from ..store_api import Store
 from .attempt_io import (
     DEADLINE_PASSED,
     AttemptCancelled,
@@ -35,13 +40,8 @@ from .attempt_io import (
     release_connection,
 )
 from .decoding import BadEncoding, BodyDecoder, can_decode, content_codings
-from .errors import StoreError
-from .models import RequestSpec
-from .redaction import redact_url
 from .redirects import MAX_REDIRECTS, Hop, RedirectRefused, is_redirect, next_hop
 from .retry_policy import Outcome
-from .store import is_disk_full
-from .store_api import Store
 
 #: The most of a redirect's own body that is read (so the connection can be reused).
 REDIRECT_BODY_LIMIT = 64 * 1024

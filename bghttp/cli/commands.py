@@ -26,11 +26,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
-from . import cli_output as out
-from .cli_input import UsageError, request_options
-from .client import BackgroundHttpClient
-from .config import ConfigError, Settings
-from .errors import (
+from ..client import BackgroundHttpClient
+from ..config import ConfigError, Settings
+from ..errors import (
     BghttpError,
     BrokerUnavailable,
     InvalidRequest,
@@ -38,7 +36,9 @@ from .errors import (
     UnknownRequest,
     WaitTimeout,
 )
-from .models import RequestStatus, StatusRecord
+from ..models import RequestStatus, StatusRecord
+from . import output as out
+from .input import UsageError, request_options
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -504,7 +504,7 @@ def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if settings.is_local:
-        from .local import run_local_worker  # only local mode needs the embedded worker
+        from ..worker.local import run_local_worker  # only local mode needs the embedded worker
 
         if settings.metrics_port is not None:
             raise UsageError("--metrics-port needs a RabbitMQ worker group; local mode serves no metrics")
@@ -520,7 +520,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if settings.metrics_port is not None:
         import importlib.util
 
-        from .metrics import prepare_exposition
+        from ..worker.metrics import prepare_exposition
 
         if importlib.util.find_spec("prometheus_client") is None:
             raise UsageError("--metrics-port needs prometheus-client: pip install 'bghttp[metrics]'")
@@ -586,7 +586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _configure_logging(args: argparse.Namespace, settings: Settings) -> None:
-    from .logs import configure_logging
+    from ..logs import configure_logging
 
     # Log lines go to stderr; stdout stays for results. Only the worker and
     # recover log at INFO: the other commands' output is their result.
@@ -628,8 +628,5 @@ def _exit_code(error: Exception) -> int:
 def console_main() -> NoReturn:
     sys.exit(main())
 
-
-if __name__ == "__main__":
-    console_main()
 
 __all__ = ["EXIT_CODES_HELP", "build_parser", "main", "settings_from_args"]

@@ -38,17 +38,17 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
-from .broker import ACTOR_NAME, create_broker, publish_request
-from .config import LOCAL_BROKER, Settings
+from ..broker import ACTOR_NAME, create_broker, publish_request
+from ..config import LOCAL_BROKER, Settings
+from ..errors import LocalWorkerDied, StoreError
+from ..lifecycle import parse_message_args
+from ..logs import configure_logging, get_logger
+from ..models import Phase, StatusRecord
+from ..recovery import recover_pending
+from ..store import FileStore
+from ..store_api import Store
+from .actor import RunnerHolder, declare_actor, worker_middleware
 from .connectivity import MonitorHolder
-from .errors import LocalWorkerDied, StoreError
-from .lifecycle import parse_message_args
-from .logs import configure_logging, get_logger
-from .models import Phase, StatusRecord
-from .recovery import recover_pending
-from .store import FileStore
-from .store_api import Store
-from .worker import RunnerHolder, declare_actor, worker_middleware
 
 AnyMessage = dramatiq.Message[Any]
 

@@ -26,16 +26,16 @@ from typing import Any, Protocol
 
 import httpx
 
-from . import lifecycle, record_log
-from .config import Settings
-from .errors import BrokerUnavailable, StoreError, UnknownRequest
+from .. import lifecycle, record_log
+from ..config import Settings
+from ..errors import BrokerUnavailable, StoreError, UnknownRequest
+from ..lifecycle import RequestLifecycle
+from ..logs import get_logger
+from ..models import AttemptRecord, RequestSpec, RequestStatus, StatusRecord
+from ..redaction import request_secrets, scrub
+from ..store_api import Store
 from .execution import AttemptResult, perform_attempt
-from .lifecycle import RequestLifecycle
-from .logs import get_logger
-from .models import AttemptRecord, RequestSpec, RequestStatus, StatusRecord
-from .redaction import request_secrets, scrub
 from .retry_policy import MAX_INTERRUPTED_ATTEMPTS, Outcome, Verdict, decide, interrupted_failure
-from .store_api import Store
 
 #: A message may arrive this early (clock skew between hosts) and still run.
 EARLY_TOLERANCE_SECONDS = 0.05

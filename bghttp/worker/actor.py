@@ -13,18 +13,18 @@ import dramatiq
 import httpx
 from dramatiq.middleware import CurrentMessage, Middleware, Retries, ShutdownNotifications
 
-from .broker import ACTOR_NAME, check_queue, create_broker, publish_request
-from .config import Settings
+from ..broker import ACTOR_NAME, check_queue, create_broker, publish_request
+from ..config import Settings
+from ..errors import BrokerUnavailable, StoreError
+from ..logs import configure_logging
+from ..store import FileStore
+from ..store_api import Store
 from .connectivity import ConnectivityMonitor, MonitorHolder
 from .egress import egress_transport
-from .errors import BrokerUnavailable, StoreError
 from .execution import build_http_client
 from .gate import ConnectivityGate
-from .logs import configure_logging
 from .metrics import metrics_middleware, observe_attempt
 from .runner import RequestRunner
-from .store import FileStore
-from .store_api import Store
 
 #: Internal failures (a bug) are retried a few times by Dramatiq's own Retries
 #: middleware; request errors never reach it: the runner schedules those itself

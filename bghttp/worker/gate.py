@@ -25,14 +25,14 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
-from .broker import ACTOR_NAME
-from .config import Settings
+from ..broker import ACTOR_NAME
+from ..config import Settings
+from ..errors import BghttpError, UnknownRequest
+from ..lifecycle import RequestLifecycle, is_stale, parse_message_args
+from ..logs import get_logger
+from ..store import FileStore
+from ..store_api import Store
 from .connectivity import MonitorHolder
-from .errors import BghttpError, UnknownRequest
-from .lifecycle import RequestLifecycle, is_stale, parse_message_args
-from .logs import get_logger
-from .store import FileStore
-from .store_api import Store
 
 #: The hold wakes this often to notice a worker shutdown.
 SHUTDOWN_POLL_SECONDS = 0.5

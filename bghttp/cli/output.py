@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from .models import RequestSpec, Response, StatusRecord
-from .redaction import redact_url
+from ..models import RequestSpec, Response, StatusRecord
+from ..redaction import redact_url
 
 #: Seconds between progress lines when stderr is not a terminal (a log, a CI job).
 PROGRESS_LINE_INTERVAL = 1.0
