@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from bghttp.cli.commands import build_parser
+from bghttp.cli import build_parser
 from tests.support import PROJECT_ROOT
 
 DOCKER = PROJECT_ROOT / "docker"

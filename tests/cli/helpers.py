@@ -15,9 +15,9 @@ from tests.support import PROJECT_ROOT, WorkerProcess, worker_env
 
 
 def bghttp_command() -> list[str]:
-    """The installed console script next to this interpreter, else ``python -m bghttp.cli.commands``."""
+    """The installed console script next to this interpreter, else ``python -m bghttp.cli``."""
     script = Path(sys.executable).parent / "bghttp"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "bghttp.cli.commands"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "bghttp.cli"]
 
 
 def cli_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:

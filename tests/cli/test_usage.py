@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bghttp import Settings
-from bghttp.cli.commands import main
+from bghttp.cli import main
 from bghttp.store import FileStore
 from tests.cli.helpers import assert_one_line_error, bghttp_command, run_cli
 from tests.support import RABBITMQ_URL, free_port, unique_queue

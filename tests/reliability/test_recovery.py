@@ -18,7 +18,7 @@ pytestmark = pytest.mark.rabbitmq
 
 def bghttp_recover(settings: Settings) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "bghttp.cli.commands", "recover"],
+        [sys.executable, "-m", "bghttp.cli", "recover"],
         cwd=PROJECT_ROOT,
         env=worker_env(settings_env(settings)),
         capture_output=True,
