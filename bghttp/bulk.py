@@ -1,6 +1,6 @@
 """Bulk submit: many requests in one call, stored together and published in one transaction.
 
-``submit_many(client, requests)`` is all-or-nothing. It validates every request
+``client.submit_many(requests)`` is all-or-nothing. It validates every request
 before it writes anything, stores them all, makes the store durable with one
 filesystem sync (instead of several fsyncs per request), then publishes every
 message inside one RabbitMQ transaction (``tx.select`` … ``tx.commit``).
@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dramatiq
 import pika
@@ -36,11 +36,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from .broker import BROKER_ERRORS, request_message
 from .errors import BrokerUnavailable, InvalidRequest
-from .models import RequestInfo
 from .validation import FieldsArg, FilesArg, HeadersArg, PreparedRequest, QueryArg, RequestDict, prepare_request
-
-if TYPE_CHECKING:
-    from .client import BackgroundHttpClient
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,21 +61,6 @@ RequestLike = BulkRequest | RequestDict
 
 #: Transactions tried, each on a fresh connection after a failure (like Dramatiq's enqueue).
 PUBLISH_ATTEMPTS = 2
-
-
-def submit_many(client: BackgroundHttpClient, requests: Iterable[RequestLike]) -> list[RequestInfo]:
-    """``client.submit_many(requests)``: submit every request; their ``RequestInfo`` in the same order.
-
-    Each item is a :class:`BulkRequest` or a mapping with the keywords of
-    ``client.request`` (``method`` and ``url`` required). Raises
-    ``InvalidRequest`` before anything is stored if one item is invalid or two
-    share a ``request_id``, and ``BrokerUnavailable`` if RabbitMQ did not commit
-    the batch; in both cases no request of this call is left in the store. An
-    ID that exists already is handled by the client's ``on_conflict`` policy
-    (with ``replace``, the old request is cancelled and removed as the batch is
-    stored, and stays removed if the batch then fails).
-    """
-    return client.submit_many(requests)
 
 
 def prepare_all(requests: Iterable[RequestLike], default_timeout: float) -> list[PreparedRequest]:
@@ -165,4 +146,4 @@ def publish_in_transaction(
             channel.close()
 
 
-__all__ = ["BulkRequest", "prepare_all", "publish_batch", "publish_in_transaction", "submit_many"]
+__all__ = ["BulkRequest", "prepare_all", "publish_batch", "publish_in_transaction"]

@@ -35,7 +35,7 @@ from ..models import AttemptRecord, RequestSpec, RequestStatus, StatusRecord
 from ..redaction import request_secrets, scrub
 from ..store_api import Store
 from .execution import AttemptResult, perform_attempt
-from .retry_policy import MAX_INTERRUPTED_ATTEMPTS, Outcome, Verdict, decide, interrupted_failure
+from .retry_policy import Outcome, Verdict, decide, interrupted_failure
 
 #: A message may arrive this early (clock skew between hosts) and still run.
 EARLY_TOLERANCE_SECONDS = 0.05
@@ -361,4 +361,4 @@ def _host(url: str) -> str | None:
         return None
 
 
-__all__ = ["EARLY_TOLERANCE_SECONDS", "MAX_INTERRUPTED_ATTEMPTS", "RequestRunner"]
+__all__ = ["EARLY_TOLERANCE_SECONDS", "RequestRunner"]

@@ -153,7 +153,7 @@ def test_recovery_publishes_newer_tokens_and_keeps_due_times(tmp_path: Path) -> 
 
 def test_attempts_interrupted_by_dying_workers_are_bounded(tmp_path: Path) -> None:
     from bghttp.models import AttemptRecord
-    from bghttp.worker.runner import MAX_INTERRUPTED_ATTEMPTS
+    from bghttp.worker.retry_policy import MAX_INTERRUPTED_ATTEMPTS
 
     calls: list[httpx.Request] = []
     runner, _ = make_runner(tmp_path, httpx.MockTransport(lambda r: calls.append(r) or httpx.Response(200)))
