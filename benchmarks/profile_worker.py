@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from bghttp import Settings
-from bghttp.execution import build_http_client
 from bghttp.logs import configure_logging
-from bghttp.runner import RequestRunner
 from bghttp.store import FileStore
 from bghttp.validation import prepare_request
+from bghttp.worker.execution import build_http_client
+from bghttp.worker.runner import RequestRunner
 
 from .target import start_target
 

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 from bghttp import BackgroundHttpClient
-from bghttp.bulk import submit_many
 
 from .infra import bench_settings, load, worker_group
 from .target import start_target
@@ -79,7 +78,7 @@ def main() -> None:
             started = time.time()
             requests = [{"method": "GET", "url": target.small_url}] * args.count
             for offset in range(0, args.count, SUBMIT_CHUNK):
-                submit_many(client, requests[offset : offset + SUBMIT_CHUNK])
+                client.submit_many(requests[offset : offset + SUBMIT_CHUNK])
             finished = wait_all_terminal(settings, args.count)
             for spy in spies:
                 spy.wait()

@@ -24,7 +24,6 @@ import httpx
 
 from bghttp import BackgroundHttpClient, RequestStatus, Settings
 from bghttp.broker import publish_request
-from bghttp.bulk import submit_many
 from bghttp.store import FileStore
 from bghttp.validation import prepare_request
 
@@ -125,7 +124,7 @@ def run_bghttp_drain(
         ]
         started = time.time()
         for offset in range(0, count, SUBMIT_CHUNK):
-            submit_many(client, requests[offset : offset + SUBMIT_CHUNK])
+            client.submit_many(requests[offset : offset + SUBMIT_CHUNK])
         finished = wait_all_terminal(settings, count, alive=lambda: group.process.poll() is None)
         return finished - started
 
@@ -278,7 +277,7 @@ def submit_latency(url: str, singles: int, bulk: int) -> Result:
                             singles)
         requests = [{"method": "GET", "url": url} for _ in range(bulk)]
         bulk_started = time.perf_counter()
-        infos = submit_many(client, requests)
+        infos = client.submit_many(requests)
         bulk_seconds = time.perf_counter() - bulk_started
         if len(infos) != bulk:
             raise RuntimeError("bulk submit returned a wrong count")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from .errors import ConfigError
-from .worker import setup_worker_broker
+from .worker.actor import setup_worker_broker
 
 try:
     broker, runner = setup_worker_broker()

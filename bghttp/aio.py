@@ -9,24 +9,35 @@ bounded pool (``max_threads``) also bounds the connections.
     async with AsyncBackgroundHttpClient() as client:
         info = await client.post("https://api.example.com/orders", data={"id": 7})
         record = await client.wait(info.request_id, timeout=60)
+
+A submit whose await is cancelled (``asyncio.wait_for`` timing out) still
+finishes in its thread: a thread cannot be stopped half-way through storing and
+publishing. A request the caller can never find (its ID was generated, and the
+caller got no ``RequestInfo``) is then cancelled, so nothing runs unseen; one
+with the caller's own ``request_id`` stays, and submitting that ID again
+returns it (it is sent once).
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import concurrent.futures
+import contextlib
 import functools
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import dramatiq
 
+from .bulk import BulkRequest
 from .client import BackgroundHttpClient, OnConflict
 from .config import Settings
-from .errors import InvalidArgument, UnknownRequest, WaitTimeout
+from .errors import BghttpError, InvalidArgument
 from .models import RequestInfo, RequestStatus, Response, StatusRecord
+from .validation import RequestDict, RequestOptions, SubmitOptions
+from .waiting import WaitOptions
 
 T = TypeVar("T")
 
@@ -61,32 +72,75 @@ class AsyncBackgroundHttpClient:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(function, *args, **kwargs))
 
-    # ------------------------------------------------------------- submits
-    async def request(self, method: str, url: str, **options: Any) -> RequestInfo:
-        """Submit any request; returns once it is stored and the broker confirmed it."""
-        return await self._run(self.sync.request, method, url, **options)
+    async def _submit(self, function: Callable[[], T], generated_ids: Callable[[T], builtins.list[str]]) -> T:
+        """Run a submit; if the caller stops awaiting it, cancel the requests it can never find."""
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        future = asyncio.get_running_loop().run_in_executor(self._pool, function)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(functools.partial(self._cancel_unseen, generated_ids))
+            raise
 
-    async def get(self, url: str, **options: Any) -> RequestInfo:
+    def _cancel_unseen(self, generated_ids: Callable[[Any], builtins.list[str]], future: asyncio.Future[Any]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return  # nothing was accepted
+        # On the event loop, blocking for a status write or two: rare, and it must
+        # happen even when the client is being closed right after.
+        self._cancel_quietly(generated_ids(future.result()))
+
+    def _cancel_quietly(self, request_ids: builtins.list[str]) -> None:
+        for request_id in request_ids:
+            with contextlib.suppress(BghttpError):  # already final, or removed: nothing runs unseen
+                self.sync.cancel(request_id)
+
+    # ------------------------------------------------------------- submits
+    async def request(self, method: str, url: str, **options: Unpack[RequestOptions]) -> RequestInfo:
+        """Submit any request; returns once it is stored and the broker confirmed it.
+
+        If the await is cancelled, the submit still finishes; without a
+        ``request_id`` of the caller's, the request is then cancelled (see the module docstring).
+        """
+        generated = options.get("request_id") is None
+        return await self._submit(
+            functools.partial(self.sync.request, method, url, **options),
+            lambda info: [info.request_id] if generated else [],
+        )
+
+    async def get(self, url: str, **options: Unpack[RequestOptions]) -> RequestInfo:
         return await self.request("GET", url, **options)
 
-    async def head(self, url: str, **options: Any) -> RequestInfo:
+    async def head(self, url: str, **options: Unpack[RequestOptions]) -> RequestInfo:
         return await self.request("HEAD", url, **options)
 
-    async def delete(self, url: str, **options: Any) -> RequestInfo:
+    async def delete(self, url: str, **options: Unpack[RequestOptions]) -> RequestInfo:
         """Submit an HTTP DELETE. (To remove a request from the store, use ``remove``.)"""
         return await self.request("DELETE", url, **options)
 
-    async def post(self, url: str, **options: Any) -> RequestInfo:
+    async def post(self, url: str, **options: Unpack[RequestOptions]) -> RequestInfo:
         return await self.request("POST", url, **options)
 
-    async def put(self, url: str, **options: Any) -> RequestInfo:
+    async def put(self, url: str, **options: Unpack[RequestOptions]) -> RequestInfo:
         return await self.request("PUT", url, **options)
 
-    async def patch(self, url: str, **options: Any) -> RequestInfo:
+    async def patch(self, url: str, **options: Unpack[RequestOptions]) -> RequestInfo:
         return await self.request("PATCH", url, **options)
 
-    async def post_multipart(self, url: str, **options: Any) -> RequestInfo:
+    async def post_multipart(self, url: str, **options: Unpack[SubmitOptions]) -> RequestInfo:
         return await self.request("POST", url, multipart=True, **options)
+
+    async def submit_many(self, requests: Iterable[BulkRequest | RequestDict]) -> list[RequestInfo]:
+        """Submit many requests at once, all or nothing (see ``BackgroundHttpClient.submit_many``).
+
+        If the await is cancelled, the requests submitted without a ``request_id`` are cancelled.
+        """
+        items = builtins.list(requests)
+        generated = [_request_id_of(item) is None for item in items]
+        return await self._submit(
+            functools.partial(self.sync.submit_many, items),
+            lambda infos: [info.request_id for info, gen in zip(infos, generated, strict=True) if gen],
+        )
 
     # --------------------------------------------------------------- reads
     async def get_request_status(self, request_id: str) -> StatusRecord | None:
@@ -98,21 +152,12 @@ class AsyncBackgroundHttpClient:
     async def list(self, status: RequestStatus | str | None = None, limit: int | None = None) -> list[StatusRecord]:
         return await self._run(self.sync.list, status, limit)
 
-    async def wait(self, request_id: str, timeout: float | None = None, *, poll_interval: float = 0.05) -> StatusRecord:
+    async def wait(
+        self, request_id: str, timeout: float | None = None, **options: Unpack[WaitOptions]
+    ) -> StatusRecord:
         """Wait until the request is terminal without blocking the loop; WaitTimeout after ``timeout`` s."""
-        if timeout is not None and not 0 <= timeout < float("inf"):  # a NaN deadline would never come
-            raise InvalidArgument(f"timeout must be a number of seconds >= 0 or None, not {timeout!r}")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            self.sync._check_local_worker()  # a dead in-process worker would leave us waiting forever
-            record = await self.get_request_status(request_id)
-            if record is None:
-                raise UnknownRequest(f"no request {request_id!r} in the store")
-            if record.is_terminal:
-                return record
-            if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(f"request {request_id!r} is still {record.phase.value} after {timeout}s")
-            await asyncio.sleep(poll_interval)
+        waiting = self.sync.wait_for(request_id, timeout, **options)
+        return await waiting.run_async(functools.partial(self.get_request_status, request_id))
 
     # -------------------------------------------------------------- changes
     async def cancel(self, request_id: str) -> StatusRecord:
@@ -120,6 +165,14 @@ class AsyncBackgroundHttpClient:
 
     async def remove(self, request_id: str) -> bool:
         return await self._run(self.sync.remove, request_id)
+
+    async def gc(self, older_than: float, *, dry_run: bool = False) -> builtins.list[str]:
+        """Remove finished requests older than ``older_than`` seconds (see ``BackgroundHttpClient.gc``)."""
+        return await self._run(self.sync.gc, older_than, dry_run=dry_run)
+
+    async def recover(self) -> int:
+        """Re-send every unfinished request nobody runs (see ``BackgroundHttpClient.recover``)."""
+        return await self._run(self.sync.recover)
 
     async def close(self) -> None:
         """Wait for calls in flight, then close the pool and the client's broker connections."""
@@ -141,3 +194,8 @@ class AsyncBackgroundHttpClient:
 
 
 __all__ = ["AsyncBackgroundHttpClient"]
+
+
+def _request_id_of(item: BulkRequest | RequestDict) -> str | None:
+    request_id = item.request_id if isinstance(item, BulkRequest) else item.get("request_id")
+    return request_id if isinstance(request_id, str) else None

@@ -25,6 +25,7 @@ from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from .config import Settings
 from .errors import BrokerUnavailable, ConfigError
+from .lifecycle import message_args
 
 ACTOR_NAME = "execute_request"
 
@@ -172,7 +173,7 @@ def request_message(queue_name: str, request_id: str, token: int) -> dramatiq.Me
     return dramatiq.Message(
         queue_name=queue_name,
         actor_name=ACTOR_NAME,
-        args=(request_id, token),
+        args=message_args(request_id, token),
         kwargs={},
         options={},
     )

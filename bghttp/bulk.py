@@ -1,6 +1,6 @@
 """Bulk submit: many requests in one call, stored together and published in one transaction.
 
-``submit_many(client, requests)`` is all-or-nothing. It validates every request
+``client.submit_many(requests)`` is all-or-nothing. It validates every request
 before it writes anything, stores them all, makes the store durable with one
 filesystem sync (instead of several fsyncs per request), then publishes every
 message inside one RabbitMQ transaction (``tx.select`` … ``tx.commit``).
@@ -8,9 +8,10 @@ RabbitMQ enqueues the messages of a transaction all together at ``commit-ok``
 or not at all, so when the call returns every request is stored and on its
 queue; when it raises, none was accepted and the files it wrote are removed
 (unless someone else confirmed one of them meanwhile: see the client's docstring).
-An ID that exists already goes through the client's own conflict rules
-(``BackgroundHttpClient._store_or_existing``); one whose first message is not
-confirmed yet is published in the batch too.
+Storing and conflicts go through the one submit path (``bghttp.submission``),
+like a single submit's; an ID whose first message is not confirmed yet is
+published in the batch too. This module holds what is bulk's own: the items
+and the transaction.
 
 Why a transaction and not publisher confirms: measured on the benchmark machine
 (``python -m benchmarks.publish_strategies``, see benchmarks/RESULTS.md), one
@@ -25,21 +26,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import Any
 
+import dramatiq
 import pika
 import pika.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from .broker import BROKER_ERRORS, request_message
-from .durability import sync_filesystem
 from .errors import BrokerUnavailable, InvalidRequest
-from .models import RequestInfo, StatusRecord
-from .validation import PreparedRequest, prepare_request
-
-if TYPE_CHECKING:
-    from .client import BackgroundHttpClient
+from .validation import FieldsArg, FilesArg, HeadersArg, PreparedRequest, QueryArg, RequestDict, prepare_request
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,70 +46,29 @@ class BulkRequest:
     method: str
     url: str
     data: Any = None
-    headers: Any = None
-    query_parameters: Any = None
+    headers: HeadersArg = None
+    query_parameters: QueryArg = None
     timeout: float | None = None
     request_id: str | None = None
     retries: int = 0
-    fields: Any = None
-    files: Any = None
+    fields: FieldsArg = None
+    files: FilesArg = None
     multipart: bool = False
 
 
-RequestLike = BulkRequest | Mapping[str, Any]
+#: A bulk item: a BulkRequest, or a mapping with the same keys (``method`` and ``url`` required).
+RequestLike = BulkRequest | RequestDict
 
 #: Transactions tried, each on a fresh connection after a failure (like Dramatiq's enqueue).
 PUBLISH_ATTEMPTS = 2
 
 
-def submit_many(client: BackgroundHttpClient, requests: Iterable[RequestLike]) -> list[RequestInfo]:
-    """Submit every request in ``requests``; return their ``RequestInfo`` in the same order.
-
-    Each item is a :class:`BulkRequest` or a mapping with the keywords of
-    ``client.request`` (``method`` and ``url`` required). Raises
-    ``InvalidRequest`` before anything is stored if one item is invalid or two
-    share a ``request_id``, and ``BrokerUnavailable`` if RabbitMQ did not commit
-    the batch; in both cases no request of this call is left in the store. An
-    ID that exists already is handled by the client's ``on_conflict`` policy
-    (with ``replace``, the old request is cancelled and removed as the batch is
-    stored, and stays removed if the batch then fails).
-    """
-    prepared = [_prepare(client, item, index) for index, item in enumerate(requests)]
-    _refuse_duplicate_ids(prepared)
-    created: list[StatusRecord] = []  # stored by this call
-    to_publish: list[StatusRecord] = []  # created, and found unconfirmed
-    infos: list[RequestInfo] = []
-    try:
-        # Written without per-file fsyncs; one filesystem sync below covers them all.
-        with client.store.syncs_deferred():
-            for request in prepared:
-                record, is_new = client._store_or_existing(request)
-                if is_new:
-                    created.append(record)
-                if is_new or not (record.published or record.is_terminal):
-                    to_publish.append(record)
-                path = client.store.request_path(record.request_id)
-                infos.append(RequestInfo(record.request_id, path, record.status))
-        if client.store.fsync and to_publish:
-            sync_filesystem(client.store.root)
-        _publish_all(client, [(record.request_id, record.token) for record in to_publish])
-    except BaseException:
-        for record in created:
-            with contextlib.suppress(Exception):
-                client.store.discard_unconfirmed(record.request_id, record.generation)
-        raise
-    created_ids = {record.request_id for record in created}
-    for record in to_publish:
-        marked = client.store.mark_published(record.request_id, record.generation)
-        if not marked and record.request_id not in created_ids:
-            # An unconfirmed request found in the store vanished before it was
-            # marked: submit this item on its own, through the single-submit path.
-            position = next(i for i, info in enumerate(infos) if info.request_id == record.request_id)
-            infos[position] = client._submit(prepared[position])
-    return infos
+def prepare_all(requests: Iterable[RequestLike], default_timeout: float) -> list[PreparedRequest]:
+    """Validate every item of a bulk submit; ``InvalidRequest`` naming the first bad one."""
+    return [_prepare(item, index, default_timeout) for index, item in enumerate(requests)]
 
 
-def _prepare(client: BackgroundHttpClient, item: RequestLike, index: int) -> PreparedRequest:
+def _prepare(item: RequestLike, index: int, default_timeout: float) -> PreparedRequest:
     if isinstance(item, BulkRequest):
         # Shallow: dataclasses.asdict would turn a MultipartFile in ``files`` into a dict.
         options = {field.name: getattr(item, field.name) for field in dataclasses.fields(item)}
@@ -124,34 +80,29 @@ def _prepare(client: BackgroundHttpClient, item: RequestLike, index: int) -> Pre
     except KeyError as missing:
         raise InvalidRequest(f"request {index} has no {missing.args[0]!r}") from None
     try:
-        return prepare_request(method, url, default_timeout=client.settings.default_timeout, **options)
+        return prepare_request(method, url, default_timeout=default_timeout, **options)
     except TypeError as error:  # an unknown keyword
         raise InvalidRequest(f"request {index}: {error}") from None
 
 
-def _refuse_duplicate_ids(prepared: list[PreparedRequest]) -> None:
-    seen: set[str] = set()
-    for request in prepared:
-        request_id = request.spec.request_id
-        if request_id in seen:
-            raise InvalidRequest(f"request_id {request_id!r} appears twice in one bulk submit")
-        seen.add(request_id)
-
-
-def _publish_all(client: BackgroundHttpClient, created: list[tuple[str, int]]) -> None:
-    if not created:
+def publish_batch(
+    broker: dramatiq.Broker,
+    queue_name: str,
+    messages: list[tuple[str, int]],
+    publish_one: Callable[[str, int], None],
+) -> None:
+    """Publish ``execute_request(id, token)`` for every pair: in one transaction on RabbitMQ, else one by one."""
+    if not messages:
         return
-    broker = client.broker
     if not isinstance(broker, RabbitmqBroker):
         # The embedded/stub broker has no transactions; publish one by one.
-        for request_id, token in created:
-            client._publish(request_id, token)
+        for request_id, token in messages:
+            publish_one(request_id, token)
         return
-    queue_name = client.settings.queue_name
     for attempt in range(1, PUBLISH_ATTEMPTS + 1):
         try:
             broker.declare_queue(queue_name, ensure=True)
-            publish_in_transaction(broker.connection, queue_name, created)
+            publish_in_transaction(broker.connection, queue_name, messages)
             return
         except BROKER_ERRORS as error:
             # The thread's connection may be stale (broker restarted, idle too long):
@@ -161,7 +112,7 @@ def _publish_all(client: BackgroundHttpClient, created: list[tuple[str, int]]) -
             with contextlib.suppress(Exception):
                 del broker.connection
             if attempt == PUBLISH_ATTEMPTS:
-                count = len(created)
+                count = len(messages)
                 raise BrokerUnavailable(
                     f"the broker did not commit the bulk submit of {count} requests: {error}"
                 ) from error
@@ -195,4 +146,4 @@ def publish_in_transaction(
             channel.close()
 
 
-__all__ = ["BulkRequest", "publish_in_transaction", "submit_many", "sync_filesystem"]
+__all__ = ["BulkRequest", "prepare_all", "publish_batch", "publish_in_transaction"]

@@ -268,7 +268,7 @@ def _check_networks(value: Any) -> tuple[str, ...]:
 
 
 def _check_probes(value: Any) -> tuple[str, ...]:
-    from .connectivity import parse_probes  # connectivity imports this module
+    from .worker.connectivity import parse_probes  # connectivity imports this module
 
     probes = _strings(value)
     parse_probes(probes)  # ConfigError naming the variable and the entry

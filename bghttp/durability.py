@@ -1,21 +1,35 @@
-"""Making writes durable: one filesystem sync shared by many threads (group commit).
+"""Making the store's writes durable: one object, :class:`Durability`, decides when to fsync.
 
-A worker thread that finished a request has written a few files (response body,
-metadata, status). Instead of an fsync for each file and directory, the runner
-writes them all without syncing and then waits at :class:`GroupCommit`: one
-``syncfs`` of the store's filesystem, started after the thread's writes, makes
-them all durable, and threads that finish meanwhile share the next one. The
-message is acked only after that, so "acked" still means "on disk".
+Outside a unit of work every write is fsynced (with its new directory entry)
+before it counts. Inside one (:meth:`Durability.batch`, the store's
+``batch()``), the writes of that thread skip their fsyncs and the
+:class:`Batch` makes them durable at once when it commits:
+
+* ``shared=True`` (the worker, a bulk submit): one ``syncfs`` of the store's
+  filesystem, started after the writes, shared by every thread that commits
+  meanwhile (:class:`GroupCommit`). A worker thread that finished a request
+  has written a few files (response body, metadata, status); the message is
+  acked only after the commit, so "acked" still means "on disk".
+* ``shared=False`` (a single submit): an fsync of just the files and
+  directories the batch wrote, which the submit runs on a helper thread while it
+  waits for the broker.
+
+Callers open a batch and nothing else; the store asks :meth:`Durability.must_sync`
+before each fsync of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from .errors import StoreError
 
 _libc: Any = None
 
@@ -64,3 +78,129 @@ class GroupCommit:
                     self._running = False
                     self._finished = max(self._finished, number)
                     self._condition.notify_all()
+
+
+class Batch:
+    """A unit of work: writes made in its thread skip their fsyncs until :meth:`commit`.
+
+    :meth:`commit` may run on another thread (a submit commits beside its publish).
+    """
+
+    def __init__(
+        self,
+        group_commit: GroupCommit,
+        *,
+        shared: bool,
+        enabled: bool,
+        request_files: Callable[[str], Iterable[Path]],
+    ) -> None:
+        self._group_commit = group_commit
+        self._shared = shared
+        self._enabled = enabled
+        self._request_files = request_files
+        self._lock = threading.Lock()
+        self._files: set[Path] = set()
+        self._directories: set[Path] = set()
+        self._requests: list[str] = []
+
+    def note(self, path: Path, *, new_entry: bool) -> None:
+        """``path`` was written (``new_entry``: created or renamed, so its directory changed too)."""
+        with self._lock:
+            self._files.add(path)
+            if new_entry:
+                self._directories.add(path.parent)
+
+    def add_request(self, request_id: str) -> None:
+        """Make every file of this stored request durable at the commit (also ones another submitter wrote)."""
+        with self._lock:
+            self._requests.append(request_id)
+
+    @property
+    def needs_commit(self) -> bool:
+        with self._lock:
+            return self._enabled and bool(self._files or self._directories or self._requests)
+
+    def commit(self) -> None:
+        """Make what the batch wrote (and its requests' files) durable; StoreError if the disk fails."""
+        with self._lock:
+            files, directories, requests = self._files, self._directories, self._requests
+            self._files, self._directories, self._requests = set(), set(), []
+        if not self._enabled or not (files or directories or requests):
+            return
+        if self._shared:
+            self._group_commit.wait_durable()
+            return
+        try:
+            for request_id in requests:
+                for path in self._request_files(request_id):
+                    files.add(path)
+                    directories.add(path.parent)
+            for path in [*sorted(files), *sorted(directories - files)]:
+                with contextlib.suppress(FileNotFoundError):  # removed meanwhile: nothing to keep
+                    fsync_path(path)
+        except OSError as error:
+            what = f"request {', '.join(requests)}" if requests else "the store's writes"
+            raise StoreError(f"cannot make {what} durable: {error}") from error
+
+
+class Durability:
+    """When the store fsyncs: at once, or at the commit of the thread's open batch."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        enabled: bool,
+        request_files: Callable[[str], Iterable[Path]],
+        per_file_only: bool = False,
+    ) -> None:
+        """``per_file_only``: every batch fsyncs the files it wrote, never one shared ``syncfs``
+        (which does not reach the server of a FUSE filesystem such as GlusterFS)."""
+        self.enabled = enabled
+        self.per_file_only = per_file_only
+        self._group_commit = GroupCommit(root)
+        self._request_files = request_files
+        self._current = threading.local()
+
+    @contextlib.contextmanager
+    def batch(self, *, shared: bool = True) -> Iterator[Batch]:
+        """Open a unit of work in this thread; leaving it commits what is left to commit.
+
+        A batch opened inside another joins it (the outer one commits).
+        """
+        outer: Batch | None = getattr(self._current, "batch", None)
+        if outer is not None:
+            yield outer
+            return
+        batch = Batch(
+            self._group_commit,
+            shared=shared and not self.per_file_only,
+            enabled=self.enabled,
+            request_files=self._request_files,
+        )
+        self._current.batch = batch
+        try:
+            yield batch
+        finally:
+            self._current.batch = None
+            batch.commit()
+
+    def must_sync(self, path: Path, *, durable: bool = True, new_entry: bool = False) -> bool:
+        """Whether the store must fsync ``path`` now: False when fsync is off, the change may be
+        undone by a power loss (``durable=False``), or a batch of this thread commits it later."""
+        if not (self.enabled and durable):
+            return False
+        batch: Batch | None = getattr(self._current, "batch", None)
+        if batch is not None:
+            batch.note(path, new_entry=new_entry)
+            return False
+        return True
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or directory by name (fsync applies to the inode, whichever fd names it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -73,7 +73,7 @@ _PROCESSORS: list[Any] = [
 ]
 
 
-def get_logger(**context: Any) -> Any:
+def get_logger(**context: Any) -> structlog.stdlib.BoundLogger:
     """A structlog logger bound to ``context`` that logs through the stdlib logger ``bghttp``."""
     return structlog.stdlib.BoundLogger(logging.getLogger(LOGGER_NAME), _PROCESSORS, context)
 

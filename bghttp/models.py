@@ -11,8 +11,9 @@ import enum
 import json
 import math
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 
 class RequestStatus(enum.StrEnum):
@@ -164,7 +165,10 @@ class AttemptRecord:
     outcome: str | None = None  # "success", "http_error", "timeout", "network_error", ...
     status_code: int | None = None
     error: str | None = None
-    counted: bool = True  # False when the network was down: no retry was spent
+    counted: bool = True  # False when no retry was spent (the network was down; interrupted before sending)
+    #: When the request's first byte was about to go out: an attempt interrupted after
+    #: this (its worker died) may have reached the server, so it spends a retry.
+    sent_at: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,13 +247,78 @@ class RequestInfo:
     status: RequestStatus
 
 
+class Headers(Sequence[tuple[str, str]]):
+    """Response headers: the ``(name, value)`` pairs as the server sent them, in order, and a
+    case-insensitive mapping view: ``headers["content-type"]``, ``headers.get(...)``,
+    ``headers.get_list("set-cookie")`` (every value of a repeated header). ``headers[name]``
+    joins repeated values with ", " (as httpx does); iterating gives the pairs.
+    """
+
+    def __init__(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
+        self._pairs = [(str(name), str(value)) for name, value in pairs]
+
+    @overload
+    def __getitem__(self, key: int) -> tuple[str, str]: ...
+    @overload
+    def __getitem__(self, key: slice) -> Sequence[tuple[str, str]]: ...
+    @overload
+    def __getitem__(self, key: str) -> str: ...
+    def __getitem__(self, key: int | slice | str) -> tuple[str, str] | Sequence[tuple[str, str]] | str:
+        if isinstance(key, str):
+            values = self.get_list(key)
+            if not values:
+                raise KeyError(key)
+            return ", ".join(values)
+        return self._pairs[key]
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._pairs)
+
+    def __contains__(self, item: object) -> bool:
+        if isinstance(item, str):
+            return bool(self.get_list(item))
+        return item in self._pairs
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Headers):
+            return self._pairs == other._pairs
+        if isinstance(other, list | tuple):
+            return self._pairs == [tuple(pair) for pair in other]
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking, compared by value like a list
+
+    def __repr__(self) -> str:
+        return f"Headers({self._pairs!r})"
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The value of header ``name`` (repeated values joined with ", "), or ``default``."""
+        values = self.get_list(name)
+        return ", ".join(values) if values else default
+
+    def get_list(self, name: str) -> list[str]:
+        """Every value of header ``name``, in order."""
+        lowered = name.lower()
+        return [value for key, value in self._pairs if key.lower() == lowered]
+
+    def keys(self) -> list[str]:
+        """The header names, lower-cased, each once, in order."""
+        return list(dict.fromkeys(key.lower() for key, _ in self._pairs))
+
+    def multi_items(self) -> list[tuple[str, str]]:
+        return list(self._pairs)
+
+
 @dataclasses.dataclass(frozen=True)
 class Response:
     """A saved response. The body lives in ``response_file_path``; read it with the helpers."""
 
     request_id: str
     status_code: int
-    headers: list[tuple[str, str]]
+    headers: Headers
     response_file_path: Path
     status: RequestStatus
     error: str | None = None
@@ -258,10 +327,14 @@ class Response:
     elapsed_ms: float | None = None
     size: int | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.headers, Headers):  # a list of pairs, as before Headers existed
+            object.__setattr__(self, "headers", Headers(self.headers))
+
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (case-insensitive), or None."""
-        lowered = name.lower()
-        return next((value for key, value in self.headers if key.lower() == lowered), None)
+        values = self.headers.get_list(name)
+        return values[0] if values else None
 
     def read_bytes(self) -> bytes:
         return self.response_file_path.read_bytes()

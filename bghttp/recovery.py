@@ -11,13 +11,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
+from .lifecycle import RequestLifecycle, next_token
 from .logs import get_logger
 from .models import StatusRecord
-from .store import FileStore
+from .store_api import Store
 
 
 def recover_pending(
-    store: FileStore,
+    store: Store,
     publish: Callable[[str, int, float | None], None],
     should_recover: Callable[[StatusRecord], bool] | None = None,
     records: Iterable[StatusRecord] | None = None,
@@ -29,6 +30,7 @@ def recover_pending(
     (a caller that already knows which requests are terminal can skip reading them).
     """
     recovered = 0
+    lifecycle = RequestLifecycle(store)
     for record in store.statuses() if records is None else records:
         if record.is_terminal or (should_recover is not None and not should_recover(record)):
             continue
@@ -40,17 +42,13 @@ def recover_pending(
                 continue
             if should_recover is not None and not should_recover(current):
                 continue
-            new_token = current.token + 1
+            new_token = next_token(current)
             delay = None if current.next_attempt_at is None else max(0.0, current.next_attempt_at - time.time())
             publish(current.request_id, new_token, delay)
-            store.update_status(current.request_id, _raise_token_to(new_token))
+            # Now ``published``: a failing first submitter keeps the request.
+            lifecycle.republish(current.request_id, new_token)
             recovered += 1
             get_logger(request_id=current.request_id).info(
                 "request_recovered", phase=current.phase.value, delay_s=delay
             )
     return recovered
-
-
-def _raise_token_to(token: int) -> Callable[[StatusRecord], StatusRecord]:
-    # ``published``: a message is confirmed now, so a failing first submitter keeps the request.
-    return lambda record: record.evolve(token=max(record.token, token), published=True)

@@ -53,9 +53,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import record_log, shared_fs
-from .durability import GroupCommit
+from .durability import Batch, Durability, fsync_path
 from .errors import InvalidRequestId, RequestRunning, StoreError, UnknownRequest
-from .models import Phase, RequestSpec, RequestStatus, StatusRecord
+from .lifecycle import is_untouched, new_record
+from .models import RequestSpec, StatusRecord
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
@@ -93,12 +94,15 @@ class FileStore:
     def __init__(self, root: str | Path, *, fsync: bool = True) -> None:
         self.root = Path(root).absolute()
         self.fsync = fsync
-        self._group_commit = GroupCommit(self.root)
-        self._deferred = threading.local()
         self._layout_ready = False  # nothing on disk is touched until the first write
         # On a filesystem several hosts mount, records are read around the client's caches
         # (see ``shared_fs``); a mount whose caches cannot be read around is refused here.
         self.shared = shared_fs.check(self.root) is not None
+        # One syncfs for many writes does not reach a FUSE filesystem's server: a shared
+        # store's batches fsync each file they wrote instead.
+        self._durability = Durability(
+            self.root, enabled=fsync, request_files=self._request_files, per_file_only=self.shared
+        )
 
     def _ensure_layout(self) -> None:
         """Create the store's directories (0700); called by writes only, once per instance."""
@@ -134,91 +138,64 @@ class FileStore:
     def response_part_path(self, request_id: str) -> Path:
         return self._path("response_part", request_id)
 
+    def request_file_path(self, request_id: str) -> Path:
+        """Where the request is saved (what a submit's ``RequestInfo`` names)."""
+        return self.request_path(request_id)
+
+    def response_file_path(self, request_id: str) -> Path:
+        """Where the last response's body is saved (what ``Response.response_file_path`` names)."""
+        return self.response_body_path(request_id)
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
     # ----------------------------------------------------------- durability
-    @contextlib.contextmanager
-    def group_commit(self) -> Iterator[None]:
-        """Inside the block this thread's writes skip their fsyncs; leaving it waits
-        for one shared filesystem sync that makes them all durable (see ``durability``).
-        """
-        if not self.fsync or self.shared:  # a shared store's syncfs may not reach its server (FUSE)
-            yield
-            return
-        self._deferred.active = True
-        self._deferred.wrote = False
-        try:
-            yield
-        finally:
-            self._deferred.active = False
-            if self._deferred.wrote:
-                self._group_commit.wait_durable()
+    def batch(self, *, shared: bool = True) -> contextlib.AbstractContextManager[Batch]:
+        """A unit of work: this thread's writes inside skip their fsyncs, and the batch commits
+        them at once when it is left (or earlier, by ``commit()``; see ``durability``).
 
-    @contextlib.contextmanager
-    def syncs_deferred(self) -> Iterator[None]:
-        """Inside the block this thread's writes skip their fsyncs; the caller
-        makes them durable afterwards (``sync_new_request``), e.g. while it waits
-        for something else.
+        ``shared``: one filesystem sync shared with other threads' batches (many
+        writes, many threads: the worker, a bulk submit); else an fsync of just
+        the files the batch wrote (a few files, committed beside something else).
         """
-        previous = getattr(self._deferred, "skip", False)
-        self._deferred.skip = True
-        try:
-            yield
-        finally:
-            self._deferred.skip = previous
+        return self._durability.batch(shared=shared)
 
-    def sync_new_request(self, request_id: str) -> None:
-        """fsync every file and directory entry that ``create_request`` made for ``request_id``."""
-        if not self.fsync or self.shared:  # a shared store synced each of them as it wrote it
-            return
+    #: The worker's name for a shared batch (kept for callers of the first version).
+    group_commit = batch
+
+    def _request_files(self, request_id: str) -> list[Path]:
+        """Every file and directory entry ``create_request`` makes for ``request_id`` that exists."""
         files = [self.request_path(request_id), self._path("status", request_id)]
         body, copies = self.body_path(request_id), self.files_dir(request_id)
         if body.exists():
             files.append(body)
         if copies.exists():
             files += [*copies.iterdir(), copies]
-        try:
-            for path in [*files, *{path.parent for path in files}]:
-                self._fsync_path(path)
-        except OSError as error:
-            raise StoreError(f"cannot make request {request_id} durable: {error}") from error
-
-    def _must_sync(self, durable: bool = True) -> bool:
-        if self.shared:
-            # Every write syncs itself: the one filesystem sync that would cover deferred
-            # writes (``syncfs``) does not reach the server of a FUSE filesystem.
-            return self.fsync and durable
-        if not (self.fsync and durable) or getattr(self._deferred, "skip", False):
-            return False
-        if getattr(self._deferred, "active", False):
-            self._deferred.wrote = True
-            return False
-        return True
-
-    def sync_file(self, fd: int) -> None:
-        """fsync ``fd`` unless fsync is off or deferred to a group commit."""
-        if self._must_sync():
-            os.fsync(fd)
+        return files
 
     # ------------------------------------------------------------ raw files
-    def _write_file(self, path: Path, data: bytes, *, exclusive: bool = False) -> None:
-        """Write ``data`` to ``path``, fsynced unless that is off or deferred.
+    def _write_file(self, path: Path, data: bytes, *, sync: bool, exclusive: bool = False) -> None:
+        """Write ``data`` to ``path``, fsynced if ``sync``.
 
         ``exclusive`` raises FileExistsError instead of overwriting a file.
         """
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC), 0o600)
         try:
             os.write(fd, data)
-            if self._must_sync():
+            if sync:
                 os.fsync(fd)
         finally:
             os.close(fd)
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
+        sync = self._durability.must_sync(path, new_entry=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            self._write_file(tmp, data)
+            self._write_file(tmp, data, sync=sync)
             os.replace(tmp, path)
-            if self._must_sync():
-                self._fsync_path(path.parent)
+            if sync:
+                fsync_path(path.parent)
         except OSError as error:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -233,10 +210,11 @@ class FileStore:
         a request file before its status record exists, a record log (whose
         reader ignores a line not yet complete).
         """
+        sync = self._durability.must_sync(path, new_entry=True)
         try:
-            self._write_file(path, data, exclusive=True)
-            if self._must_sync():
-                self._fsync_path(path.parent)
+            self._write_file(path, data, sync=sync, exclusive=True)
+            if sync:
+                fsync_path(path.parent)
         except FileExistsError:
             return False
         except OSError as error:  # the file, if it was created, is ours
@@ -244,15 +222,6 @@ class FileStore:
                 path.unlink()
             raise StoreError(f"cannot write {path}: {error}") from error
         return True
-
-    @staticmethod
-    def _fsync_path(path: Path) -> None:
-        """fsync a file or directory by name (fsync applies to the inode, whichever fd names it)."""
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
     def _read_json(self, path: Path) -> dict[str, Any] | None:
         try:
@@ -266,7 +235,8 @@ class FileStore:
             raise StoreError(f"{path} does not hold a JSON object")
         return data
 
-    def open_private(self, path: Path) -> IO[bytes]:
+    @staticmethod
+    def _open_private(path: Path) -> IO[bytes]:
         """Open a new file for writing with mode 0600."""
         return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
 
@@ -284,7 +254,7 @@ class FileStore:
         the new status record, or None when the ID exists already (nothing is
         changed then). If anything fails, nothing of the new request is left.
         The record says ``published=False`` until the submit confirmed its
-        first message (``mark_published``).
+        first message (``lifecycle.mark_published``).
         """
         with self._id_lock(spec.request_id):
             return self._create_locked(
@@ -300,11 +270,13 @@ class FileStore:
         # nothing reads a request whose status record does not exist yet.
         spec_bytes = json.dumps(spec.to_json()).encode()
         if not self._write_new(self.request_path(request_id), spec_bytes):
-            if self.status_path_exists(request_id):
+            if self._status_is_whole(request_id):
                 return None
-            # A request file without a status record, seen under the ID lock, is
-            # no creation in progress: a submitter died half-way (or a removal
-            # did). Nobody was told it was accepted; clear it and take the ID.
+            # A request file without a status record, or with one whose first
+            # version never got complete (empty, cut short, zero-filled), seen
+            # under the ID lock, is no creation in progress: a submitter died
+            # half-way (or a removal did). Nobody was told it was accepted;
+            # clear it and take the ID.
             self._remove_request_files(request_id)
             if not self._write_new(self.request_path(request_id), spec_bytes):
                 return None
@@ -313,16 +285,7 @@ class FileStore:
                 self._write_atomic(self.body_path(request_id), body)
             if files:
                 self._copy_files(request_id, files)
-            record = StatusRecord(
-                request_id=request_id,
-                status=RequestStatus.IN_PROGRESS,
-                phase=Phase.QUEUED,
-                created_at=spec.created_at,
-                updated_at=spec.created_at,
-                max_retries=spec.max_retries,
-                generation=spec.generation,
-                published=False,
-            )
+            record = new_record(spec)
             self._write_status(record)
             return record
         except BaseException:
@@ -333,17 +296,49 @@ class FileStore:
         directory = self.files_dir(request_id)
         try:
             directory.mkdir(mode=0o700, exist_ok=True)
+            sync_directory = self._durability.must_sync(directory, new_entry=True)
             for source, stored_name in files:
-                with open(source, "rb") as src, self.open_private(directory / stored_name) as dst:
+                copy = directory / stored_name
+                with open(source, "rb") as src, self._open_private(copy) as dst:
                     shutil.copyfileobj(src, dst, 1024 * 1024)
                     dst.flush()
-                    self.sync_file(dst.fileno())
+                    if self._durability.must_sync(copy, new_entry=True):
+                        os.fsync(dst.fileno())
+            if sync_directory:
+                fsync_path(directory)
+                fsync_path(directory.parent)
         except OSError as error:
             raise StoreError(f"cannot copy multipart files into the store: {error}") from error
 
     def load_request(self, request_id: str) -> RequestSpec | None:
         data = self._read_json(self.request_path(request_id))
         return None if data is None else RequestSpec.from_json(data)
+
+    def read_request_body(self, request_id: str) -> bytes:
+        """The stored body of a request that has one; StoreError if it cannot be read."""
+        path = self.body_path(request_id)
+        try:
+            return path.read_bytes()
+        except OSError as error:
+            raise StoreError(f"cannot read {path}: {error}") from error
+
+    def open_request_file(self, request_id: str, stored_name: str) -> IO[bytes]:
+        """Open the stored copy of a multipart file; StoreError if it cannot be opened."""
+        if not stored_name or "/" in stored_name or stored_name in {".", ".."}:
+            # The name comes from the request file, which may have been edited by hand.
+            raise StoreError(f"{stored_name!r} is not the name of a stored file")
+        path = self.files_dir(request_id) / stored_name
+        try:
+            return open(path, "rb")
+        except OSError as error:
+            raise StoreError(f"cannot read {path}: {error}") from error
+
+    def _status_is_whole(self, request_id: str) -> bool:
+        """Whether the status log holds a complete version (an unreadable one counts: a person must look)."""
+        try:
+            return self.read_status(request_id) is not None
+        except StoreError:
+            return True
 
     def status_path_exists(self, request_id: str) -> bool:
         return self._path("status", request_id).exists()
@@ -471,7 +466,9 @@ class FileStore:
         try:
             if self.shared and tail is None:
                 tail = record_log.read_uncached(path)
-            sync = self._must_sync(durable) or self.shared
+            # A shared store flushes every append to its server before the lock is let go
+            # (else the next host to take the lock could read the version before it).
+            sync = True if self.shared else self._durability.must_sync(path, durable=durable)
             size = record_log.append(fd, record, sync=sync, tail=tail)
         except (OSError, record_log.CorruptRecord) as error:
             raise StoreError(f"cannot write {path}: {error}") from error
@@ -515,19 +512,20 @@ class FileStore:
             finally:
                 os.close(fd)  # releases the flock
 
-    def is_claimed(self, request_id: str) -> bool:
-        with self.claim(request_id) as got:
-            return not got
-
     # ------------------------------------------------------------ responses
     def commit_response(self, request_id: str, metadata: dict[str, Any]) -> Path:
         """Move the streamed ``.part`` body into place, then save its metadata.
 
         Called under the request's claim, so there is one writer at a time.
         """
-        body = self.response_body_path(request_id)
+        body, part = self.response_body_path(request_id), self.response_part_path(request_id)
         try:
-            os.replace(self.response_part_path(request_id), body)
+            if self._durability.must_sync(body, new_entry=True):
+                fsync_path(part)
+                os.replace(part, body)
+                fsync_path(body.parent)
+            else:
+                os.replace(part, body)
         except OSError as error:
             raise StoreError(f"cannot save the response body of {request_id}: {error}") from error
         path = self._path("response", request_id)
@@ -545,6 +543,17 @@ class FileStore:
 
     def read_response_metadata(self, request_id: str) -> dict[str, Any] | None:
         return self._read_record(self._path("response", request_id))
+
+    def open_response_part(self, request_id: str) -> IO[bytes]:
+        """Open the file a response body is streamed into; ``commit_response`` moves it into place."""
+        return self._open_private(self.response_part_path(request_id))
+
+    def partial_response_size(self, request_id: str) -> int | None:
+        """Bytes of the response an attempt is streaming now; None if none is."""
+        try:
+            return self.response_part_path(request_id).stat().st_size
+        except OSError:
+            return None
 
     def discard_partial_response(self, request_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -631,18 +640,6 @@ class FileStore:
                 )
             time.sleep(CLAIM_POLL_SECONDS)
 
-    def mark_published(self, request_id: str, generation: str) -> bool:
-        """Record that a message of this request was confirmed; False if it is gone or replaced."""
-
-        def change(record: StatusRecord) -> StatusRecord | None:
-            return record.evolve(published=True) if record.generation == generation and not record.published else None
-
-        try:
-            # A power loss may undo it: then a later submit of the ID publishes once more (harmless).
-            return self.update_status(request_id, change, durable=False).generation == generation
-        except UnknownRequest:
-            return False
-
     def discard_unconfirmed(self, request_id: str, generation: str) -> bool:
         """Remove a request whose submit could not publish it; False if it must stay.
 
@@ -656,7 +653,7 @@ class FileStore:
                 record = self.read_status(request_id)
                 if record is None or record.generation != generation:
                     return True
-                if record.published or record.attempts or record.phase is not Phase.QUEUED:
+                if not is_untouched(record):
                     return False
                 self._remove_request_files(request_id)
                 return True

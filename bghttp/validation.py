@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, Required, TypeAlias, TypedDict
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import InvalidRequest
@@ -33,6 +33,33 @@ QueryValue: TypeAlias = str | int | float | bool
 QueryArg: TypeAlias = Mapping[str, QueryValue | Iterable[QueryValue]] | None
 FileArg: TypeAlias = str | Path | MultipartFile
 FilesArg: TypeAlias = Mapping[str, FileArg | Iterable[FileArg]] | None
+FieldsArg: TypeAlias = Mapping[str, Any] | Iterable[tuple[str, Any]] | None
+
+
+class SubmitOptions(TypedDict, total=False):
+    """The keywords every verb takes but ``multipart`` (``post_multipart`` sets it)."""
+
+    data: Any
+    headers: HeadersArg
+    query_parameters: QueryArg
+    timeout: float | None
+    request_id: str | None
+    retries: int
+    fields: FieldsArg
+    files: FilesArg
+
+
+class RequestOptions(SubmitOptions, total=False):
+    """The keywords of ``client.get``/``post``/… (``**options: Unpack[RequestOptions]``): a typo is a type error."""
+
+    multipart: bool
+
+
+class RequestDict(RequestOptions, total=False):
+    """One request of a bulk submit, as a mapping: ``method`` and ``url`` plus the keywords of ``request``."""
+
+    method: Required[str]
+    url: Required[str]
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FORBIDDEN_IN_VALUE = re.compile(r"[\r\n\x00]")

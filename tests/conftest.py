@@ -1,7 +1,9 @@
-"""Fixtures named by role: ``rabbitmq_settings``, ``worker``, ``client``, ``httpserver``.
+"""Fixtures named by role: ``rabbitmq_settings``, ``worker``, ``client``, ``httpserver``,
+``counting_server``, ``silent_broker``.
 
 ``client`` and ``worker`` are parametrized by ``mode`` (``rabbitmq``, ``local``):
-see the "modes" section below.
+see the "modes" section below. Every test that needs RabbitMQ gets the
+``rabbitmq`` marker by itself: see "markers" at the end.
 """
 
 from __future__ import annotations
@@ -12,12 +14,29 @@ from pathlib import Path
 import pytest
 
 from bghttp import BackgroundHttpClient, Settings
-from tests.support import RABBITMQ_URL, WorkerProcess, delete_queues, require_rabbitmq, unique_queue
+from tests.reliability.server import CountingServer
+from tests.support import RABBITMQ_URL, SilentBroker, WorkerProcess, delete_queues, require_rabbitmq, unique_queue
 
 
 @pytest.fixture
 def store_dir(tmp_path: Path) -> Path:
     return tmp_path / "store"
+
+
+@pytest.fixture
+def counting_server() -> Iterator[CountingServer]:
+    """A loopback HTTP server that counts what it receives per request ID (``tests/reliability/server.py``)."""
+    server = CountingServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def silent_broker() -> Iterator[SilentBroker]:
+    """A loopback "broker" that accepts connections and never answers."""
+    broker = SilentBroker()
+    yield broker
+    broker.close()
 
 
 @pytest.fixture
@@ -117,3 +136,27 @@ def worker(mode: str, mode_settings: Settings, request: pytest.FixtureRequest) -
 def client(mode_settings: Settings) -> Iterator[BackgroundHttpClient]:
     with BackgroundHttpClient(mode_settings) as bg_client:
         yield bg_client
+
+
+# ----------------------------------------------------------------------------- markers
+# A test needs RabbitMQ when it asks for one of these fixtures (directly or through
+# another fixture), runs in the ``rabbitmq`` mode, or lives in tests/cluster/.
+# ``-m "not rabbitmq"`` then deselects all of them without a marker on each;
+# an explicit ``@pytest.mark.rabbitmq`` keeps working.
+RABBITMQ_FIXTURES = frozenset({"rabbitmq_settings", "start_worker", "rabbitmq_cluster"})
+CLUSTER_TESTS = Path(__file__).resolve().parent / "cluster"
+
+
+def needs_rabbitmq(item: pytest.Item) -> bool:
+    if RABBITMQ_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and callspec.params.get("mode") == "rabbitmq":
+        return True
+    return CLUSTER_TESTS in Path(str(item.path)).resolve().parents
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("rabbitmq") is None and needs_rabbitmq(item):
+            item.add_marker(pytest.mark.rabbitmq)

@@ -1,4 +1,4 @@
-"""Bulk submit (``bghttp.bulk.submit_many``) against real RabbitMQ, a real worker and a real HTTP server."""
+"""Bulk submit (``client.submit_many``) against real RabbitMQ, a real worker and a real HTTP server."""
 
 from __future__ import annotations
 
@@ -11,8 +11,15 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from bghttp import BackgroundHttpClient, BrokerUnavailable, InvalidRequest, MultipartFile, RequestStatus, Settings
-from bghttp.bulk import BulkRequest, submit_many
+from bghttp import (
+    BackgroundHttpClient,
+    BrokerUnavailable,
+    BulkRequest,
+    InvalidRequest,
+    MultipartFile,
+    RequestStatus,
+    Settings,
+)
 from tests.support import RABBITMQ_URL, WorkerProcess, free_port, queue_counts, wait_until
 
 
@@ -50,7 +57,7 @@ def test_every_request_of_a_bulk_submit_runs(
         else:
             requests.append({"method": "GET", "url": url, "query_parameters": {"n": n}, "request_id": f"bulk-{n}"})
 
-    infos = client.submit_many(requests)  # the public method delegates to bulk.submit_many
+    infos = client.submit_many(requests)
 
     assert len(infos) == 40
     assert [i.request_id for i in infos[::2]] == [f"bulk-{n}" for n in range(0, 40, 2)]
@@ -75,16 +82,16 @@ def test_every_request_of_a_bulk_submit_runs(
 def test_an_invalid_item_stores_nothing(client: BackgroundHttpClient, rabbitmq_settings: Settings) -> None:
     good = {"method": "GET", "url": "http://127.0.0.1:9/ok"}
     with pytest.raises(InvalidRequest):
-        submit_many(client, [good, good, {"method": "GET", "url": "ftp://127.0.0.1/nope"}])
+        client.submit_many([good, good, {"method": "GET", "url": "ftp://127.0.0.1/nope"}])
     with pytest.raises(InvalidRequest, match="twice"):
-        submit_many(client, [{**good, "request_id": "same"}, {**good, "request_id": "same"}])
+        client.submit_many([{**good, "request_id": "same"}, {**good, "request_id": "same"}])
     assert _stored_ids(rabbitmq_settings.store_dir) == set()
 
 
 def test_an_unreachable_broker_accepts_nothing_and_leaves_nothing(tmp_path: Path) -> None:
     settings = Settings(broker_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/", store_dir=tmp_path / "store")
     with BackgroundHttpClient(settings) as client, pytest.raises(BrokerUnavailable):
-        submit_many(client, [{"method": "GET", "url": f"http://127.0.0.1:9/{n}"} for n in range(10)])
+        client.submit_many([{"method": "GET", "url": f"http://127.0.0.1:9/{n}"} for n in range(10)])
     assert _stored_ids(settings.store_dir) == set()
 
 
@@ -92,7 +99,7 @@ def test_an_unreachable_broker_accepts_nothing_and_leaves_nothing(tmp_path: Path
 def test_a_batch_rabbitmq_cannot_route_is_rolled_back(
     client: BackgroundHttpClient, rabbitmq_settings: Settings
 ) -> None:
-    first = submit_many(client, [{"method": "GET", "url": "http://127.0.0.1:9/first", "request_id": "kept"}])
+    first = client.submit_many([{"method": "GET", "url": "http://127.0.0.1:9/first", "request_id": "kept"}])
     assert _queue_depth(rabbitmq_settings.queue_name) == 1
     # The queue vanishes behind the client's back: RabbitMQ returns every message.
     connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
@@ -101,7 +108,7 @@ def test_a_batch_rabbitmq_cannot_route_is_rolled_back(
 
     with pytest.raises(BrokerUnavailable):
         lost = [{"method": "GET", "url": f"http://127.0.0.1:9/{n}", "request_id": f"lost-{n}"} for n in range(5)]
-        submit_many(client, lost)
+        client.submit_many(lost)
 
     assert _stored_ids(rabbitmq_settings.store_dir) == {first[0].request_id}
 
@@ -110,10 +117,9 @@ def test_a_batch_rabbitmq_cannot_route_is_rolled_back(
 def test_an_existing_id_is_returned_not_sent_again(
     client: BackgroundHttpClient, rabbitmq_settings: Settings
 ) -> None:
-    submit_many(client, [{"method": "GET", "url": "http://127.0.0.1:9/a", "request_id": "dup"}])
+    client.submit_many([{"method": "GET", "url": "http://127.0.0.1:9/a", "request_id": "dup"}])
     client.cancel("dup")
-    infos = submit_many(
-        client,
+    infos = client.submit_many(
         [{"method": "GET", "url": "http://127.0.0.1:9/a", "request_id": "dup"}, {"method": "GET", "url": "http://127.0.0.1:9/b"}],
     )
     assert infos[0].status is RequestStatus.CANCELLED
@@ -133,7 +139,7 @@ def test_local_mode_publishes_one_by_one_and_runs_everything(tmp_path: Path, htt
         requests = [BulkRequest("GET", url, query_parameters={"n": n}) for n in range(5)]
         files = {"upload": MultipartFile(upload)}
         requests.append(BulkRequest("POST", url, query_parameters={"n": 5}, files=files, multipart=True))
-        infos = submit_many(client, requests)
+        infos = client.submit_many(requests)
         for n, info in enumerate(infos):
             assert client.wait(info.request_id, timeout=60).status is RequestStatus.COMPLETED
             echoed = client.get_response(info.request_id).json()  # type: ignore[union-attr]
@@ -145,8 +151,8 @@ def test_local_mode_publishes_one_by_one_and_runs_everything(tmp_path: Path, htt
 def test_a_dead_connection_is_replaced_and_the_batch_committed(
     client: BackgroundHttpClient, rabbitmq_settings: Settings
 ) -> None:
-    submit_many(client, [{"method": "GET", "url": "http://127.0.0.1:9/warm-up"}])
+    client.submit_many([{"method": "GET", "url": "http://127.0.0.1:9/warm-up"}])
     client.broker.connection.close()  # type: ignore[attr-defined]  # as a broker restart would leave it
-    infos = submit_many(client, [{"method": "GET", "url": f"http://127.0.0.1:9/{n}"} for n in range(3)])
+    infos = client.submit_many([{"method": "GET", "url": f"http://127.0.0.1:9/{n}"} for n in range(3)])
     assert len(infos) == 3
     assert _queue_depth(rabbitmq_settings.queue_name) == 4

@@ -10,8 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from pytest_httpserver import HTTPServer
 
 from bghttp import BackgroundHttpClient, Settings
-from bghttp.metrics import WorkerMetrics
 from bghttp.store import FileStore
+from bghttp.worker.metrics import WorkerMetrics
 from tests.cli.helpers import BghttpWorker
 from tests.support import free_port, wait_until
 

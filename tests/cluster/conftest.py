@@ -19,7 +19,6 @@ import pytest
 from bghttp import Settings
 from bghttp.broker import delete_queues
 from tests.cluster.rabbitmq_cluster import STATE_FILE, RabbitCluster, missing_prerequisites
-from tests.reliability.server import CountingServer
 from tests.support import IN_CI, unique_queue
 
 WANTED = os.environ.get("BGHTTP_TEST_CLUSTER", "") == "1" or IN_CI
@@ -68,10 +67,3 @@ def cluster_settings(cluster: RabbitCluster, tmp_path: Path) -> Iterator[Setting
     yield settings
     with contextlib.suppress(Exception):
         delete_queues(cluster.urls[0], settings.queue_name)
-
-
-@pytest.fixture
-def counting_server() -> Iterator[CountingServer]:
-    server = CountingServer().start()
-    yield server
-    server.stop()

@@ -13,12 +13,12 @@ import pytest
 
 from bghttp.broker import ACTOR_NAME
 from bghttp.config import Settings
-from bghttp.connectivity import ConnectivityMonitor, MonitorHolder
-from bghttp.gate import ConnectivityGate
 from bghttp.models import Phase, RequestStatus
-from bghttp.runner import RequestRunner
 from bghttp.store import FileStore
 from bghttp.validation import prepare_request
+from bghttp.worker.connectivity import ConnectivityMonitor, MonitorHolder
+from bghttp.worker.gate import ConnectivityGate
+from bghttp.worker.runner import RequestRunner
 from tests.connectivity.test_monitor import DOWN, UP, FakeInterfaces
 from tests.support import capture_logs, wait_until
 
@@ -237,7 +237,7 @@ def test_the_worker_shares_one_monitor_between_gate_and_runner(tmp_path: Path) -
     from dramatiq.middleware import CurrentMessage, Retries, ShutdownNotifications
 
     from bghttp.broker import create_broker
-    from bghttp.worker import RunnerHolder, worker_middleware
+    from bghttp.worker.actor import RunnerHolder, worker_middleware
 
     settings = Settings(broker_url="local", store_dir=tmp_path / "store", fsync=False, connectivity_interval=60)
     broker = create_broker(settings, worker_middleware(settings))

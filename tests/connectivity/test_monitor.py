@@ -14,7 +14,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from bghttp.config import ConfigError, Settings
-from bghttp.connectivity import (
+from bghttp.worker.connectivity import (
     ConnectivityMonitor,
     HttpProbe,
     InterfaceInfo,

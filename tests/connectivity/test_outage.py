@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from bghttp import BackgroundHttpClient, Phase, RequestStatus, Settings
-from bghttp.retry_policy import Outcome
+from bghttp.worker.retry_policy import Outcome
 from tests.connectivity.support import (
     CountingServer,
     ProbePort,

@@ -12,7 +12,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pika
@@ -25,13 +25,6 @@ from tests.reliability.server import CountingServer
 from tests.support import PROJECT_ROOT, RABBITMQ_URL, WorkerProcess, queue_counts, wait_until, worker_env
 
 pytestmark = pytest.mark.rabbitmq
-
-
-@pytest.fixture
-def counting_server() -> Iterator[CountingServer]:
-    server = CountingServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

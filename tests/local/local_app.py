@@ -4,7 +4,7 @@
 ``retries=3``) with a local-mode client, print ``submitted``, then keep running
 (its in-process worker runs them) until killed.
 
-``worker``: ``bghttp.local.run_local_worker`` until SIGINT/SIGTERM.
+``worker``: ``bghttp.worker.local.run_local_worker`` until SIGINT/SIGTERM.
 
 Settings come from ``BGHTTP_*`` variables (``BGHTTP_BROKER_URL=local``).
 """
@@ -15,7 +15,7 @@ import sys
 import time
 
 from bghttp import BackgroundHttpClient, Settings
-from bghttp.local import run_local_worker
+from bghttp.worker.local import run_local_worker
 
 
 def submit(urls: list[str]) -> None:

@@ -153,7 +153,7 @@ def test_sigkill_and_restart_lose_nothing_and_send_nothing_twice(
         assert record is not None and record.status is RequestStatus.COMPLETED, record
         # The server never saw a request more often than the store recorded attempts.
         assert 1 <= counting_server.hits[request_id] <= record.attempt_count, (request_id, record)
-        interrupted += sum(1 for attempt in record.attempts if attempt.finished_at is None)
+        interrupted += sum(1 for attempt in record.attempts if attempt.outcome == "interrupted")
         body = store.response_body_path(request_id).read_bytes()
         if n % 2 == 0:
             assert body == slow_body(request_id, 10, 1000)  # whole, not a killed attempt's part

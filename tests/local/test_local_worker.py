@@ -10,9 +10,9 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 
 from bghttp import BackgroundHttpClient, Phase, RequestStatus, Settings
-from bghttp.local import LocalWorker, is_orphaned
 from bghttp.models import AttemptRecord, StatusRecord
-from bghttp.runner import EARLY_TOLERANCE_SECONDS
+from bghttp.worker.local import LocalWorker, is_orphaned
+from bghttp.worker.runner import EARLY_TOLERANCE_SECONDS
 from tests.reliability.server import CountingServer
 
 WAIT = 30.0

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from bghttp import BackgroundHttpClient, RequestStatus
-from bghttp.execution import build_http_client, perform_attempt
-from bghttp.retry_policy import Outcome
 from bghttp.store import FileStore
+from bghttp.worker.execution import build_http_client, perform_attempt
+from bghttp.worker.retry_policy import Outcome
 from tests.conftest import local_settings
 from tests.reliability.attempts import stored_spec
 from tests.reliability.scripted_server import Connection, ScriptedServer, response_head

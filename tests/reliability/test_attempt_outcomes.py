@@ -14,10 +14,10 @@ import pytest
 
 from bghttp import BackgroundHttpClient, RequestStatus, Settings
 from bghttp.broker import publish_request
-from bghttp.execution import build_http_client, perform_attempt
 from bghttp.models import FilePart
-from bghttp.retry_policy import Outcome
 from bghttp.store import FileStore
+from bghttp.worker.execution import build_http_client, perform_attempt
+from bghttp.worker.retry_policy import Outcome
 from tests.reliability.attempts import stored_spec
 from tests.reliability.scripted_server import Connection, ScriptedServer, response_head
 from tests.support import WorkerProcess

@@ -15,9 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from dramatiq.brokers.stub import StubBroker
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from bghttp import BackgroundHttpClient, BghttpError, MultipartFile, RequestInfo, Settings
@@ -82,14 +81,23 @@ queries = st.one_of(
 methods = st.sampled_from(["GET", "post", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "", "G ET", "GET"])
 
 
+WITNESS_ID = "witness-request"
+
+
 class StoreSandbox:
-    """A client on a StubBroker whose store lives alone in a fresh directory."""
+    """A client on a StubBroker whose store lives alone in a fresh directory.
+
+    One is built per example (:func:`store_sandbox`), so an example never sees
+    another's requests and a failure shrinks to the input that caused it. Each
+    starts with one accepted request, the witness, that no example may corrupt.
+    """
 
     def __init__(self, sandbox: Path) -> None:
         self.sandbox = sandbox
         self.root = sandbox / "store"
         self.client = BackgroundHttpClient(Settings(store_dir=self.root, fsync=False), broker=StubBroker())
         self.accepted: dict[str, RequestInfo] = {}
+        self.accepted[WITNESS_ID] = self.client.post("http://127.0.0.1:9/witness", request_id=WITNESS_ID, data=b"w")
 
     def submit(self, method: Any, url: Any, **options: Any) -> None:
         try:
@@ -125,32 +133,39 @@ class StoreSandbox:
         assert len(self.client.list()) == len(self.accepted)
 
 
-@pytest.fixture
-def sandbox() -> Iterator[StoreSandbox]:
+@contextlib.contextmanager
+def store_sandbox() -> Iterator[StoreSandbox]:
     with tempfile.TemporaryDirectory() as directory:
         box = StoreSandbox(Path(directory))
-        yield box
-        box.client.close()
+        try:
+            yield box
+        finally:
+            box.client.close()
 
 
-PROPERTY_SETTINGS = settings(
-    max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+PROPERTY_SETTINGS = settings(max_examples=500, deadline=None)
 
 
 @PROPERTY_SETTINGS
 @given(method=methods, url=urls, request_id=request_ids, data=bodies)
-def test_urls_ids_and_bodies(sandbox: StoreSandbox, method: Any, url: Any, request_id: Any, data: Any) -> None:
-    sandbox.submit(method, url, request_id=request_id, data=data)
+def test_urls_ids_and_bodies(method: Any, url: Any, request_id: Any, data: Any) -> None:
+    with store_sandbox() as sandbox:
+        sandbox.submit(method, url, request_id=request_id, data=data)
 
 
 @PROPERTY_SETTINGS
 @given(headers=headers, query=queries, request_id=st.one_of(st.none(), valid_ids, hostile_text))
-def test_headers_and_query_parameters(sandbox: StoreSandbox, headers: Any, query: Any, request_id: Any) -> None:
+def test_headers_and_query_parameters(headers: Any, query: Any, request_id: Any) -> None:
     # The body rides along so that every accepted request also has a bodies/ file.
-    sandbox.submit(
-        "POST", "http://127.0.0.1:9/p?x=1", headers=headers, query_parameters=query, request_id=request_id, data=b"b"
-    )
+    with store_sandbox() as sandbox:
+        sandbox.submit(
+            "POST",
+            "http://127.0.0.1:9/p?x=1",
+            headers=headers,
+            query_parameters=query,
+            request_id=request_id,
+            data=b"b",
+        )
 
 
 @PROPERTY_SETTINGS
@@ -159,24 +174,28 @@ def test_headers_and_query_parameters(sandbox: StoreSandbox, headers: Any, query
     file_name=st.one_of(st.text(max_size=20), hostile_text),
     request_id=request_ids,
 )
-def test_multipart_inputs(sandbox: StoreSandbox, fields: Any, file_name: Any, request_id: Any) -> None:
-    upload = sandbox.sandbox.parent / f"{sandbox.sandbox.name}-upload.bin"
-    upload.write_bytes(b"payload")
-    try:
-        files = {"f": MultipartFile(upload, filename=file_name)} if file_name else {"f": str(upload)}
-        sandbox.submit(
-            "POST", "http://127.0.0.1:9/m", fields=fields, files=files, request_id=request_id, multipart=True
-        )
-    finally:
-        upload.unlink()
+def test_multipart_inputs(fields: Any, file_name: Any, request_id: Any) -> None:
+    with store_sandbox() as sandbox:
+        upload = sandbox.sandbox.parent / f"{sandbox.sandbox.name}-upload.bin"
+        upload.write_bytes(b"payload")
+        try:
+            files = {"f": MultipartFile(upload, filename=file_name)} if file_name else {"f": str(upload)}
+            sandbox.submit(
+                "POST", "http://127.0.0.1:9/m", fields=fields, files=files, request_id=request_id, multipart=True
+            )
+        finally:
+            upload.unlink()
 
 
 @PROPERTY_SETTINGS
 @given(request_id=st.one_of(hostile_text, st.integers(), st.none()))
-def test_reads_and_changes_by_id(sandbox: StoreSandbox, request_id: Any) -> None:
+def test_reads_and_changes_by_id(request_id: Any) -> None:
     """Status reads, cancel and remove by a hostile ID raise only documented errors."""
-    client = sandbox.client
-    for call in (client.get_request_status, client.get_response, client.cancel, client.remove):
-        with contextlib.suppress(BghttpError):
-            call(request_id)
-    sandbox.check()
+    with store_sandbox() as sandbox:
+        client = sandbox.client
+        for call in (client.get_request_status, client.get_response, client.cancel, client.remove):
+            with contextlib.suppress(BghttpError):
+                call(request_id)
+        if request_id == WITNESS_ID:  # removed on purpose, not corrupted
+            sandbox.accepted.pop(WITNESS_ID)
+        sandbox.check()

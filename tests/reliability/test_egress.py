@@ -17,8 +17,8 @@ import pytest
 
 from bghttp import BackgroundHttpClient, RequestStatus, Settings
 from bghttp.config import ConfigError
-from bghttp.egress import EgressPolicy, EgressPolicyTransport
-from bghttp.execution import EgressBlocked, build_http_client
+from bghttp.worker.egress import EgressPolicy, EgressPolicyTransport
+from bghttp.worker.execution import EgressBlocked, build_http_client
 from tests.reliability.server import CountingServer
 from tests.support import WorkerProcess
 

@@ -20,9 +20,9 @@ from bghttp import BackgroundHttpClient, RequestStatus, Settings
 from bghttp.config import Settings as RunnerSettings
 from bghttp.models import Phase, StatusRecord
 from bghttp.recovery import recover_pending
-from bghttp.runner import RequestRunner
 from bghttp.store import FileStore
 from bghttp.validation import prepare_request
+from bghttp.worker.runner import RequestRunner
 
 URL = "http://127.0.0.1:9/never-sent"
 

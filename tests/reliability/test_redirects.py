@@ -11,11 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bghttp.execution import build_http_client, perform_attempt
 from bghttp.redaction import is_secret_header
-from bghttp.redirects import next_hop, origin
-from bghttp.retry_policy import Outcome
 from bghttp.store import FileStore
+from bghttp.worker.execution import build_http_client, perform_attempt
+from bghttp.worker.redirects import next_hop, origin
+from bghttp.worker.retry_policy import Outcome
 from tests.reliability.attempts import stored_spec
 from tests.reliability.scripted_server import Connection, ScriptedServer, response_head
 

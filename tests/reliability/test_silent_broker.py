@@ -7,10 +7,7 @@ nothing in the store, and the CLI must exit 4 with one line.
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,46 +15,9 @@ import pytest
 from bghttp import BackgroundHttpClient, BrokerUnavailable, Settings
 from bghttp.store import FileStore
 from tests.cli.helpers import assert_one_line_error, run_cli
-from tests.support import unique_queue
+from tests.support import SilentBroker, unique_queue
 
 URL = "http://127.0.0.1:9/never-sent"
-
-
-class SilentListener:
-    """Accepts TCP connections on loopback and never sends a byte."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = int(self.sock.getsockname()[1])
-        self.accepted: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted.append(conn)
-
-    @property
-    def url(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.accepted:
-            conn.close()
-
-
-@pytest.fixture
-def silent_broker() -> Iterator[SilentListener]:
-    listener = SilentListener()
-    yield listener
-    listener.close()
 
 
 def _settings(store_dir: Path, broker_url: str, timeout: float | None = None) -> Settings:
@@ -66,9 +26,9 @@ def _settings(store_dir: Path, broker_url: str, timeout: float | None = None) ->
 
 
 def test_submit_to_a_silent_listener_raises_broker_unavailable_within_the_bound(
-    silent_broker: SilentListener, tmp_path: Path
+    silent_broker: SilentBroker, tmp_path: Path
 ) -> None:
-    settings = _settings(tmp_path / "store", silent_broker.url, timeout=2)
+    settings = _settings(tmp_path / "store", silent_broker.url(), timeout=2)
     started = time.monotonic()
     with BackgroundHttpClient(settings) as client, pytest.raises(BrokerUnavailable, match=r"did not answer|handshake"):
         client.get(URL)
@@ -79,18 +39,18 @@ def test_submit_to_a_silent_listener_raises_broker_unavailable_within_the_bound(
 
 
 @pytest.mark.slow
-def test_the_default_bound_holds_too(silent_broker: SilentListener, tmp_path: Path) -> None:
-    settings = _settings(tmp_path / "store", silent_broker.url)
+def test_the_default_bound_holds_too(silent_broker: SilentBroker, tmp_path: Path) -> None:
+    settings = _settings(tmp_path / "store", silent_broker.url())
     started = time.monotonic()
     with BackgroundHttpClient(settings) as client, pytest.raises(BrokerUnavailable):
         client.get(URL)
     assert time.monotonic() - started <= settings.broker_connect_timeout + 1
 
 
-def test_a_cluster_of_silent_listeners_is_bounded_per_url(silent_broker: SilentListener, tmp_path: Path) -> None:
-    other = SilentListener()
+def test_a_cluster_of_silent_listeners_is_bounded_per_url(silent_broker: SilentBroker, tmp_path: Path) -> None:
+    other = SilentBroker()
     try:
-        settings = _settings(tmp_path / "store", f"{silent_broker.url};{other.url}", timeout=1)
+        settings = _settings(tmp_path / "store", f"{silent_broker.url()};{other.url()}", timeout=1)
         started = time.monotonic()
         with BackgroundHttpClient(settings) as client, pytest.raises(BrokerUnavailable):
             client.get(URL)
@@ -100,14 +60,14 @@ def test_a_cluster_of_silent_listeners_is_bounded_per_url(silent_broker: SilentL
         other.close()
 
 
-def test_cli_exits_4_with_one_line(silent_broker: SilentListener, tmp_path: Path) -> None:
-    settings = _settings(tmp_path / "store", silent_broker.url)
+def test_cli_exits_4_with_one_line(silent_broker: SilentBroker, tmp_path: Path) -> None:
+    settings = _settings(tmp_path / "store", silent_broker.url())
     result = run_cli(settings, "get", URL, env={"BGHTTP_BROKER_CONNECT_TIMEOUT": "2"}, timeout=30)
     assert_one_line_error(result, 4)
     assert list(FileStore(settings.store_dir).request_ids()) == []
 
 
-def test_cli_recover_exits_4_with_one_line(silent_broker: SilentListener, tmp_path: Path) -> None:
+def test_cli_recover_exits_4_with_one_line(silent_broker: SilentBroker, tmp_path: Path) -> None:
     settings = _settings(tmp_path / "store", "amqp://guest:guest@127.0.0.1:1/")
     with BackgroundHttpClient(settings) as client:
         # A stored request to re-send; the store's own API, since no broker answers a submit.
@@ -115,6 +75,6 @@ def test_cli_recover_exits_4_with_one_line(silent_broker: SilentListener, tmp_pa
 
         client.store.create_request(prepare_request("GET", URL, default_timeout=5).spec)
     result = run_cli(
-        settings, "recover", env={"BGHTTP_BROKER_URL": silent_broker.url, "BGHTTP_BROKER_CONNECT_TIMEOUT": "2"}
+        settings, "recover", env={"BGHTTP_BROKER_URL": silent_broker.url(), "BGHTTP_BROKER_CONNECT_TIMEOUT": "2"}
     )
     assert_one_line_error(result, 4)

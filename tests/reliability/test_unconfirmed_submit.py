@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import signal
-import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,7 @@ import pytest
 from bghttp import BackgroundHttpClient, RequestStatus, Settings
 from tests.conftest import settings_env
 from tests.reliability.server import CountingServer
-from tests.support import PROJECT_ROOT, WorkerProcess, wait_until, worker_env
+from tests.support import PROJECT_ROOT, SilentBroker, WorkerProcess, wait_until, worker_env
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 
@@ -38,44 +36,6 @@ except Exception as error:
     sys.exit(1)
 print("A accepted", flush=True)
 """
-
-
-class SilentBroker:
-    """A TCP listener on loopback that accepts connections and never says a word."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = int(self.sock.getsockname()[1])
-        self.accepted: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted.append(connection)
-
-    def url(self, **params: str) -> str:
-        query = "&".join(f"{key}={value}" for key, value in params.items())
-        return f"amqp://guest:guest@127.0.0.1:{self.port}/?{query}"
-
-    def close(self) -> None:
-        self.sock.close()
-        for connection in self.accepted:
-            connection.close()
-        self._thread.join(timeout=5)
-
-
-@pytest.fixture
-def silent_broker() -> Iterator[SilentBroker]:
-    broker = SilentBroker()
-    yield broker
-    broker.close()
 
 
 def _start_a(settings: Settings, broker_url: str, url: str, request_id: str) -> subprocess.Popen[str]:

@@ -24,7 +24,8 @@ def test_sigkill_mid_response_completes_on_a_restarted_worker(
     first = start_worker(rabbitmq_settings, threads=2)
     url = counting_server.url(f"/slow?id=slow&chunks={CHUNKS}&size={CHUNK_SIZE}&delay={CHUNK_DELAY}")
     with BackgroundHttpClient(rabbitmq_settings) as client:
-        info = client.get(url, request_id="slow", timeout=120)
+        # retries=1: the killed attempt had sent the request, so running it again spends a retry.
+        info = client.get(url, request_id="slow", timeout=120, retries=1)
         part = client.store.response_part_path("slow")
         # Kill only once a good share of the body is on disk: the middle of the response.
         wait_until(lambda: part.exists() and part.stat().st_size >= 10 * CHUNK_SIZE, timeout=60)
@@ -38,8 +39,9 @@ def test_sigkill_mid_response_completes_on_a_restarted_worker(
         response = client.get_response(info.request_id)
 
     assert record.status is RequestStatus.COMPLETED
-    # One status record, completed once; the killed attempt never finished.
-    assert [a.outcome for a in record.attempts] == [None, "success"]
+    # One status record, completed once; the killed attempt is closed as interrupted after sending.
+    assert [a.outcome for a in record.attempts] == ["interrupted", "success"]
+    assert record.attempts[0].counted and record.retries_used == 1
     assert counting_server.hits["slow"] == 2
     assert response is not None
     assert response.read_bytes() == slow_body("slow", CHUNKS, CHUNK_SIZE)

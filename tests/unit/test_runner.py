@@ -11,10 +11,10 @@ import pytest
 from bghttp.config import Settings
 from bghttp.models import Phase, RequestStatus
 from bghttp.recovery import recover_pending
-from bghttp.retry_policy import Outcome, backoff_seconds, is_retryable
-from bghttp.runner import RequestRunner
 from bghttp.store import FileStore
 from bghttp.validation import prepare_request
+from bghttp.worker.retry_policy import Outcome, backoff_seconds, is_retryable
+from bghttp.worker.runner import RequestRunner
 
 
 class Published(list[tuple[str, int, float | None]]):
@@ -153,7 +153,7 @@ def test_recovery_publishes_newer_tokens_and_keeps_due_times(tmp_path: Path) -> 
 
 def test_attempts_interrupted_by_dying_workers_are_bounded(tmp_path: Path) -> None:
     from bghttp.models import AttemptRecord
-    from bghttp.runner import MAX_INTERRUPTED_ATTEMPTS
+    from bghttp.worker.retry_policy import MAX_INTERRUPTED_ATTEMPTS
 
     calls: list[httpx.Request] = []
     runner, _ = make_runner(tmp_path, httpx.MockTransport(lambda r: calls.append(r) or httpx.Response(200)))

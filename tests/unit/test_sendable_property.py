@@ -22,13 +22,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bghttp.attempt_io import AttemptLimits
 from bghttp.errors import InvalidRequest
-from bghttp.execution import _build_request, _parse_url
 from bghttp.models import MultipartFile
-from bghttp.redirects import Hop
 from bghttp.store import FileStore
 from bghttp.validation import prepare_request
+from bghttp.worker.attempt_io import AttemptLimits
+from bghttp.worker.execution import _build_request, _parse_url
+from bghttp.worker.redirects import Hop
 
 # Text that reaches every corner: ASCII, controls, Latin-1, other planes, surrogates.
 ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=12)

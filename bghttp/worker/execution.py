@@ -26,13 +26,22 @@ from typing import IO, Any
 
 import httpx
 
-from .attempt_io import DEADLINE_PASSED, AttemptCancelled, AttemptLimits, attempt_limits, limit_client_io
+from ..errors import StoreError
+from ..models import RequestSpec
+from ..redaction import redact_url
+from ..store import is_disk_full
+from ..store_api import Store
+from .attempt_io import (
+    DEADLINE_PASSED,
+    AttemptCancelled,
+    AttemptLimits,
+    attempt_limits,
+    limit_client_io,
+    release_connection,
+)
 from .decoding import BadEncoding, BodyDecoder, can_decode, content_codings
-from .errors import StoreError
-from .models import RequestSpec
 from .redirects import MAX_REDIRECTS, Hop, RedirectRefused, is_redirect, next_hop
 from .retry_policy import Outcome
-from .store import FileStore, is_disk_full
 
 #: The most of a redirect's own body that is read (so the connection can be reused).
 REDIRECT_BODY_LIMIT = 64 * 1024
@@ -56,6 +65,10 @@ class EgressBlocked(Exception):
 
 class RequestUnsendable(Exception):
     """The stored request cannot be turned into an HTTP request (its files, its headers, its URL)."""
+
+
+class SendNotRecorded(Exception):
+    """The attempt could not be marked "sent" before its first byte: it is not sent."""
 
 
 class ResponseNotSaved(Exception):
@@ -110,29 +123,43 @@ class _Progress:
 
     phase: str = "connecting"
     status_code: int | None = None
+    #: Called once, before the request's first byte goes out (see ``perform_attempt``).
+    on_sending: Callable[[], object] | None = None
 
     def trace(self, event: str, info: dict[str, Any]) -> None:
         # httpcore's trace extension names the steps of an HTTP/1.1 exchange.
         if event.endswith("send_request_headers.started"):
             self.phase = "sending the request"
+            on_sending, self.on_sending = self.on_sending, None
+            if on_sending is not None:
+                try:
+                    on_sending()
+                except Exception as error:  # not recorded as sent: it must not be sent
+                    raise SendNotRecorded(str(error)) from error
         elif event.endswith("receive_response_headers.started"):
             self.phase = "waiting for the response (the request was sent)"
 
 
 def perform_attempt(
     http: httpx.Client,
-    store: FileStore,
+    store: Store,
     spec: RequestSpec,
     *,
     max_response_bytes: int | None = None,
     is_cancelled: Callable[[], bool] = lambda: False,
+    on_sending: Callable[[], object] | None = None,
 ) -> AttemptResult:
-    """Send ``spec`` once (following redirects); on an answer save the response (body, then metadata)."""
+    """Send ``spec`` once (following redirects); on an answer save the response (body, then metadata).
+
+    ``on_sending`` is called once, just before the request's first byte goes out
+    (after connecting): the runner records there that this attempt may reach the
+    server. If it raises, nothing is sent and the outcome is ``store_error``.
+    """
     started = time.monotonic()
     if not (isinstance(spec.timeout, float | int) and 0 < spec.timeout < math.inf):
         return AttemptResult(Outcome.INVALID, error=f"the request cannot be sent: timeout {spec.timeout!r}")
     limits = AttemptLimits(started + spec.timeout, spec.timeout, is_cancelled)
-    progress = _Progress()
+    progress = _Progress(on_sending=on_sending)
     size = 0
     try:
         with attempt_limits(limits), contextlib.ExitStack() as open_files:
@@ -141,7 +168,7 @@ def perform_attempt(
                 progress.phase, progress.status_code = "reading the response body", response.status_code
                 size = _save_body(response, store, spec.request_id, limits, max_response_bytes, started)
             finally:
-                response.close()
+                release_connection(response)
     except Exception as error:  # every error is an outcome: see the module docstring
         outcome, message = _judge(error, spec, progress)
         return AttemptResult(outcome, progress.status_code, message, size, (time.monotonic() - started) * 1000)
@@ -180,20 +207,27 @@ def _judge(error: Exception, spec: RequestSpec, progress: _Progress) -> tuple[Ou
         return Outcome.BAD_RESPONSE, f"HTTP {progress.status_code}, {error}"
     if isinstance(error, httpx.TransportError | httpx.StreamError):
         return Outcome.NETWORK_ERROR, f"{type(error).__name__} while {where}: {error}"
-    if isinstance(error, ResponseNotSaved):
-        cause = error.__cause__ or error
-        if is_disk_full(cause):
-            return Outcome.DISK_FULL, f"no space left to save the response: {cause}"
-        return Outcome.STORE_ERROR, f"cannot save the response: {cause}"
+    if isinstance(error, ResponseNotSaved | SendNotRecorded):
+        return _judge_store_failure(error)
     # Anything else (an httpx, h11 or bghttp bug) must not become a resend nobody
     # allowed: the attempt fails and says what happened.
     return Outcome.INVALID, f"unexpected {type(error).__name__} while {where}: {error}"
 
 
+def _judge_store_failure(error: ResponseNotSaved | SendNotRecorded) -> tuple[Outcome, str]:
+    """The store failed us: before sending (nothing went out) or while saving the answer."""
+    cause = error.__cause__ or error
+    if isinstance(error, SendNotRecorded):
+        return Outcome.STORE_ERROR, f"not sent: the attempt could not be recorded first: {cause}"
+    if is_disk_full(cause):
+        return Outcome.DISK_FULL, f"no space left to save the response: {cause}"
+    return Outcome.STORE_ERROR, f"cannot save the response: {cause}"
+
+
 # ---------------------------------------------------------------- sending
 def _send_following_redirects(
     http: httpx.Client,
-    store: FileStore,
+    store: Store,
     spec: RequestSpec,
     open_files: contextlib.ExitStack,
     limits: AttemptLimits,
@@ -211,7 +245,7 @@ def _send_following_redirects(
         try:
             _drain_redirect_body(response)
         finally:
-            response.close()
+            release_connection(response)
         if redirects == MAX_REDIRECTS:
             break
         hop = next_hop(hop.method, request.url, hop.headers, response, keeps_body=hop.keeps_body)
@@ -235,7 +269,7 @@ def _drain_redirect_body(response: httpx.Response) -> None:
 
 def _build_request(
     http: httpx.Client,
-    store: FileStore,
+    store: Store,
     spec: RequestSpec,
     hop: Hop,
     open_files: contextlib.ExitStack,
@@ -254,7 +288,7 @@ def _build_request(
 
 def _build(
     http: httpx.Client,
-    store: FileStore,
+    store: Store,
     spec: RequestSpec,
     hop: Hop,
     open_files: contextlib.ExitStack,
@@ -268,7 +302,7 @@ def _build(
             fields.setdefault(name, []).append(value)
         files: list[tuple[str, tuple[str, IO[bytes], str]]] = []
         for part in spec.file_parts or []:
-            handle = open_files.enter_context(open(store.files_dir(spec.request_id) / part.stored_name, "rb"))
+            handle = open_files.enter_context(store.open_request_file(spec.request_id, part.stored_name))
             files.append((part.field, (part.filename, handle, part.content_type)))
         if files:
             return http.build_request(
@@ -279,7 +313,7 @@ def _build(
         headers = [(k, v) for k, v in hop.headers if k.lower() != "content-type"]
         headers.append(("Content-Type", content_type))
         return http.build_request(hop.method, hop.url, headers=headers, content=body, timeout=timeout)
-    content = store.body_path(spec.request_id).read_bytes() if spec.has_body else None
+    content = store.read_request_body(spec.request_id) if spec.has_body else None
     return http.build_request(hop.method, hop.url, headers=hop.headers, content=content, timeout=timeout)
 
 
@@ -296,7 +330,7 @@ def _fields_only_multipart(fields: dict[str, list[str]]) -> tuple[bytes, str]:
 # --------------------------------------------------------------- receiving
 def _save_body(
     response: httpx.Response,
-    store: FileStore,
+    store: Store,
     request_id: str,
     limits: AttemptLimits,
     max_bytes: int | None,
@@ -324,7 +358,7 @@ def _save_body(
         return chunk
 
     try:
-        out = store.open_private(store.response_part_path(request_id))
+        out = store.open_response_part(request_id)
     except OSError as error:
         raise ResponseNotSaved() from error
     with out:
@@ -336,9 +370,8 @@ def _save_body(
             for chunk in decoder.finish() if raw_size else ():
                 _write(out, admit(chunk))
         try:
-            out.flush()
-            store.sync_file(out.fileno())
-        except (OSError, StoreError) as error:
+            out.flush()  # made durable by commit_response
+        except OSError as error:
             raise ResponseNotSaved() from error
     decoded = decoder is not None and raw_size > 0
     try:
@@ -375,7 +408,8 @@ def _metadata(
         "status_code": response.status_code,
         "reason": response.reason_phrase,
         "headers": [list(pair) for pair in headers],
-        "url": str(response.url),
+        # The URL's password, like a secret header, is kept only where the worker needs it (the request file).
+        "url": redact_url(str(response.url)),
         "http_version": response.http_version,
         "elapsed_ms": round((time.monotonic() - started) * 1000, 3),
         "size": size,

@@ -17,31 +17,28 @@ Errors are one line on stderr (``bghttp: error: ...``), never a traceback.
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import os
 import re
 import shutil
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
-from . import cli_output as out
-from .cli_input import UsageError, request_options
-from .client import BackgroundHttpClient
-from .config import ConfigError, Settings
-from .errors import (
+from ..client import BackgroundHttpClient
+from ..config import ConfigError, Settings
+from ..errors import (
     BghttpError,
     BrokerUnavailable,
     InvalidRequest,
-    RequestRunning,
     StoreError,
     UnknownRequest,
     WaitTimeout,
 )
-from .models import RequestStatus, StatusRecord
+from ..models import RequestStatus, StatusRecord
+from . import output as out
+from .input import UsageError, request_options
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -379,30 +376,18 @@ def _wait_and_report(
 
 
 def _wait(client: BackgroundHttpClient, request_id: str, timeout: float | None, show_progress: bool) -> StatusRecord:
-    """Poll the store until the request is terminal, showing the growing ``.part`` file."""
-    deadline = None if timeout is None else time.monotonic() + timeout
+    """The client's wait, showing how much of the response has been streamed so far."""
     progress = out.Progress(request_id) if show_progress else None
-    part = client.store.response_part_path(request_id)
+
+    def show(record: StatusRecord) -> None:
+        if progress is not None:
+            progress.update(record.phase.value, client.received_bytes(request_id))
+
     try:
-        while True:
-            record = _existing(client, request_id)
-            if record.is_terminal:
-                return record
-            if progress is not None:
-                progress.update(record.phase.value, _size(part))
-            if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(f"request {request_id!r} is still {record.phase.value} after {timeout:g}s")
-            time.sleep(_POLL_SECONDS)
+        return client.wait(request_id, timeout, poll_interval=_POLL_SECONDS, on_poll=show)
     finally:
         if progress is not None:
             progress.finish()
-
-
-def _size(path: Path) -> int | None:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return None
 
 
 def cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
@@ -490,18 +475,8 @@ def cmd_rm(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
-    cutoff = time.time() - args.older_than
-
-    def finished_before_cutoff(record: StatusRecord | None) -> bool:
-        return record is not None and record.is_terminal and (record.completed_at or record.updated_at) < cutoff
-
-    removed: list[str] = []
     with _reader(settings) as client:
-        for record in client.store.statuses():
-            if not finished_before_cutoff(record):
-                continue
-            if args.dry_run or _remove_if(client, record.request_id, finished_before_cutoff):
-                removed.append(record.request_id)
+        removed = client.gc(args.older_than, dry_run=args.dry_run)
     if args.json:
         out.print_json({"removed": len(removed), "dry_run": args.dry_run, "request_ids": removed})
     else:
@@ -512,25 +487,11 @@ def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def _remove_if(client: BackgroundHttpClient, request_id: str, only_if: Callable[[StatusRecord | None], bool]) -> bool:
-    """Remove a request if ``only_if`` still holds under the store's locks (it may have
-    been submitted again since it was listed); False if not, or if a cancelled
-    request's attempt is still stopping (the next gc takes it)."""
-    try:
-        return client.store.delete(request_id, only_if=only_if)
-    except RequestRunning:
-        return False
-
-
 def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
-    from .broker import publish_request
-    from .recovery import recover_pending
-
     if settings.is_local:
         raise UsageError("recover re-sends to RabbitMQ; in local mode `bghttp worker --local` recovers at start")
     with BackgroundHttpClient(settings) as client:
-        publish = functools.partial(publish_request, client.broker, settings.queue_name)
-        count = recover_pending(client.store, publish)
+        count = client.recover()
     if args.json:
         out.print_json({"recovered": count})
     else:
@@ -543,7 +504,7 @@ def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if settings.is_local:
-        from .local import run_local_worker  # only local mode needs the embedded worker
+        from ..worker.local import run_local_worker  # only local mode needs the embedded worker
 
         if settings.metrics_port is not None:
             raise UsageError("--metrics-port needs a RabbitMQ worker group; local mode serves no metrics")
@@ -559,7 +520,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if settings.metrics_port is not None:
         import importlib.util
 
-        from .metrics import prepare_exposition
+        from ..worker.metrics import prepare_exposition
 
         if importlib.util.find_spec("prometheus_client") is None:
             raise UsageError("--metrics-port needs prometheus-client: pip install 'bghttp[metrics]'")
@@ -625,7 +586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _configure_logging(args: argparse.Namespace, settings: Settings) -> None:
-    from .logs import configure_logging
+    from ..logs import configure_logging
 
     # Log lines go to stderr; stdout stays for results. Only the worker and
     # recover log at INFO: the other commands' output is their result.
@@ -667,8 +628,5 @@ def _exit_code(error: Exception) -> int:
 def console_main() -> NoReturn:
     sys.exit(main())
 
-
-if __name__ == "__main__":
-    console_main()
 
 __all__ = ["EXIT_CODES_HELP", "build_parser", "main", "settings_from_args"]

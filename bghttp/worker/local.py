@@ -38,15 +38,17 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
-from .broker import ACTOR_NAME, create_broker, publish_request
-from .config import LOCAL_BROKER, Settings
+from ..broker import ACTOR_NAME, create_broker, publish_request
+from ..config import LOCAL_BROKER, Settings
+from ..errors import LocalWorkerDied, StoreError
+from ..lifecycle import parse_message_args
+from ..logs import configure_logging, get_logger
+from ..models import Phase, StatusRecord
+from ..recovery import recover_pending
+from ..store import FileStore
+from ..store_api import Store
+from .actor import RunnerHolder, declare_actor, worker_middleware
 from .connectivity import MonitorHolder
-from .errors import LocalWorkerDied, StoreError
-from .logs import configure_logging, get_logger
-from .models import Phase, StatusRecord
-from .recovery import recover_pending
-from .store import FileStore
-from .worker import RunnerHolder, declare_actor, worker_middleware
 
 AnyMessage = dramatiq.Message[Any]
 
@@ -136,11 +138,7 @@ class ThreadWatch(Middleware):
 
 
 def _request_key(message: AnyMessage | MessageProxy) -> tuple[str, int] | None:
-    if message.actor_name != ACTOR_NAME or not message.args:
-        return None
-    request_id = message.args[0]
-    token = message.args[1] if len(message.args) > 1 else 1
-    return (str(request_id), int(token))
+    return parse_message_args(message.args) if message.actor_name == ACTOR_NAME else None
 
 
 def is_orphaned(record: StatusRecord, now: float, orphan_after: float) -> bool:
@@ -162,9 +160,9 @@ class LocalWorker:
     idempotent and cheap after its first call; :meth:`stop` is final.
     """
 
-    def __init__(self, settings: Settings, store: FileStore | None = None) -> None:
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
-        self.store = store or FileStore(settings.store_dir, fsync=settings.fsync)
+        self.store: Store = store or FileStore(settings.store_dir, fsync=settings.fsync)
         self.held = HeldMessages()
         self.watch = ThreadWatch()
         # As in a worker process: one connectivity monitor, shared by the gate and the runner.
@@ -177,7 +175,7 @@ class LocalWorker:
         self._worker: dramatiq.Worker | None = None
         self._stopped = threading.Event()
         self._scanner: threading.Thread | None = None
-        self._log = get_logger(store=str(self.store.root), mode="local")
+        self._log = get_logger(store=self.store.location, mode="local")
         self._terminal: set[str] = set()  # IDs known terminal; guarded by _scan_lock
         self._scan_lock = threading.Lock()
         self._died_logged = False

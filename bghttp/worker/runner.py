@@ -10,9 +10,10 @@ decides the next step under that claim:
                          record ``waiting_retry``;
 * network down        -> publish a re-check, record ``waiting_network``; no retry spent.
 
-The next message is published *before* the status record names its token, so a
-crash between the two leaves a message that is still accepted (its token is
-newer). Messages whose token is older than the record's are stale and dropped.
+What to do after an attempt is the retry policy's :func:`~bghttp.retry_policy.decide`;
+every status change and the token rules are :mod:`bghttp.lifecycle`'s. This
+module only carries them out, in the order that keeps a request safe: the next
+message is published *before* the status record names its token.
 """
 
 from __future__ import annotations
@@ -25,15 +26,16 @@ from typing import Any, Protocol
 
 import httpx
 
-from . import record_log
-from .config import Settings
-from .errors import BrokerUnavailable, StoreError, UnknownRequest
+from .. import lifecycle, record_log
+from ..config import Settings
+from ..errors import BrokerUnavailable, StoreError, UnknownRequest
+from ..lifecycle import RequestLifecycle
+from ..logs import get_logger
+from ..models import AttemptRecord, RequestSpec, RequestStatus, StatusRecord
+from ..redaction import request_secrets, scrub
+from ..store_api import Store
 from .execution import AttemptResult, perform_attempt
-from .logs import get_logger
-from .models import AttemptRecord, Phase, RequestSpec, RequestStatus, StatusRecord
-from .redaction import request_secrets, scrub
-from .retry_policy import Outcome, backoff_seconds, is_retryable
-from .store import FileStore
+from .retry_policy import Outcome, Verdict, decide, interrupted_failure
 
 #: A message may arrive this early (clock skew between hosts) and still run.
 EARLY_TOLERANCE_SECONDS = 0.05
@@ -42,15 +44,6 @@ SUCCESSOR_CLAIM_WAIT_SECONDS = 10.0
 #: How long a message with the current token waits for a claim held by another
 #: message before it concludes that the holder is running this very run.
 DUPLICATE_CLAIM_GRACE_SECONDS = 1.0
-#: Attempts during which the worker died (killed, out of memory) do not spend a
-#: retry; this many of them fail the request, so a response that kills every
-#: worker cannot loop forever.
-MAX_INTERRUPTED_ATTEMPTS = 5
-
-#: Outcomes an outage causes (a connect that times out as much as one refused):
-#: after one the runner asks the connectivity monitor at once.
-OUTAGE_OUTCOMES = frozenset({Outcome.NETWORK_ERROR, Outcome.TIMEOUT})
-
 Publish = Callable[[str, int, "float | None"], None]
 
 
@@ -62,7 +55,7 @@ class Connectivity(Protocol):
 class RequestRunner:
     def __init__(
         self,
-        store: FileStore,
+        store: Store,
         settings: Settings,
         http: httpx.Client,
         publish: Publish,
@@ -75,19 +68,20 @@ class RequestRunner:
         self.publish = publish
         self.connectivity = connectivity
         self.on_attempt = on_attempt
+        self.lifecycle = RequestLifecycle(store)
 
     # ------------------------------------------------------------------ entry
     def run(self, request_id: str, token: int) -> None:
         # Every file this run writes becomes durable in one shared filesystem sync
         # before we return (and the message is acked), instead of 5 fsyncs of its own.
-        with self.store.group_commit():
+        with self.store.batch():
             self._run(request_id, token)
 
     def _run(self, request_id: str, token: int) -> None:
         log = get_logger(request_id=request_id, token=token)
         spec, unreadable = self._load_request(request_id)
         if spec is None and unreadable is None:
-            log.warning("request_missing", store_dir=str(self.store.root), reason="not in this store; message dropped")
+            log.warning("request_missing", store_dir=self.store.location, reason="not in this store; message dropped")
             return
         if spec is not None:
             log = log.bind(method=spec.method, host=_host(spec.url))
@@ -101,15 +95,16 @@ class RequestRunner:
                     if not isinstance(error.__cause__, record_log.CorruptRecord):
                         raise  # the store may come back: Dramatiq retries the message
                     # No valid version in the whole file: no retry can help, and nothing can be recorded.
-                    log.error("request_unreadable_status_not_written", error=str(error), store=str(self.store.root))
+                    log.error("request_unreadable_status_not_written", error=str(error), store=self.store.location)
                     return
-                if record is None or record.is_terminal or token < record.token:
-                    log.info("message_dropped", reason="stale" if record and not record.is_terminal else "terminal")
+                why_not = lifecycle.why_not_run(record, token)
+                if record is None or why_not is not None:
+                    log.info("message_dropped", reason="stale" if why_not == "stale" else "terminal")
                     return
                 if claimed:
                     if spec is None:
                         self._fail_unreadable(request_id, str(unreadable), log)
-                    elif record.generation != spec.generation:
+                    elif not lifecycle.is_same_request(spec, record):
                         # The request was removed and its ID submitted again after we
                         # read the spec: ours is not the request that is there now.
                         log.info("message_dropped", reason="request replaced")
@@ -137,7 +132,7 @@ class RequestRunner:
         back, and Dramatiq retries the message. A file that opens but is not a
         request (cut off, edited by hand) will not get better by retrying.
         """
-        path = self.store.request_path(request_id)
+        path = self.store.request_file_path(request_id)
         try:
             spec = self.store.load_request(request_id)
         except StoreError as error:
@@ -157,14 +152,9 @@ class RequestRunner:
         """End a request whose file no worker can read: failed, with the reason (no retry helps)."""
         log.error("request_unreadable", error=error)
         try:
-            self.store.update_status(
-                request_id,
-                lambda r: r.evolve(
-                    status=RequestStatus.FAILED, phase=Phase.DONE, completed_at=time.time(), last_error=error
-                ),
-            )
+            self.lifecycle.fail(request_id, error)
         except (StoreError, UnknownRequest) as status_error:
-            log.error("request_unreadable_status_not_written", error=str(status_error), store=str(self.store.root))
+            log.error("request_unreadable_status_not_written", error=str(status_error), store=self.store.location)
 
     # ---------------------------------------------------------- under claim
     def _run_claimed(self, spec: RequestSpec, record: StatusRecord, token: int, log: Any) -> None:
@@ -172,43 +162,46 @@ class RequestRunner:
         if record.next_attempt_at is not None and record.next_attempt_at - now > EARLY_TOLERANCE_SECONDS:
             # Never run early: hand the message back for the time that is left.
             # Keep the due time whatever the phase (the gate may have marked it waiting_network).
-            self._reschedule(spec, record, record.phase, record.next_attempt_at - now, keep_due=True)
+            token = lifecycle.next_token(record)
+            self.publish(spec.request_id, token, record.next_attempt_at - now)
+            self.lifecycle.defer(spec.request_id, token)
             return
+        if any(attempt.finished_at is None for attempt in record.attempts):
+            # The claim is ours, so the worker that ran this attempt is gone.
+            settled = self._close_interrupted(spec, record, log)
+            if settled is None:
+                return
+            record = settled
         if self.connectivity is not None and not self.connectivity.is_online():
             self._wait_for_network(spec, record, log)
             return
 
-        interrupted = sum(1 for attempt in record.attempts if attempt.finished_at is None)
-        if interrupted >= MAX_INTERRUPTED_ATTEMPTS:
-            error = f"the worker died during {interrupted} attempts"
+        error = interrupted_failure(sum(1 for a in record.attempts if a.outcome == Outcome.INTERRUPTED.value))
+        if error is not None:
             log.error("request_failed", error=error)
-            self.store.update_status(
-                spec.request_id,
-                lambda r: r.evolve(
-                    status=RequestStatus.FAILED, phase=Phase.DONE, completed_at=now, last_error=error
-                ),
-            )
+            self.lifecycle.fail(spec.request_id, error)
             return
 
         number = record.attempt_count + 1
         started = AttemptRecord(number=number, started_at=now, due_at=record.next_attempt_at)
-        record = self.store.update_status(
-            spec.request_id,
-            lambda r: r.evolve(phase=Phase.RUNNING, token=token, next_attempt_at=None, attempts=(*r.attempts, started)),
-            # A process crash keeps this record (it is written before the request is
-            # sent); only a power loss can undo it, and the request then just runs again.
-            durable=False,
-        )
+        record = self.lifecycle.mark_running(spec.request_id, token, started)
         if record.is_terminal:  # cancelled between our checks
             return
         log = log.bind(attempt=number)
         log.info("attempt_started")
+        sent_at: list[float] = []
+
+        def mark_sent() -> None:  # raises if it cannot be recorded: then nothing is sent
+            now = time.time()
+            self.lifecycle.mark_sent(spec.request_id, number, now)
+            sent_at.append(now)
         result = perform_attempt(
             self.http,
             self.store,
             spec,
             max_response_bytes=self.settings.max_response_bytes,
             is_cancelled=lambda: self._is_cancelled(spec.request_id),
+            on_sending=mark_sent,
         )
         if result.error:
             # The one place an attempt's error text enters logs and records: an
@@ -220,6 +213,7 @@ class RequestRunner:
             outcome=result.outcome.value,
             status_code=result.status_code,
             error=result.error,
+            sent_at=sent_at[0] if sent_at else None,
         )
         log = log.bind(
             outcome=result.outcome.value, status_code=result.status_code, duration_ms=round(result.duration_ms, 1)
@@ -231,123 +225,113 @@ class RequestRunner:
     def _settle(
         self, spec: RequestSpec, record: StatusRecord, attempt: AttemptRecord, result: AttemptResult, log: Any
     ) -> StatusRecord:
-        outcome = result.outcome
-        if outcome is Outcome.SUCCESS:
+        """Carry out the retry policy's decision on the finished ``attempt``."""
+        request_id = spec.request_id
+        connectivity = self.connectivity
+        decision = decide(
+            result.outcome,
+            retries_used=record.retries_used,
+            max_retries=spec.max_retries,
+            backoff_scale=self.settings.backoff_scale,
+            network_down=None if connectivity is None else lambda: not connectivity.check_now(),
+            method=spec.method,
+            status_code=result.status_code,
+        )
+        verdict = decision.verdict
+        if verdict is Verdict.COMPLETE:
             log.info("request_completed", response_bytes=result.response_bytes)
-            return self._finish(spec, attempt, RequestStatus.COMPLETED, result)
-        if outcome is Outcome.CANCELLED:
+            return self._finish(request_id, attempt, RequestStatus.COMPLETED)
+        if verdict is Verdict.CANCELLED:
             log.info("request_cancelled")
-            return self._finish(spec, attempt, RequestStatus.CANCELLED, result)
-        if outcome in OUTAGE_OUTCOMES and self.connectivity is not None and not self.connectivity.check_now():
-            # The network is down: this attempt does not spend a retry.
+            return self._finish(request_id, attempt, RequestStatus.CANCELLED)
+        if verdict is Verdict.WAIT_FOR_NETWORK:
             log.warning("attempt_failed_offline", error=result.error)
-            uncounted = dataclasses.replace(attempt, counted=False)
-            record = self._record_attempt(spec, uncounted, result, lambda r: r.evolve(last_error=result.error))
+            record = self.lifecycle.record_attempt(request_id, attempt, lambda r: lifecycle.offline_attempt(r, attempt))
             if record.is_terminal:
                 return record
             return self._wait_for_network(spec, record, log)
-        if is_retryable(outcome) and record.retries_used < spec.max_retries:
-            retry_number = record.retries_used + 1
-            delay = backoff_seconds(retry_number, self.settings.backoff_scale)
+        if verdict is Verdict.RETRY:
+            retry_number, delay = decision.retry_number, decision.delay
             log.warning("attempt_failed", error=result.error, retry=retry_number, retry_in_s=delay)
-            new_token = record.token + 1
+            new_token = lifecycle.next_token(record)
             due = time.time() + delay
             try:
-                self.publish(spec.request_id, new_token, delay)
+                self.publish(request_id, new_token, delay)
             except BrokerUnavailable:
                 # Spend the retry and record the due time under the *current*
                 # token: the message we hold comes back (redelivered, or retried by
                 # Dramatiq) and then waits until it is due, as the new one would have.
-                self._record_attempt(
-                    spec,
-                    attempt,
-                    result,
-                    lambda r: r.evolve(
-                        phase=Phase.WAITING_RETRY,
-                        retries_used=retry_number,
-                        next_attempt_at=due,
-                        last_error=result.error,
-                        last_status_code=result.status_code,
-                    ),
-                )
+                self._schedule_retry(request_id, attempt, retry_number, due, None)
                 raise
-            return self._record_attempt(
-                spec,
-                attempt,
-                result,
-                lambda r: r.evolve(
-                    phase=Phase.WAITING_RETRY,
-                    token=max(r.token, new_token),
-                    retries_used=retry_number,
-                    next_attempt_at=due,
-                    last_error=result.error,
-                    last_status_code=result.status_code,
-                ),
-            )
+            return self._schedule_retry(request_id, attempt, retry_number, due, new_token)
         log.error("request_failed", error=result.error, retries_used=record.retries_used)
-        return self._finish(spec, attempt, RequestStatus.FAILED, result)
+        return self._finish(request_id, attempt, RequestStatus.FAILED)
 
-    def _finish(
-        self, spec: RequestSpec, attempt: AttemptRecord, status: RequestStatus, result: AttemptResult
-    ) -> StatusRecord:
-        return self._record_attempt(
-            spec,
-            attempt,
-            result,
-            lambda r: r.evolve(
-                status=status,
-                phase=Phase.DONE,
-                next_attempt_at=None,
-                completed_at=time.time(),
-                last_error=result.error,
-                last_status_code=result.status_code,
-            ),
-        )
+    def _close_interrupted(self, spec: RequestSpec, record: StatusRecord, log: Any) -> StatusRecord | None:
+        """Close the attempts a dead worker left unfinished; None if that settled this run.
 
-    def _record_attempt(
-        self,
-        spec: RequestSpec,
-        attempt: AttemptRecord,
-        result: AttemptResult,
-        change: Callable[[StatusRecord], StatusRecord],
-    ) -> StatusRecord:
-        """Record the finished ``attempt`` and apply ``change`` to the status.
-
-        A request cancelled while the attempt ran is final already: it stays
-        ``cancelled`` (what ``cancel()`` answered stays true), but its attempt
-        record still says how the attempt really ended (a response the server
-        delivered is saved, with its status code), so no sent request is hidden.
+        What is known decides: a response saved during the attempt is its
+        outcome; an attempt that was marked sent may have reached the server and
+        spends a retry like any error (none left: failed); one that was not sent
+        spends nothing, and the request runs again now.
         """
+        unfinished = [attempt for attempt in record.attempts if attempt.finished_at is None]
+        now = time.time()
+        closed = [_interrupted(attempt, now) for attempt in unfinished[:-1]]
+        last = unfinished[-1]
+        answer = self._answer_saved_during(spec.request_id, last)
+        if answer is not None:
+            outcome = Outcome.SUCCESS if answer < 400 else Outcome.HTTP_ERROR
+            error = None if answer < 400 else f"HTTP {answer}"
+            result = AttemptResult(outcome, answer, error)
+        else:
+            result = AttemptResult(Outcome.INTERRUPTED, None, _interrupted(last, now).error)
+        attempt = dataclasses.replace(
+            last,
+            finished_at=now,
+            outcome=result.outcome.value,
+            status_code=result.status_code,
+            error=result.error,
+            counted=answer is not None or last.sent_at is not None,
+        )
+        record = self.lifecycle.close_interrupted(spec.request_id, [*closed, attempt])
+        if record.is_terminal:
+            return None
+        log = log.bind(attempt=attempt.number)
+        log.warning("attempt_interrupted", sent=last.sent_at is not None, status_code=answer)
+        if not attempt.counted:
+            return record  # never sent: run it again now, no retry spent
+        self._settle(spec, record, attempt, result, log)
+        return None
 
-        def apply(r: StatusRecord) -> StatusRecord:
-            attempts = _replace_last(r.attempts, attempt)
-            if r.is_terminal:
-                return r.evolve(
-                    attempts=attempts,
-                    last_error=result.error if result.error is not None else r.last_error,
-                    last_status_code=result.status_code if result.status_code is not None else r.last_status_code,
-                )
-            return change(r).evolve(attempts=attempts)
+    def _answer_saved_during(self, request_id: str, attempt: AttemptRecord) -> int | None:
+        """The status code of a response the attempt saved before its worker died, if it did."""
+        try:
+            metadata = self.store.read_response_metadata(request_id)
+        except StoreError:
+            return None
+        if not metadata or float(metadata.get("saved_at") or 0) < attempt.started_at:
+            return None
+        status_code = metadata.get("status_code")
+        return status_code if isinstance(status_code, int) else None
 
-        return self.store.update_status(spec.request_id, apply, amend_terminal=True)
+    def _finish(self, request_id: str, attempt: AttemptRecord, status: RequestStatus) -> StatusRecord:
+        return self.lifecycle.record_attempt(request_id, attempt, lambda r: lifecycle.finish(r, attempt, status))
+
+    def _schedule_retry(
+        self, request_id: str, attempt: AttemptRecord, retry_number: int, due: float, token: int | None
+    ) -> StatusRecord:
+        return self.lifecycle.record_attempt(
+            request_id,
+            attempt,
+            lambda r: lifecycle.schedule_retry(r, attempt, retry_number=retry_number, due=due, token=token),
+        )
 
     def _wait_for_network(self, spec: RequestSpec, record: StatusRecord, log: Any) -> StatusRecord:
         log.info("waiting_for_network", recheck_in_s=self.settings.connectivity_interval)
-        return self._reschedule(spec, record, Phase.WAITING_NETWORK, self.settings.connectivity_interval)
-
-    def _reschedule(
-        self, spec: RequestSpec, record: StatusRecord, phase: Phase, delay: float, *, keep_due: bool = False
-    ) -> StatusRecord:
-        new_token = record.token + 1
-        self.publish(spec.request_id, new_token, delay)
-        return self.store.update_status(
-            spec.request_id,
-            lambda r: r.evolve(
-                phase=phase,
-                token=max(r.token, new_token),
-                next_attempt_at=r.next_attempt_at if keep_due else None,
-            ),
-        )
+        token = lifecycle.next_token(record)
+        self.publish(spec.request_id, token, self.settings.connectivity_interval)
+        return self.lifecycle.wait_for_network(spec.request_id, token)
 
     def _is_cancelled(self, request_id: str) -> bool:
         try:
@@ -357,6 +341,19 @@ class RequestRunner:
         return record is not None and record.status is RequestStatus.CANCELLED
 
 
+def _interrupted(attempt: AttemptRecord, now: float) -> AttemptRecord:
+    """``attempt``, closed as interrupted: counted (a retry spent) only if it may have reached the server."""
+    sent = attempt.sent_at is not None
+    when = "after sending the request" if sent else "before sending the request"
+    return dataclasses.replace(
+        attempt,
+        finished_at=now,
+        outcome=Outcome.INTERRUPTED.value,
+        error=f"the worker stopped during this attempt, {when}",
+        counted=sent,
+    )
+
+
 def _host(url: str) -> str | None:
     try:
         return urllib.parse.urlsplit(url).hostname  # 15x cheaper than httpx.URL
@@ -364,7 +361,4 @@ def _host(url: str) -> str | None:
         return None
 
 
-def _replace_last(attempts: tuple[AttemptRecord, ...], attempt: AttemptRecord) -> tuple[AttemptRecord, ...]:
-    if attempts and attempts[-1].number == attempt.number:
-        return (*attempts[:-1], attempt)
-    return (*attempts, attempt)
+__all__ = ["EARLY_TOLERANCE_SECONDS", "RequestRunner"]

@@ -20,7 +20,7 @@ import dataclasses
 
 import httpx
 
-from .redaction import is_secret_header
+from ..redaction import is_secret_header
 
 MAX_REDIRECTS = 20
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})

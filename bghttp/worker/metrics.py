@@ -37,9 +37,9 @@ from dramatiq.middleware import Middleware
 if TYPE_CHECKING:
     import dramatiq
 
-    from .config import Settings
+    from ..config import Settings
+    from ..models import RequestSpec, StatusRecord
     from .execution import AttemptResult
-    from .models import RequestSpec, StatusRecord
 
 #: Seconds from submit to a final status: requests retried with backoff take hours.
 COMPLETION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, float("inf"))
@@ -94,7 +94,7 @@ class WorkerMetrics:
 
     def observe_attempt(self, spec: RequestSpec, record: StatusRecord, result: AttemptResult) -> None:
         """Count one finished attempt; ``record`` is the status the runner left after it."""
-        from .models import Phase
+        from ..models import Phase
 
         self.attempts.labels(result.outcome.value).inc()
         self.attempt_duration.observe(result.duration_ms / 1000)
@@ -120,11 +120,6 @@ class WorkerMetrics:
 
 
 # --------------------------------------------------------------- process-wide
-
-
-def get_metrics() -> WorkerMetrics | None:
-    """This process's metrics, or None when metrics are off."""
-    return _metrics
 
 
 def enable_metrics() -> WorkerMetrics:

@@ -15,6 +15,11 @@ calling thread (a ``ContextVar``): other users of the same client are untouched.
 Nothing is done from another thread, so a pooled connection is never touched
 by an attempt that does not hold it.
 
+A connection goes back to the pool only if the response ended exactly where
+its framing says (``release_connection``): bytes a server sent past it (a body
+after a HEAD response, a body longer than its Content-Length) would otherwise
+be read as the answer to the next request on that connection.
+
 Not bounded here: the DNS lookup (``getaddrinfo`` cannot be interrupted) and
 TCP connect is bounded by the deadline but not sliced for cancel.
 """
@@ -29,6 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import h11
 import httpcore
 import httpx
 
@@ -99,6 +105,11 @@ class LimitedStream(httpcore.NetworkStream):
 
     def __init__(self, inner: httpcore.NetworkStream) -> None:
         self._inner = inner
+        self._retired = False
+
+    def retire(self) -> None:
+        """Never reuse this connection: the pool closes it instead of handing it out again."""
+        self._retired = True
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         limits = _current.get()
@@ -145,7 +156,47 @@ class LimitedStream(httpcore.NetworkStream):
         return LimitedStream(self._inner.start_tls(ssl_context, server_hostname, timeout))
 
     def get_extra_info(self, info: str) -> Any:
+        # httpcore asks whether an idle connection is readable before it reuses it;
+        # "yes" means the server spoke out of turn, and the connection is closed.
+        if info == "is_readable" and self._retired:
+            return True
         return self._inner.get_extra_info(info)
+
+
+def release_connection(response: httpx.Response) -> None:
+    """Close ``response`` and let its connection be reused only if nothing was sent past it.
+
+    httpcore keeps bytes its HTTP/1.1 parser received after a complete response
+    and reads them as the start of the next response on that connection. A
+    client never pipelines, so such bytes are a server's lie: the connection is
+    retired. httpx has no public view of the parser; where it cannot be found
+    (another httpx version, HTTP/2) the connection is retired too: a lost reuse
+    costs a handshake, a reused poisoned connection costs a false answer.
+    """
+    stream = response.extensions.get("network_stream")
+    if isinstance(stream, LimitedStream) and _bytes_past_response(response) is not False:
+        stream.retire()
+    response.close()
+
+
+def _bytes_past_response(response: httpx.Response) -> bool | None:
+    """Whether the parser holds bytes past the response; None if its state cannot be found."""
+    # httpx's stream wraps httpcore's pool stream, which wraps the connection's
+    # stream, which knows the connection and its h11 state.
+    node: Any = response.stream
+    for _ in range(8):
+        state = getattr(node, "_h11_state", None)
+        if isinstance(state, h11.Connection):
+            data, _closed = state.trailing_data
+            return bool(data)
+        node = next((getattr(node, name) for name in _WRAPPED if hasattr(node, name)), None)
+        if node is None:
+            return None
+    return None
+
+
+#: The attributes under which httpx's and httpcore's streams keep what they wrap.
+_WRAPPED = ("_stream", "_httpcore_stream", "_connection")
 
 
 class LimitedNetworkBackend(httpcore.NetworkBackend):

@@ -25,25 +25,25 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
-from .broker import ACTOR_NAME
-from .config import Settings
+from ..broker import ACTOR_NAME
+from ..config import Settings
+from ..errors import BghttpError, UnknownRequest
+from ..lifecycle import RequestLifecycle, is_stale, parse_message_args
+from ..logs import get_logger
+from ..store import FileStore
+from ..store_api import Store
 from .connectivity import MonitorHolder
-from .errors import BghttpError, UnknownRequest
-from .logs import get_logger
-from .models import Phase, StatusRecord
-from .store import FileStore
 
 #: The hold wakes this often to notice a worker shutdown.
 SHUTDOWN_POLL_SECONDS = 0.5
-_HOLDABLE_PHASES = frozenset({Phase.QUEUED, Phase.WAITING_RETRY})
 
 
 class ConnectivityGate(Middleware):
-    def __init__(self, settings: Settings, connectivity: MonitorHolder, store: FileStore | None = None) -> None:
+    def __init__(self, settings: Settings, connectivity: MonitorHolder, store: Store | None = None) -> None:
         self.settings = settings
         self.connectivity = connectivity
         self.hold_seconds = settings.offline_hold_seconds
-        self._store = store
+        self._store: Store | None = store
         self._store_lock = threading.Lock()
         self._shutting_down = threading.Event()
 
@@ -61,13 +61,13 @@ class ConnectivityGate(Middleware):
 
     # ----------------------------------------------------------- message
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
-        if message.actor_name != ACTOR_NAME or not message.args:
+        arguments = parse_message_args(message.args) if message.actor_name == ACTOR_NAME else None
+        if arguments is None:
             return
         monitor = self.connectivity.get()
         if monitor.is_online() or self.hold_seconds <= 0:
             return
-        request_id = str(message.args[0])
-        token = int(message.args[1]) if len(message.args) > 1 else 1
+        request_id, token = arguments
         log = get_logger(request_id=request_id, token=token, message_id=message.message_id)
         if not self._mark_waiting(request_id, token, log):
             return  # stale, finished or unknown: the runner drops it, no need to hold a thread
@@ -86,27 +86,23 @@ class ConnectivityGate(Middleware):
         log.info("request_released", online=online, held_s=round(time.monotonic() - started, 3))
 
     # ------------------------------------------------------------ status
-    def _store_for_status(self) -> FileStore:
+    def _store_for_status(self) -> Store:
         with self._store_lock:
             if self._store is None:
                 self._store = FileStore(self.settings.store_dir, fsync=self.settings.fsync)
             return self._store
 
     def _mark_waiting(self, request_id: str, token: int, log: Any) -> bool:
-        """Mark the request ``waiting_network``; False when this message will not run it."""
+        """Mark the request ``waiting_network``; False when this message will not run it.
 
-        def change(record: StatusRecord) -> StatusRecord | None:
-            # Only the current run of a request that is not running: a stale or
-            # duplicate message says nothing about the request's state.
-            if token < record.token or record.phase not in _HOLDABLE_PHASES:
-                return None
-            return record.evolve(phase=Phase.WAITING_NETWORK)
-
+        Only the current run of a request that is not running is marked: a stale
+        or duplicate message says nothing about the request's state.
+        """
         try:
-            record = self._store_for_status().update_status(request_id, change)
+            record = RequestLifecycle(self._store_for_status()).hold_for_network(request_id, token)
         except UnknownRequest:
             return False
         except BghttpError as error:  # a bad ID or an unreadable store: the runner decides
             log.warning("waiting_network_not_recorded", error=str(error))
             return True
-        return not record.is_terminal and token >= record.token
+        return not record.is_terminal and not is_stale(record, token)

@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from .models import RequestSpec, Response, StatusRecord
+from ..models import RequestSpec, Response, StatusRecord
+from ..redaction import redact_url
 
 #: Seconds between progress lines when stderr is not a terminal (a log, a CI job).
 PROGRESS_LINE_INTERVAL = 1.0
@@ -41,7 +42,7 @@ def print_json(data: Any, stream: IO[str] | None = None) -> None:
 def status_json(record: StatusRecord, spec: RequestSpec | None) -> dict[str, Any]:
     data = record.to_json()
     data["method"] = spec.method if spec else None
-    data["url"] = spec.url if spec else None
+    data["url"] = redact_url(spec.url) if spec else None
     return data
 
 
@@ -52,7 +53,7 @@ def print_status(record: StatusRecord, spec: RequestSpec | None) -> None:
         ("status", record.status.value),
         ("phase", record.phase.value),
         ("method", spec.method if spec else "-"),
-        ("url", spec.url if spec else "-"),
+        ("url", redact_url(spec.url) if spec else "-"),
         ("attempts", str(record.attempt_count)),
         ("retries", f"{record.retries_used}/{record.max_retries}"),
         ("last_status_code", str(record.last_status_code) if record.last_status_code is not None else "-"),
@@ -125,7 +126,7 @@ def print_table(rows: Iterable[tuple[StatusRecord, RequestSpec | None]]) -> None
                 str(record.last_status_code or "-"),
                 timestamp(record.created_at),
                 spec.method if spec else "-",
-                _shorten(spec.url if spec else "-", 60),
+                _shorten(redact_url(spec.url) if spec else "-", 60),
             )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]

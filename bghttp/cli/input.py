@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidRequest
-from .models import MultipartFile
+from ..errors import InvalidRequest
+from ..models import MultipartFile
 
 
 class UsageError(InvalidRequest):

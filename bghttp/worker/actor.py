@@ -13,23 +13,34 @@ import dramatiq
 import httpx
 from dramatiq.middleware import CurrentMessage, Middleware, Retries, ShutdownNotifications
 
-from .broker import ACTOR_NAME, check_queue, create_broker, publish_request
-from .config import Settings
+from ..broker import ACTOR_NAME, check_queue, create_broker, publish_request
+from ..config import Settings
+from ..errors import BrokerUnavailable, StoreError
+from ..logs import configure_logging
+from ..shared_fs import check as check_shared_store
+from ..store import FileStore
+from ..store_api import Store
 from .connectivity import ConnectivityMonitor, MonitorHolder
 from .egress import egress_transport
 from .execution import build_http_client
 from .gate import ConnectivityGate
-from .logs import configure_logging
 from .metrics import metrics_middleware, observe_attempt
 from .runner import RequestRunner
-from .shared_fs import check as check_shared_store
-from .store import FileStore
 
-#: Internal failures (an unreadable store, a bug) are retried a few times by
-#: Dramatiq's own Retries middleware; request errors never reach it: the
-#: runner schedules those itself with the exact 2, 4 … 512 s schedule.
+#: Internal failures (a bug) are retried a few times by Dramatiq's own Retries
+#: middleware; request errors never reach it: the runner schedules those itself
+#: with the exact 2, 4 … 512 s schedule.
 INTERNAL_RETRIES = 5
 INTERNAL_MIN_BACKOFF_MS = 1000
+#: A store or broker that cannot be reached may come back (a remount, an NFS or
+#: RabbitMQ outage): such messages are retried without limit, at most this far apart,
+#: so no accepted request is stranded however long the outage.
+OUTAGE_MAX_BACKOFF_MS = 60_000
+
+
+def retry_internal_failure(retries: int, error: BaseException) -> bool:
+    """Dramatiq's ``retry_when``: outages of the store or broker always, anything else 5 times."""
+    return isinstance(error, StoreError | BrokerUnavailable) or retries < INTERNAL_RETRIES
 
 
 def worker_middleware(settings: Settings, connectivity: MonitorHolder | None = None) -> list[Middleware]:
@@ -38,7 +49,11 @@ def worker_middleware(settings: Settings, connectivity: MonitorHolder | None = N
         ShutdownNotifications(),
         CurrentMessage(),
         ConnectivityGate(settings, connectivity or MonitorHolder(settings)),
-        Retries(max_retries=INTERNAL_RETRIES, min_backoff=INTERNAL_MIN_BACKOFF_MS),
+        Retries(
+            retry_when=retry_internal_failure,
+            min_backoff=INTERNAL_MIN_BACKOFF_MS,
+            max_backoff=OUTAGE_MAX_BACKOFF_MS,
+        ),
         *metrics_middleware(settings),
     ]
 
@@ -50,7 +65,7 @@ class RunnerHolder:
         self,
         settings: Settings,
         broker: dramatiq.Broker,
-        store: FileStore | None = None,
+        store: Store | None = None,
         connectivity: MonitorHolder | None = None,
     ) -> None:
         self.settings = settings

@@ -31,9 +31,9 @@ from urllib.parse import urlsplit
 import httpx
 import psutil
 
+from ..config import ConfigError, Settings
+from ..logs import get_logger
 from . import metrics
-from .config import ConfigError, Settings
-from .logs import get_logger
 
 #: Longest a single probe may take; shorter when the check interval is shorter.
 MAX_PROBE_TIMEOUT_SECONDS = 5.0

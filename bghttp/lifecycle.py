@@ -1,0 +1,378 @@
+"""A request's life: the token protocol and every status transition, in one place.
+
+::
+
+                 mark_running                 finish (completed / failed)
+    queued ─────────────────────▶ running ─────────────────────────────▶ done
+      │  ▲                         │  │ schedule_retry                   ▲
+      │  │ defer (too early)       │  └───────────▶ waiting_retry ──┐    │ fail (unreadable,
+      │  └─────────────────────────┼────────────────────────────────┘    │  worker died)
+      │ hold_for_network (gate)    │ wait_for_network / offline_attempt   │
+      └──────────────▶ waiting_network ◀─┘                                │
+    cancel: queued, running, waiting_* ─▶ cancelled ──────────────────────┘
+    amend_after_cancel: a terminal record keeps its status; the attempt that
+        was running records how it really ended.
+    mark_sent: the running attempt is about to send its first byte (from then
+        on, its worker's death spends a retry).
+    close_interrupted: a new run closes the attempts a dead worker left, then
+        finish / schedule_retry / fail decide as after any attempt.
+
+Every transition is a pure function ``(record, ...) -> record`` that names the
+states it accepts and raises :class:`IllegalTransition` for the rest. A
+:class:`RequestLifecycle` applies them to a store under the request's status
+lock; there a refused transition leaves the record as it is and returns it, so
+a caller sees what is (a request cancelled meanwhile stays cancelled).
+
+Tokens. Every message ``execute_request(request_id, token)`` carries a token;
+the record's ``token`` is the newest one that may run the request. A message
+with a smaller token is stale (a redelivered or recovered duplicate) and is
+dropped. A next run is published with ``next_token`` *before* the record names
+it, so a crash between the two leaves a message that is still accepted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .errors import BghttpError, UnknownRequest
+from .models import AttemptRecord, Phase, RequestSpec, RequestStatus, StatusRecord
+
+if TYPE_CHECKING:
+    from .store_api import Store
+
+FIRST_TOKEN = 1
+
+_UNFINISHED = frozenset({Phase.QUEUED, Phase.RUNNING, Phase.WAITING_RETRY, Phase.WAITING_NETWORK})
+#: A request the gate may hold for the network: not running, not finished.
+_HOLDABLE = frozenset({Phase.QUEUED, Phase.WAITING_RETRY})
+_FINAL = frozenset({RequestStatus.COMPLETED, RequestStatus.FAILED, RequestStatus.CANCELLED})
+
+
+class IllegalTransition(BghttpError):
+    """A transition asked of a record in a state it does not accept (never leaves bghttp)."""
+
+
+# ------------------------------------------------------------------ tokens
+def message_args(request_id: str, token: int) -> tuple[str, int]:
+    """The arguments of the message that runs ``request_id`` with ``token``."""
+    return (request_id, token)
+
+
+def parse_message_args(args: Sequence[Any]) -> tuple[str, int] | None:
+    """``(request_id, token)`` of a request message's arguments; None if they are not one.
+
+    Messages published before tokens existed carry the ID only: their token is the first.
+    """
+    if not args:
+        return None
+    token = args[1] if len(args) > 1 else FIRST_TOKEN
+    return (str(args[0]), int(token))
+
+
+def next_token(record: StatusRecord) -> int:
+    """The token of the next message published for this request."""
+    return record.token + 1
+
+
+def is_stale(record: StatusRecord, token: int) -> bool:
+    """True if a newer message than ``token`` has been published for this request."""
+    return token < record.token
+
+
+def why_not_run(record: StatusRecord | None, token: int) -> str | None:
+    """Why a message with ``token`` must not run the request now, or None if it may."""
+    if record is None:
+        return "gone"
+    if record.is_terminal:
+        return "terminal"
+    if is_stale(record, token):
+        return "stale"
+    return None
+
+
+def is_same_request(spec: RequestSpec, record: StatusRecord) -> bool:
+    """False when the ID was removed and submitted again after ``spec`` was read."""
+    return spec.generation == record.generation
+
+
+def is_unconfirmed(record: StatusRecord) -> bool:
+    """Stored, but no message of it was confirmed yet: a second submitter publishes one."""
+    return not (record.published or record.is_terminal)
+
+
+def is_untouched(record: StatusRecord) -> bool:
+    """Still as its submit stored it: unconfirmed, queued, never attempted (its submitter may take it back)."""
+    return not record.published and record.phase is Phase.QUEUED and not record.attempts
+
+
+# ------------------------------------------------------------- transitions
+def _require(record: StatusRecord, accepted: frozenset[Phase], transition: str) -> None:
+    if record.phase not in accepted or record.is_terminal:
+        state = f"{record.status.value}/{record.phase.value}"
+        raise IllegalTransition(f"{transition} does not apply to request {record.request_id!r} in {state}")
+
+
+def new_record(spec: RequestSpec) -> StatusRecord:
+    """The first record of a stored request: ``queued``, its first message not yet confirmed."""
+    return StatusRecord(
+        request_id=spec.request_id,
+        status=RequestStatus.IN_PROGRESS,
+        phase=Phase.QUEUED,
+        created_at=spec.created_at,
+        updated_at=spec.created_at,
+        max_retries=spec.max_retries,
+        generation=spec.generation,
+        published=False,
+    )
+
+
+def mark_published(record: StatusRecord, generation: str) -> StatusRecord:
+    """A message of the request was confirmed. Accepts an unfinished request of ``generation``."""
+    _require(record, _UNFINISHED, "mark_published")
+    if record.generation != generation:
+        raise IllegalTransition(f"request {record.request_id!r} is of another generation now")
+    return record if record.published else record.evolve(published=True)
+
+
+def republish(record: StatusRecord, token: int) -> StatusRecord:
+    """Recovery published a new message with ``token``. Accepts any unfinished request."""
+    _require(record, _UNFINISHED, "republish")
+    return record.evolve(token=max(record.token, token), published=True)
+
+
+def hold_for_network(record: StatusRecord, token: int) -> StatusRecord:
+    """The gate holds the current message while offline. Accepts ``queued`` and ``waiting_retry``."""
+    _require(record, _HOLDABLE, "hold_for_network")
+    if is_stale(record, token):
+        raise IllegalTransition(f"token {token} of request {record.request_id!r} is stale")
+    return record.evolve(phase=Phase.WAITING_NETWORK)
+
+
+def defer(record: StatusRecord, token: int) -> StatusRecord:
+    """A message came before its due time and was published again for the rest. Accepts any
+    unfinished request; the phase and the due time stay (the gate may have marked it waiting_network)."""
+    _require(record, _UNFINISHED, "defer")
+    return record.evolve(token=max(record.token, token))
+
+
+def wait_for_network(record: StatusRecord, token: int) -> StatusRecord:
+    """The network is down: a re-check was published with ``token``; no retry is spent. Accepts
+    any unfinished request."""
+    _require(record, _UNFINISHED, "wait_for_network")
+    return record.evolve(phase=Phase.WAITING_NETWORK, token=max(record.token, token), next_attempt_at=None)
+
+
+def mark_running(record: StatusRecord, token: int, attempt: AttemptRecord) -> StatusRecord:
+    """An attempt starts. Accepts any unfinished request (``running`` too: its worker died)."""
+    _require(record, _UNFINISHED, "mark_running")
+    return record.evolve(
+        phase=Phase.RUNNING, token=token, next_attempt_at=None, attempts=(*record.attempts, attempt)
+    )
+
+
+def finish(record: StatusRecord, attempt: AttemptRecord, status: RequestStatus) -> StatusRecord:
+    """The running attempt ended the request: ``completed``, ``failed`` or ``cancelled``. Accepts ``running``."""
+    _require(record, frozenset({Phase.RUNNING}), "finish")
+    if status not in _FINAL:
+        raise IllegalTransition(f"{status.value} is not a final status")
+    return record.evolve(
+        status=status,
+        phase=Phase.DONE,
+        next_attempt_at=None,
+        completed_at=time.time(),
+        attempts=_replace_last(record.attempts, attempt),
+        last_error=attempt.error,
+        last_status_code=attempt.status_code,
+    )
+
+
+def schedule_retry(
+    record: StatusRecord, attempt: AttemptRecord, *, retry_number: int, due: float, token: int | None
+) -> StatusRecord:
+    """The attempt failed and retry ``retry_number`` is due at ``due``. Accepts ``running``.
+
+    ``token`` is the retry message's; None when it could not be published (the
+    message being run comes back and waits until ``due``).
+    """
+    _require(record, frozenset({Phase.RUNNING}), "schedule_retry")
+    return record.evolve(
+        phase=Phase.WAITING_RETRY,
+        token=record.token if token is None else max(record.token, token),
+        retries_used=retry_number,
+        next_attempt_at=due,
+        attempts=_replace_last(record.attempts, attempt),
+        last_error=attempt.error,
+        last_status_code=attempt.status_code,
+    )
+
+
+def mark_sent(record: StatusRecord, number: int, when: float) -> StatusRecord:
+    """Attempt ``number`` is about to send the request's first byte. Accepts ``running``."""
+    _require(record, frozenset({Phase.RUNNING}), "mark_sent")
+    last = record.attempts[-1] if record.attempts else None
+    if last is None or last.number != number or last.finished_at is not None:
+        raise IllegalTransition(f"attempt {number} of {record.request_id!r} is not the one running")
+    if last.sent_at is not None:
+        return record
+    return record.evolve(attempts=(*record.attempts[:-1], dataclasses.replace(last, sent_at=when)))
+
+
+def close_interrupted(record: StatusRecord, closed: Sequence[AttemptRecord]) -> StatusRecord:
+    """Attempts whose worker died are closed with what is known of them (``closed``: the same
+    attempts, finished). Accepts any unfinished request: it was running when its worker died,
+    and it is ``running`` again, for the decision that follows, whatever a later message marked."""
+    _require(record, _UNFINISHED, "close_interrupted")
+    by_number = {attempt.number: attempt for attempt in closed}
+    attempts = tuple(by_number.get(attempt.number, attempt) for attempt in record.attempts)
+    return record.evolve(phase=Phase.RUNNING, attempts=attempts)
+
+
+def offline_attempt(record: StatusRecord, attempt: AttemptRecord) -> StatusRecord:
+    """The attempt failed because the network is down: recorded, no retry spent. Accepts ``running``."""
+    _require(record, frozenset({Phase.RUNNING}), "offline_attempt")
+    uncounted = dataclasses.replace(attempt, counted=False)
+    return record.evolve(attempts=_replace_last(record.attempts, uncounted), last_error=attempt.error)
+
+
+def amend_after_cancel(record: StatusRecord, attempt: AttemptRecord) -> StatusRecord:
+    """An attempt that was running when its request ended (cancelled) records how it really ended.
+    Accepts terminal records only; the status stays (what ``cancel()`` answered stays true), but a
+    response the server delivered is not hidden."""
+    if not record.is_terminal:
+        raise IllegalTransition(f"request {record.request_id!r} is not finished; there is nothing to amend")
+    return record.evolve(
+        attempts=_replace_last(record.attempts, attempt),
+        last_error=attempt.error if attempt.error is not None else record.last_error,
+        last_status_code=attempt.status_code if attempt.status_code is not None else record.last_status_code,
+    )
+
+
+def fail(record: StatusRecord, error: str) -> StatusRecord:
+    """The request can never run (its file is unreadable, its attempts kill the worker). Accepts
+    any unfinished request."""
+    _require(record, _UNFINISHED, "fail")
+    return record.evolve(status=RequestStatus.FAILED, phase=Phase.DONE, completed_at=time.time(), last_error=error)
+
+
+def cancel(record: StatusRecord) -> StatusRecord:
+    """The caller cancels the request; a running attempt stops at its next check. Accepts any unfinished request."""
+    _require(record, _UNFINISHED, "cancel")
+    return record.evolve(status=RequestStatus.CANCELLED, phase=Phase.DONE, completed_at=time.time())
+
+
+def _replace_last(attempts: tuple[AttemptRecord, ...], attempt: AttemptRecord) -> tuple[AttemptRecord, ...]:
+    if attempts and attempts[-1].number == attempt.number:
+        return (*attempts[:-1], attempt)
+    return (*attempts, attempt)
+
+
+# ------------------------------------------------------------ on a store
+Transition = Callable[[StatusRecord], StatusRecord]
+
+
+def _or_unchanged(transition: Transition) -> Callable[[StatusRecord], StatusRecord | None]:
+    def change(record: StatusRecord) -> StatusRecord | None:
+        try:
+            return transition(record)
+        except IllegalTransition:
+            return None  # the record stays as it is; the caller sees it
+
+    return change
+
+
+class RequestLifecycle:
+    """The transitions above, applied to a store's records under each request's status lock.
+
+    Each method returns the record as it is afterwards (unchanged if the
+    transition was refused); ``UnknownRequest`` if the request is gone.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def _apply(self, request_id: str, transition: Transition, *, durable: bool = True) -> StatusRecord:
+        return self.store.update_status(request_id, _or_unchanged(transition), durable=durable)
+
+    def mark_published(self, request_id: str, generation: str) -> bool:
+        """Record that a message of this request was confirmed; False if it is gone or replaced."""
+        try:
+            # A power loss may undo it: then a later submit of the ID publishes once more (harmless).
+            record = self._apply(request_id, lambda r: mark_published(r, generation), durable=False)
+        except UnknownRequest:
+            return False
+        return record.generation == generation
+
+    def republish(self, request_id: str, token: int) -> StatusRecord:
+        return self._apply(request_id, lambda r: republish(r, token))
+
+    def hold_for_network(self, request_id: str, token: int) -> StatusRecord:
+        return self._apply(request_id, lambda r: hold_for_network(r, token))
+
+    def defer(self, request_id: str, token: int) -> StatusRecord:
+        return self._apply(request_id, lambda r: defer(r, token))
+
+    def wait_for_network(self, request_id: str, token: int) -> StatusRecord:
+        return self._apply(request_id, lambda r: wait_for_network(r, token))
+
+    def mark_running(self, request_id: str, token: int, attempt: AttemptRecord) -> StatusRecord:
+        # A process crash keeps this record (it is written before the request is
+        # sent); only a power loss can undo it, and the request then just runs again.
+        return self._apply(request_id, lambda r: mark_running(r, token, attempt), durable=False)
+
+    def mark_sent(self, request_id: str, number: int, when: float) -> StatusRecord:
+        # Like mark_running: a process crash keeps it; a power loss may undo it (the
+        # attempt then counts as unsent, and runs again without spending a retry).
+        return self._apply(request_id, lambda r: mark_sent(r, number, when), durable=False)
+
+    def close_interrupted(self, request_id: str, closed: Sequence[AttemptRecord]) -> StatusRecord:
+        return self._apply(request_id, lambda r: close_interrupted(r, closed))
+
+    def fail(self, request_id: str, error: str) -> StatusRecord:
+        return self._apply(request_id, lambda r: fail(r, error))
+
+    def cancel(self, request_id: str) -> StatusRecord:
+        return self._apply(request_id, cancel)
+
+    def record_attempt(self, request_id: str, attempt: AttemptRecord, transition: Transition) -> StatusRecord:
+        """Record the finished ``attempt`` with ``transition`` (finish, schedule_retry,
+        offline_attempt), or with :func:`amend_after_cancel` if the request ended meanwhile."""
+
+        def change(record: StatusRecord) -> StatusRecord | None:
+            if record.is_terminal:
+                return amend_after_cancel(record, attempt)
+            return _or_unchanged(transition)(record)
+
+        return self.store.update_status(request_id, change, amend_terminal=True)
+
+
+__all__ = [
+    "FIRST_TOKEN",
+    "IllegalTransition",
+    "RequestLifecycle",
+    "amend_after_cancel",
+    "cancel",
+    "close_interrupted",
+    "defer",
+    "fail",
+    "finish",
+    "hold_for_network",
+    "is_same_request",
+    "is_stale",
+    "is_unconfirmed",
+    "is_untouched",
+    "mark_published",
+    "mark_running",
+    "mark_sent",
+    "message_args",
+    "new_record",
+    "next_token",
+    "offline_attempt",
+    "parse_message_args",
+    "republish",
+    "schedule_retry",
+    "wait_for_network",
+    "why_not_run",
+]

@@ -1,0 +1,119 @@
+"""The store's contract: what bghttp needs from the record of truth, whatever holds it.
+
+:class:`~bghttp.store.FileStore` (a local or shared directory) implements it;
+a store on another medium (a shared filesystem with other caching rules, an
+object store) implements the same methods and passes the same contract tests
+(``tests/unit/test_store_contract.py``). The runner, the gate, recovery, the
+local worker, the submit path and the lifecycle see only this.
+
+The guarantees every implementation gives:
+
+* **Ownership.** Creating and removing one ID exclude each other; a removal
+  never runs while an attempt holds the request's claim; every request gets a
+  new ``generation``.
+* **Status changes are serialized.** ``update_status`` applies a change to the
+  current record under the request's status lock; a terminal record is final
+  unless ``amend_terminal``.
+* **Durability.** A write counts once it is durable; inside a ``batch()`` the
+  thread's writes become durable together when the batch commits (the caller
+  says where the unit of work ends, never how to sync).
+* **Readers never see half a record**, and reading never writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from .models import RequestSpec, StatusRecord
+
+
+class Batch(Protocol):
+    """A unit of work opened by ``Store.batch()``."""
+
+    def add_request(self, request_id: str) -> None:
+        """Make every file of this stored request durable at the commit (also ones another submitter wrote)."""
+
+    @property
+    def needs_commit(self) -> bool: ...
+
+    def commit(self) -> None:
+        """Make the batch's writes durable now (may run on another thread); StoreError if that fails."""
+
+
+class Store(Protocol):
+    # -------------------------------------------------------- where things are
+    @property
+    def location(self) -> str:
+        """Where the store is, for messages and logs."""
+
+    def request_file_path(self, request_id: str) -> Path:
+        """The saved request a submit's ``RequestInfo`` names."""
+
+    def response_file_path(self, request_id: str) -> Path:
+        """The last response's body that ``Response.response_file_path`` names."""
+
+    # ---------------------------------------------------------------- requests
+    def create_request(
+        self, spec: RequestSpec, *, body: bytes | None = None, files: list[tuple[Path, str]] | None = None
+    ) -> StatusRecord | None:
+        """Save a new request and its first status record; None if the ID exists (nothing changed)."""
+
+    def load_request(self, request_id: str) -> RequestSpec | None: ...
+
+    def read_request_body(self, request_id: str) -> bytes: ...
+
+    def open_request_file(self, request_id: str, stored_name: str) -> IO[bytes]: ...
+
+    # ---------------------------------------------------------------- statuses
+    def read_status(self, request_id: str) -> StatusRecord | None: ...
+
+    def update_status(
+        self,
+        request_id: str,
+        change: Callable[[StatusRecord], StatusRecord | None],
+        *,
+        durable: bool = True,
+        amend_terminal: bool = False,
+    ) -> StatusRecord:
+        """Apply ``change`` under the status lock; the record afterwards. UnknownRequest if gone."""
+
+    # ------------------------------------------------------------------ claims
+    def claim(self, request_id: str) -> contextlib.AbstractContextManager[bool]:
+        """Hold the request's claim for the block (False: another holds it); released if the holder dies."""
+
+    # --------------------------------------------------------------- responses
+    def open_response_part(self, request_id: str) -> IO[bytes]:
+        """Open the file a response body is streamed into (under the claim)."""
+
+    def commit_response(self, request_id: str, metadata: dict[str, Any]) -> Path:
+        """Move the streamed body into place and save its metadata."""
+
+    def discard_partial_response(self, request_id: str) -> None: ...
+
+    def partial_response_size(self, request_id: str) -> int | None: ...
+
+    def read_response_metadata(self, request_id: str) -> dict[str, Any] | None: ...
+
+    # ----------------------------------------------------------------- listing
+    def request_ids(self) -> Iterator[str]: ...
+
+    def statuses(self) -> Iterator[StatusRecord]: ...
+
+    # ----------------------------------------------------------------- removal
+    def delete(
+        self, request_id: str, *, wait: float = 0.0, only_if: Callable[[StatusRecord | None], bool] | None = None
+    ) -> bool:
+        """Remove every file of a request (never while an attempt runs it); False if absent or refused."""
+
+    def discard_unconfirmed(self, request_id: str, generation: str) -> bool:
+        """Take back a request whose submit could not publish it; False if it must stay."""
+
+    # -------------------------------------------------------------- durability
+    def batch(self, *, shared: bool = True) -> contextlib.AbstractContextManager[Batch]:
+        """Open a unit of work in this thread; its writes become durable together when it ends."""
+
+
+__all__ = ["Batch", "Store"]

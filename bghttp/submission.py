@@ -1,0 +1,204 @@
+"""The one path from a prepared request to "stored and on its way", for every kind of submit.
+
+Single, bulk, sync and async submits all come here. A submit stores the
+request (or, by ``on_conflict``, settles on the request that has its ID),
+publishes its first message, waits for the broker's confirm while the new files
+are made durable, and then marks the status record ``published``. If the
+broker does not confirm, the stored request is removed again and the error is
+raised, so a returned ``RequestInfo`` always means "accepted, on disk and on its
+way".
+
+A second submit of an ID whose first message is not confirmed yet (its
+submitter still waits for the broker, or died) publishes the message itself (a
+duplicate with the same token is dropped by the worker), so it too returns only
+what is on its way; and a first submitter whose publish fails keeps a request
+that someone else confirmed meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
+
+from .errors import InvalidArgument, InvalidRequest, RequestExists, RequestRunning, StoreError
+from .lifecycle import RequestLifecycle, is_unconfirmed
+from .models import RequestInfo, StatusRecord
+from .store_api import Batch, Store
+from .validation import PreparedRequest
+
+OnConflict = Literal["return", "reject", "replace"]
+ON_CONFLICT_CHOICES: tuple[OnConflict, ...] = ("return", "reject", "replace")
+#: Rounds a submit goes through while others remove and create its ID meanwhile.
+SUBMIT_ROUNDS = 20
+
+#: Publish one first message, confirmed by the broker: ``(request_id, token)``.
+PublishOne = Callable[[str, int], None]
+#: Publish many first messages at once, all or none: ``[(request_id, token), ...]``.
+PublishMany = Callable[[list[tuple[str, int]]], None]
+
+
+def check_on_conflict(on_conflict: object) -> OnConflict:
+    if on_conflict not in ON_CONFLICT_CHOICES:
+        raise InvalidArgument(f"on_conflict must be 'return', 'reject' or 'replace', not {on_conflict!r}")
+    return on_conflict
+
+
+class Submission:
+    """Stores prepared requests and sees them on their way (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        on_conflict: OnConflict,
+        publish_one: PublishOne,
+        publish_many: PublishMany,
+    ) -> None:
+        self.store = store
+        self.on_conflict = check_on_conflict(on_conflict)
+        self.publish_one = publish_one
+        self.publish_many = publish_many
+        self.lifecycle = RequestLifecycle(store)
+        # fsyncs of new requests run here while the submitting thread waits for the broker.
+        self._syncer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bghttp-fsync")
+
+    def close(self) -> None:
+        self._syncer.shutdown(wait=True)
+
+    # ------------------------------------------------------------- single
+    def submit(self, prepared: PreparedRequest) -> RequestInfo:
+        """Store ``prepared`` (or settle on the request that has its ID) and see it on its way."""
+        for _ in range(SUBMIT_ROUNDS):
+            # Its files are made durable by an fsync of each, beside the publish (``_publish_durably``).
+            with self.store.batch(shared=False) as batch:
+                record, created = self._store_or_existing(prepared)
+                if (created or is_unconfirmed(record)) and not self._confirm(record, created, batch):
+                    continue  # the unconfirmed request we found is gone: submit ours
+                return self._info(record)
+        raise RequestExists(f"request {prepared.spec.request_id!r} keeps being removed and created by others")
+
+    def _confirm(self, record: StatusRecord, created: bool, batch: Batch) -> bool:
+        """Publish the first message of ``record``'s request durably, then mark it published.
+
+        True: the request is stored and on its way. False: a request this call
+        did not create was removed or replaced before it could be marked (the
+        caller submits its own). When the publish fails, the creator removes the
+        request, unless someone else confirmed it or a worker took it up
+        meanwhile (then it is accepted after all); a caller that did not create
+        it never removes it (its creator, or recovery, still may send it).
+        """
+        request_id, generation = record.request_id, record.generation
+        try:
+            self._publish_durably(request_id, record.token, batch)
+        except BaseException as error:
+            kept = created and not self.store.discard_unconfirmed(request_id, generation)
+            if kept and isinstance(error, Exception) and not isinstance(error, StoreError):
+                return True  # another message got through: on its way
+            raise
+        return self.lifecycle.mark_published(request_id, generation) or created
+
+    def _publish_durably(self, request_id: str, token: int, batch: Batch) -> None:
+        """Publish the first run while the request's new files are fsynced; return when both are done.
+
+        The submit then waits for the slower of the two, not for their sum.
+        Publishing first is safe: the files are written (a worker that gets the
+        message reads them), only not yet on disk, and the caller has no
+        ``RequestInfo`` until they are, so a crash in between loses nothing that
+        was accepted. Raises what the publish raised, or ``StoreError`` if the
+        fsync failed (a failing disk); ``_confirm`` decides what to remove.
+        """
+        batch.add_request(request_id)  # found unconfirmed: its submitter may not have made it durable yet
+        sync = self._syncer.submit(batch.commit) if batch.needs_commit else None
+        try:
+            self.publish_one(request_id, token)
+        except BaseException:
+            if sync is not None:
+                with contextlib.suppress(Exception):
+                    sync.result()
+            raise
+        if sync is not None:
+            sync.result()
+
+    # --------------------------------------------------------------- bulk
+    def submit_many(self, prepared: Sequence[PreparedRequest]) -> list[RequestInfo]:
+        """Store every request, publish the first messages all at once; all or nothing.
+
+        Raises ``InvalidRequest`` before anything is stored if two share a
+        ``request_id``. If the publish fails, no request this call created is
+        left (unless someone else confirmed it meanwhile).
+        """
+        _refuse_duplicate_ids(prepared)
+        created: list[StatusRecord] = []  # stored by this call
+        to_publish: list[StatusRecord] = []  # created, and found unconfirmed
+        infos: list[RequestInfo] = []
+        try:
+            # Written without per-file fsyncs; one filesystem sync, as the batch ends, covers them all.
+            with self.store.batch() as batch:
+                for request in prepared:
+                    record, is_new = self._store_or_existing(request)
+                    if is_new:
+                        created.append(record)
+                    if is_new or is_unconfirmed(record):
+                        to_publish.append(record)
+                        batch.add_request(record.request_id)
+                    infos.append(self._info(record))
+            if to_publish:
+                self.publish_many([(record.request_id, record.token) for record in to_publish])
+        except BaseException:
+            for record in created:
+                with contextlib.suppress(Exception):
+                    self.store.discard_unconfirmed(record.request_id, record.generation)
+            raise
+        created_ids = {record.request_id for record in created}
+        for record in to_publish:
+            marked = self.lifecycle.mark_published(record.request_id, record.generation)
+            if not marked and record.request_id not in created_ids:
+                # An unconfirmed request found in the store vanished before it was
+                # marked: submit this item on its own, through the single-submit path.
+                position = next(i for i, info in enumerate(infos) if info.request_id == record.request_id)
+                infos[position] = self.submit(prepared[position])
+        return infos
+
+    # ---------------------------------------------------------- conflicts
+    def _store_or_existing(self, prepared: PreparedRequest) -> tuple[StatusRecord, bool]:
+        """``(its new record, True)``, or by ``on_conflict`` ``(the record that has the ID, False)``."""
+        request_id = prepared.spec.request_id
+        for _ in range(SUBMIT_ROUNDS):
+            record = self.store.create_request(prepared.spec, body=prepared.body, files=prepared.files)
+            if record is not None:
+                return record, True
+            existing = self._resolve_conflict(request_id)
+            if existing is not None:
+                return existing, False
+        raise RequestExists(f"request {request_id!r} keeps being removed and created by others")
+
+    def _resolve_conflict(self, request_id: str) -> StatusRecord | None:
+        """Apply ``on_conflict`` to an ID that exists: the record to return, or None to create again.
+
+        Creation and removal of an ID exclude each other (the store's ID lock),
+        so a request found here is whole; None also when it vanished meanwhile.
+        """
+        if self.on_conflict == "reject":
+            raise RequestExists(f"request {request_id!r} exists already")
+        if self.on_conflict == "return":
+            return self.store.read_status(request_id)
+        try:
+            # Under its claim: no attempt runs it while it goes; a message of it
+            # that comes later finds nothing, or a request of another generation.
+            self.store.delete(request_id)
+        except RequestRunning:
+            raise RequestExists(f"request {request_id!r} is running; it cannot be replaced now") from None
+        return None
+
+    def _info(self, record: StatusRecord) -> RequestInfo:
+        return RequestInfo(record.request_id, self.store.request_file_path(record.request_id), record.status)
+
+
+def _refuse_duplicate_ids(prepared: Sequence[PreparedRequest]) -> None:
+    seen: set[str] = set()
+    for request in prepared:
+        request_id = request.spec.request_id
+        if request_id in seen:
+            raise InvalidRequest(f"request_id {request_id!r} appears twice in one bulk submit")
+        seen.add(request_id)

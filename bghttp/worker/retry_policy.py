@@ -1,0 +1,132 @@
+"""The one place that decides what happens after an attempt: retry, wait, fail.
+
+:func:`decide` turns an attempt's outcome into a :class:`Decision` that the
+runner carries out: complete, cancelled, retry (after a delay), wait for the
+network (no retry spent), or fail. The schedule is the original plugin's: after
+error number n the request waits ``min(2**n, 512)`` seconds (2, 4, 8 … 512),
+times ``BGHTTP_BACKOFF_SCALE``. There is no jitter: users rely on the exact schedule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Callable
+
+MAX_BACKOFF_SECONDS = 512
+#: Attempts during which the worker died (killed, out of memory) *before sending*
+#: do not spend a retry; this many interrupted attempts fail the request, so a
+#: request that kills every worker cannot loop forever. (One interrupted after
+#: sending spends a retry like any error: it may have reached the server.)
+MAX_INTERRUPTED_ATTEMPTS = 5
+#: Methods a server may receive twice with the effect of once (RFC 9110, 9.2.2).
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+class Outcome(enum.StrEnum):
+    """How one attempt ended."""
+
+    SUCCESS = "success"
+    HTTP_ERROR = "http_error"  # the server answered with a status >= 400
+    TIMEOUT = "timeout"
+    NETWORK_ERROR = "network_error"  # refused, reset, DNS failure, unreachable
+    BAD_RESPONSE = "bad_response"  # the answer contradicts its own headers (e.g. a body that is not gzip)
+    DISK_FULL = "disk_full"  # the response could not be written
+    STORE_ERROR = "store_error"  # the response could not be saved for another reason (EIO, EACCES ...)
+    TOO_LARGE = "too_large"  # the response passed BGHTTP_MAX_RESPONSE_BYTES
+    BLOCKED = "blocked"  # the egress policy refused the address
+    INVALID = "invalid"  # the request cannot be sent at all (a header httpx refuses, too many redirects ...)
+    CANCELLED = "cancelled"  # the request was cancelled while it ran
+    INTERRUPTED = "interrupted"  # the worker died during the attempt (killed, out of memory, store failure)
+
+
+_RETRYABLE = frozenset(
+    {
+        Outcome.HTTP_ERROR,
+        Outcome.TIMEOUT,
+        Outcome.NETWORK_ERROR,
+        Outcome.BAD_RESPONSE,
+        Outcome.DISK_FULL,
+        Outcome.STORE_ERROR,
+        Outcome.INTERRUPTED,
+    }
+)
+#: The server answered, but its answer could not be saved here.
+_SAVE_FAILURES = frozenset({Outcome.DISK_FULL, Outcome.STORE_ERROR})
+
+
+def is_retryable(outcome: Outcome) -> bool:
+    return outcome in _RETRYABLE
+
+
+def backoff_seconds(retry_number: int, scale: float = 1.0) -> float:
+    """Delay before retry number ``retry_number`` (1 for the first retry)."""
+    if retry_number < 1:
+        raise ValueError("retry_number starts at 1")
+    return float(min(2**retry_number, MAX_BACKOFF_SECONDS) * scale)
+
+
+#: Outcomes an outage causes (a connect that times out as much as one refused):
+#: after one the runner asks the connectivity monitor at once.
+OUTAGE_OUTCOMES = frozenset({Outcome.NETWORK_ERROR, Outcome.TIMEOUT})
+
+
+class Verdict(enum.Enum):
+    COMPLETE = "complete"
+    CANCELLED = "cancelled"
+    RETRY = "retry"  # publish the next run after ``delay`` seconds; spends retry ``retry_number``
+    WAIT_FOR_NETWORK = "wait_for_network"  # the network is down: no retry spent
+    FAIL = "fail"
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    retry_number: int = 0
+    delay: float = 0.0
+
+
+def decide(
+    outcome: Outcome,
+    *,
+    retries_used: int,
+    max_retries: int,
+    backoff_scale: float = 1.0,
+    network_down: Callable[[], bool] | None = None,
+    method: str = "GET",
+    status_code: int | None = None,
+) -> Decision:
+    """What to do after an attempt that ended with ``outcome``.
+
+    ``network_down`` (asked only after an outcome an outage may cause) says
+    whether the network is down now; an attempt that failed for that reason
+    spends no retry. ``method`` and ``status_code`` (the server's answer, if
+    any) decide about an answer that could not be saved: sending a
+    non-idempotent request again because *our* disk was full would repeat what
+    the server already did, so only an error answer or an idempotent method is
+    retried then.
+    """
+    if outcome is Outcome.SUCCESS:
+        return Decision(Verdict.COMPLETE)
+    if outcome is Outcome.CANCELLED:
+        return Decision(Verdict.CANCELLED)
+    if outcome in OUTAGE_OUTCOMES and network_down is not None and network_down():
+        return Decision(Verdict.WAIT_FOR_NETWORK)
+    if (
+        outcome in _SAVE_FAILURES
+        and status_code is not None
+        and status_code < 400
+        and method.upper() not in IDEMPOTENT_METHODS
+    ):
+        return Decision(Verdict.FAIL)
+    if is_retryable(outcome) and retries_used < max_retries:
+        retry_number = retries_used + 1
+        return Decision(Verdict.RETRY, retry_number, backoff_seconds(retry_number, backoff_scale))
+    return Decision(Verdict.FAIL)
+
+
+def interrupted_failure(unfinished_attempts: int) -> str | None:
+    """The error that fails a request whose attempts keep killing the worker, or None to run it again."""
+    if unfinished_attempts >= MAX_INTERRUPTED_ATTEMPTS:
+        return f"the worker died during {unfinished_attempts} attempts"
+    return None

@@ -1,0 +1,59 @@
+"""Settings.from_env: the documented defaults, overrides, a round trip, and a bad value."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from bghttp import ConfigError, Settings
+
+
+def test_an_empty_environment_gives_the_documented_defaults(tmp_path: Path) -> None:
+    settings = Settings.from_env({"HOME": str(tmp_path)})
+    assert settings.broker_url == "amqp://guest:guest@localhost:5672/"
+    assert settings.store_dir == tmp_path / ".local/share/bghttp"
+    assert settings.queue_name == "bghttp"
+    assert settings.queue_type == "classic"
+    assert settings.fsync is True
+    assert settings.default_timeout == 60.0
+    assert settings.max_response_bytes is None
+    assert settings.connectivity_probes == ()
+    assert settings.metrics_port is None
+    assert not settings.is_local
+
+
+def test_variables_are_parsed_and_overrides_win(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {
+            "BGHTTP_STORE_DIR": str(tmp_path / "store"),
+            "BGHTTP_FSYNC": "0",
+            "BGHTTP_DEFAULT_TIMEOUT": "2.5",
+            "BGHTTP_EGRESS_ALLOW_NETWORKS": "10.0.0.0/8,fd00::/8",
+            "BGHTTP_QUEUE": "from-env",
+        },
+        queue_name="override",
+    )
+    assert settings.store_dir == tmp_path / "store"
+    assert settings.fsync is False
+    assert settings.default_timeout == 2.5
+    assert settings.egress_allow_networks == ("10.0.0.0/8", "fd00::/8")
+    assert settings.queue_name == "override"
+
+
+def test_to_env_is_from_envs_inverse(tmp_path: Path) -> None:
+    settings = Settings(
+        broker_url="local", store_dir=tmp_path, queue_name="q", backoff_scale=0.5, fsync=False, metrics_port=9100
+    )
+    again = Settings.from_env(settings.to_env())
+    assert dataclasses.asdict(again) == dataclasses.asdict(settings)
+    assert again.is_local
+
+
+def test_a_bad_value_is_a_one_line_error_naming_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"BGHTTP_STORE_DIR": str(tmp_path), "BGHTTP_DEFAULT_TIMEOUT": "soon"})
+    message = str(raised.value)
+    assert "BGHTTP_DEFAULT_TIMEOUT" in message and "soon" in message
+    assert "\n" not in message

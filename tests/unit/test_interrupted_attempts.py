@@ -1,0 +1,137 @@
+"""Attempts whose worker died: closed with what is known, never a send beyond the retries.
+
+The crashed attempt is written into the status record as a dead worker leaves it
+(``running``, the attempt without an outcome), then a new message runs.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pytest_httpserver import HTTPServer
+
+from bghttp.errors import StoreError
+from bghttp.lifecycle import RequestLifecycle
+from bghttp.models import AttemptRecord, Phase, RequestStatus
+from bghttp.validation import prepare_request
+from bghttp.worker.execution import build_http_client
+from tests.unit.test_runner import make_runner, submit
+
+
+def crash(runner: Any, request_id: str, *, sent: bool) -> None:
+    """Leave ``request_id`` as a worker killed during its first attempt leaves it."""
+    started = time.time() - 1
+    attempt = AttemptRecord(number=1, started_at=started, sent_at=started + 0.01 if sent else None)
+    runner.store.update_status(request_id, lambda r: r.evolve(phase=Phase.RUNNING, attempts=(attempt,)))
+
+
+def counting_transport() -> tuple[httpx.MockTransport, list[httpx.Request]]:
+    calls: list[httpx.Request] = []
+    return httpx.MockTransport(lambda request: calls.append(request) or httpx.Response(200)), calls
+
+
+def test_an_attempt_interrupted_after_sending_spends_the_only_try(tmp_path: Path) -> None:
+    transport, calls = counting_transport()
+    runner, published = make_runner(tmp_path, transport)
+    submit(runner, retries=0)
+    crash(runner, "r1", sent=True)
+
+    runner.run("r1", 1)
+
+    record = runner.store.read_status("r1")
+    assert record is not None and record.status is RequestStatus.FAILED
+    assert calls == [] and published == []  # not sent again
+    assert [(a.outcome, a.counted) for a in record.attempts] == [("interrupted", True)]
+    assert record.last_error == "the worker stopped during this attempt, after sending the request"
+
+
+def test_an_attempt_interrupted_after_sending_is_retried_on_the_schedule(tmp_path: Path) -> None:
+    transport, calls = counting_transport()
+    runner, published = make_runner(tmp_path, transport)
+    submit(runner, retries=1)
+    crash(runner, "r1", sent=True)
+
+    runner.run("r1", 1)
+
+    record = runner.store.read_status("r1")
+    assert record is not None and record.phase is Phase.WAITING_RETRY and record.retries_used == 1
+    assert calls == []  # not now: after the backoff, like any error
+    assert published == [("r1", 2, 2.0)]
+    runner.run("r1", 2)  # due time not reached: deferred, still not sent
+    assert calls == []
+
+
+def test_an_attempt_interrupted_before_sending_runs_again_at_once_for_free(tmp_path: Path) -> None:
+    transport, calls = counting_transport()
+    runner, _ = make_runner(tmp_path, transport)
+    submit(runner, retries=0)
+    crash(runner, "r1", sent=False)
+
+    runner.run("r1", 1)
+
+    record = runner.store.read_status("r1")
+    assert record is not None and record.status is RequestStatus.COMPLETED and len(calls) == 1
+    assert [(a.outcome, a.counted) for a in record.attempts] == [("interrupted", False), ("success", True)]
+    assert record.retries_used == 0
+
+
+def test_a_response_saved_before_the_worker_died_is_the_attempts_outcome(tmp_path: Path) -> None:
+    transport, calls = counting_transport()
+    runner, _ = make_runner(tmp_path, transport)
+    submit(runner, retries=0)
+    crash(runner, "r1", sent=True)
+    with runner.store.open_response_part("r1") as part:
+        part.write(b"the answer")
+    runner.store.commit_response("r1", {"status_code": 201, "headers": [], "size": 10, "saved_at": time.time()})
+
+    runner.run("r1", 1)
+
+    record = runner.store.read_status("r1")
+    assert record is not None and record.status is RequestStatus.COMPLETED and calls == []
+    assert record.last_status_code == 201
+    assert [(a.outcome, a.status_code) for a in record.attempts] == [("success", 201)]
+
+
+def test_an_attempt_that_cannot_be_marked_sent_sends_nothing(
+    tmp_path: Path, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mark is written when the first byte is about to go out (httpcore's trace): a real socket."""
+    httpserver.expect_request("/x").respond_with_data("ok")
+
+    def cannot_write(self: RequestLifecycle, request_id: str, number: int, when: float) -> None:
+        raise StoreError("cannot write status: [Errno 5] Input/output error")
+
+    monkeypatch.setattr(RequestLifecycle, "mark_sent", cannot_write)
+    runner, _ = make_runner(tmp_path, httpx.MockTransport(lambda r: httpx.Response(500)))
+    runner.http = build_http_client()
+
+    prepared = prepare_request("POST", httpserver.url_for("/x"), data=b"pay", request_id="r1", retries=0)
+    assert runner.store.create_request(prepared.spec, body=prepared.body) is not None
+
+    runner.run("r1", 1)
+
+    record = runner.store.read_status("r1")
+    assert record is not None and record.status is RequestStatus.FAILED
+    assert len(httpserver.log) == 0
+    assert record.attempts[0].outcome == "store_error" and record.attempts[0].sent_at is None
+    assert record.last_error is not None and record.last_error.startswith("not sent:")
+
+
+def test_a_real_attempt_is_marked_sent(tmp_path: Path, httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/x").respond_with_data("ok")
+    runner, _ = make_runner(tmp_path, httpx.MockTransport(lambda r: httpx.Response(500)))
+    runner.http = build_http_client()
+
+    prepared = prepare_request("GET", httpserver.url_for("/x"), request_id="r1")
+    assert runner.store.create_request(prepared.spec) is not None
+
+    runner.run("r1", 1)
+
+    record = runner.store.read_status("r1")
+    assert record is not None and record.status is RequestStatus.COMPLETED
+    sent_at = record.attempts[0].sent_at
+    assert sent_at is not None and record.attempts[0].started_at <= sent_at <= (record.attempts[0].finished_at or 0)
