@@ -75,7 +75,12 @@ def test_rabbitmq_restart_loses_nothing_and_sends_nothing_twice_beyond_attempts(
         records = {request_id: client.get_request_status(request_id) for request_id in ids}
 
     assert worker.process.poll() is None
-    assert all(r is not None and r.status is RequestStatus.COMPLETED for r in records.values())
+    not_completed = {
+        request_id: (r.status.value, r.last_error, [(a.outcome, a.counted) for a in r.attempts]) if r else None
+        for request_id, r in records.items()
+        if r is None or r.status is not RequestStatus.COMPLETED
+    }
+    assert not_completed == {}
     over = {
         request_id: (counting_server.hits[request_id], r.attempt_count)
         for request_id, r in records.items()
