@@ -99,7 +99,7 @@ class RequestRunner:
                     return
                 why_not = lifecycle.why_not_run(record, token)
                 if record is None or why_not is not None:
-                    log.info("message_dropped", reason="stale" if why_not == "stale" else "terminal")
+                    log.info("message_dropped", reason=why_not)
                     return
                 if claimed:
                     if spec is None:

@@ -18,6 +18,19 @@ from bghttp.store import FileStore
 ROUND_SECONDS = 0.1
 
 
+def plain_spec(request_id: str) -> RequestSpec:
+    """A request nobody sends (port 9): only its records matter here."""
+    return RequestSpec(
+        request_id=request_id,
+        method="GET",
+        url="http://127.0.0.1:9/",
+        headers=[],
+        timeout=5.0,
+        max_retries=0,
+        created_at=time.time(),
+    )
+
+
 def bump(store_dir: str, request_id: str, count: int, start_at: float) -> None:
     store = FileStore(store_dir)
     time.sleep(max(0.0, start_at - time.time()))
@@ -29,15 +42,7 @@ def create(store_dir: str, request_id: str, rounds: int, start_at: float) -> Non
     created, errors = [], []
     for n in range(rounds):
         store = FileStore(f"{store_dir}/round{n}")
-        spec = RequestSpec(
-            request_id=request_id,
-            method="GET",
-            url="http://127.0.0.1:9/",
-            headers=[],
-            timeout=5.0,
-            max_retries=0,
-            created_at=time.time(),
-        )
+        spec = plain_spec(request_id)
         store._ensure_layout()  # directories first: the moment to share is the lock file's creation
         time.sleep(max(0.0, start_at + n * ROUND_SECONDS - time.time()))
         try:

@@ -15,26 +15,17 @@ import time
 import pytest
 
 from bghttp import ConfigError
-from bghttp.models import RequestSpec
 from bghttp.store import FileStore
 from tests.fleet import gluster
 from tests.fleet.conftest import Fleet
+from tests.fleet.hostproc import plain_spec
 from tests.support import PROJECT_ROOT, worker_env
 
 BUMPS_PER_HOST = 200
 
 
 def new_request(store: FileStore, request_id: str) -> None:
-    spec = RequestSpec(
-        request_id=request_id,
-        method="GET",
-        url="http://127.0.0.1:9/",
-        headers=[],
-        timeout=5.0,
-        max_retries=0,
-        created_at=time.time(),
-    )
-    assert store.create_request(spec) is not None
+    assert store.create_request(plain_spec(request_id)) is not None
 
 
 def test_status_changes_from_two_hosts_at_once_lose_none(fleet: Fleet) -> None:
