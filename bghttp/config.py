@@ -71,6 +71,9 @@ class Settings:
     queue_type: str = "classic"
     #: Multiplies every backoff delay (2, 4 … 512 s); tests use a small value.
     backoff_scale: float = 1.0
+    #: Longest wait a server's ``Retry-After`` (429, 503) may impose before a retry, in
+    #: seconds; ``backoff_scale`` does not shrink the server's value.
+    max_retry_after: float = 3600.0
     #: Seconds an attempt may take when the request does not say.
     default_timeout: float = 60.0
     #: Largest response body kept; a larger one fails the request (None: no limit).
@@ -354,6 +357,7 @@ _RULES: dict[str, _Rule] = {
     "queue_name": _Rule("BGHTTP_QUEUE", str, _check_queue),
     "queue_type": _Rule("BGHTTP_QUEUE_TYPE", str, _check_choice(QUEUE_TYPES, upper=False)),
     "backoff_scale": _Rule("BGHTTP_BACKOFF_SCALE", *_NON_NEGATIVE),
+    "max_retry_after": _Rule("BGHTTP_MAX_RETRY_AFTER", *_NON_NEGATIVE),
     "default_timeout": _Rule("BGHTTP_DEFAULT_TIMEOUT", *_POSITIVE),
     "max_response_bytes": _Rule(
         "BGHTTP_MAX_RESPONSE_BYTES",

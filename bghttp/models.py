@@ -169,6 +169,9 @@ class AttemptRecord:
     #: When the request's first byte was about to go out: an attempt interrupted after
     #: this (its worker died) may have reached the server, so it spends a retry.
     sent_at: float | None = None
+    #: Seconds the server's ``Retry-After`` asked for (a 429 or 503 answer), parsed; the wait
+    #: before the next attempt is at least this, up to ``BGHTTP_MAX_RETRY_AFTER``.
+    retry_after: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)

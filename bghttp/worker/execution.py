@@ -41,7 +41,7 @@ from .attempt_io import (
 )
 from .decoding import BadEncoding, BodyDecoder, can_decode, content_codings
 from .redirects import MAX_REDIRECTS, Hop, RedirectRefused, is_redirect, next_hop
-from .retry_policy import Outcome
+from .retry_policy import RETRY_AFTER_STATUSES, Outcome, parse_retry_after
 
 #: The most of a redirect's own body that is read (so the connection can be reused).
 REDIRECT_BODY_LIMIT = 64 * 1024
@@ -82,6 +82,8 @@ class AttemptResult:
     error: str | None = None
     response_bytes: int = 0
     duration_ms: float = 0.0
+    #: Seconds the server's ``Retry-After`` asked for (429 and 503 answers only; None: none, or unusable).
+    retry_after: float | None = None
 
 
 class _NoCookieJar(http.cookiejar.CookieJar):
@@ -178,7 +180,10 @@ def perform_attempt(
     duration_ms = (time.monotonic() - started) * 1000
     if response.status_code >= 400:
         error_text = f"HTTP {response.status_code} {response.reason_phrase}"
-        return AttemptResult(Outcome.HTTP_ERROR, response.status_code, error_text, size, duration_ms)
+        retry_after = None
+        if response.status_code in RETRY_AFTER_STATUSES:
+            retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
+        return AttemptResult(Outcome.HTTP_ERROR, response.status_code, error_text, size, duration_ms, retry_after)
     return AttemptResult(Outcome.SUCCESS, response.status_code, None, size, duration_ms)
 
 

@@ -5,11 +5,18 @@ runner carries out: complete, cancelled, retry (after a delay), wait for the
 network (no retry spent), or fail. The schedule is the original plugin's: after
 error number n the request waits ``min(2**n, 512)`` seconds (2, 4, 8 … 512),
 times ``BGHTTP_BACKOFF_SCALE``. There is no jitter: users rely on the exact schedule.
+
+A 429 or 503 answer with ``Retry-After`` (see :func:`parse_retry_after`) waits at
+least what the server asked, capped by ``BGHTTP_MAX_RETRY_AFTER``: the delay is
+``max(schedule delay, min(Retry-After, cap))``. The scale shrinks only our own
+schedule, never the server's value; the retry is spent as any other.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import email.utils
 import enum
 from collections.abc import Callable
 
@@ -21,6 +28,8 @@ MAX_BACKOFF_SECONDS = 512
 MAX_INTERRUPTED_ATTEMPTS = 5
 #: Methods a server may receive twice with the effect of once (RFC 9110, 9.2.2).
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+#: Answers whose ``Retry-After`` is honoured (RFC 9110 10.2.3 names 503 and 3xx; RFC 6585 adds 429).
+RETRY_AFTER_STATUSES = frozenset({429, 503})
 
 
 class Outcome(enum.StrEnum):
@@ -66,6 +75,26 @@ def backoff_seconds(retry_number: int, scale: float = 1.0) -> float:
     return float(min(2**retry_number, MAX_BACKOFF_SECONDS) * scale)
 
 
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds a ``Retry-After`` value asks for: delay-seconds or an HTTP-date; None if it is neither.
+
+    A date in the past asks for 0 s. A negative number, a fraction or any other
+    text is ignored (None): a broken header must not stall or break a retry.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isascii() and text.isdigit():
+        return float(int(text)) if len(text) <= 12 else 1e12  # beyond any cap; int() refuses 4300+ digits
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000": HTTP-dates are always UTC (RFC 9110 5.6.7)
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, when.timestamp() - now)
+
+
 #: Outcomes an outage causes (a connect that times out as much as one refused):
 #: after one the runner asks the connectivity monitor at once.
 OUTAGE_OUTCOMES = frozenset({Outcome.NETWORK_ERROR, Outcome.TIMEOUT})
@@ -95,6 +124,8 @@ def decide(
     network_down: Callable[[], bool] | None = None,
     method: str = "GET",
     status_code: int | None = None,
+    retry_after: float | None = None,
+    max_retry_after: float = float("inf"),
 ) -> Decision:
     """What to do after an attempt that ended with ``outcome``.
 
@@ -121,7 +152,10 @@ def decide(
         return Decision(Verdict.FAIL)
     if is_retryable(outcome) and retries_used < max_retries:
         retry_number = retries_used + 1
-        return Decision(Verdict.RETRY, retry_number, backoff_seconds(retry_number, backoff_scale))
+        delay = backoff_seconds(retry_number, backoff_scale)
+        if retry_after is not None and status_code in RETRY_AFTER_STATUSES:
+            delay = max(delay, min(retry_after, max_retry_after))
+        return Decision(Verdict.RETRY, retry_number, delay)
     return Decision(Verdict.FAIL)
 
 

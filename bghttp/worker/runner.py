@@ -214,6 +214,7 @@ class RequestRunner:
             status_code=result.status_code,
             error=result.error,
             sent_at=sent_at[0] if sent_at else None,
+            retry_after=result.retry_after,
         )
         log = log.bind(
             outcome=result.outcome.value, status_code=result.status_code, duration_ms=round(result.duration_ms, 1)
@@ -236,6 +237,8 @@ class RequestRunner:
             network_down=None if connectivity is None else lambda: not connectivity.check_now(),
             method=spec.method,
             status_code=result.status_code,
+            retry_after=result.retry_after,
+            max_retry_after=self.settings.max_retry_after,
         )
         verdict = decision.verdict
         if verdict is Verdict.COMPLETE:
