@@ -163,6 +163,10 @@ class AsyncBackgroundHttpClient:
     async def cancel(self, request_id: str) -> StatusRecord:
         return await self._run(self.sync.cancel, request_id)
 
+    async def retry(self, request_id: str) -> StatusRecord:
+        """Replay a failed or cancelled request (see ``BackgroundHttpClient.retry``)."""
+        return await self._run(self.sync.retry, request_id)
+
     async def remove(self, request_id: str) -> bool:
         return await self._run(self.sync.remove, request_id)
 

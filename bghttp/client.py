@@ -19,11 +19,11 @@ from typing import Any, Unpack
 
 import dramatiq
 
-from . import bulk
+from . import bulk, lifecycle
 from .broker import create_broker, publish_request
 from .bulk import BulkRequest
 from .config import Settings
-from .errors import InvalidArgument, RequestRunning, UnknownRequest
+from .errors import InvalidArgument, RequestRunning, RetryRefused, UnknownRequest
 from .lifecycle import RequestLifecycle
 from .models import Headers, RequestInfo, RequestStatus, Response, StatusRecord
 from .recovery import recover_pending
@@ -44,6 +44,8 @@ from .waiting import Wait, WaitOptions
 
 #: How long ``remove`` waits for a cancelled attempt to stop before raising RequestRunning.
 REMOVE_WAIT_SECONDS = 10.0
+#: How long ``retry`` waits for a claim held by another (a concurrent replay, a stopping attempt).
+REPLAY_CLAIM_WAIT_SECONDS = 2.0
 
 
 class BackgroundHttpClient:
@@ -236,6 +238,45 @@ class BackgroundHttpClient:
         """Cancel a request that is not terminal; a running one stops at its next check."""
         validate_request_id(request_id)
         return self.lifecycle.cancel(request_id)
+
+    def retry(self, request_id: str) -> StatusRecord:
+        """Run a failed or cancelled request again under its ID, with a fresh retry budget; its record.
+
+        The attempt history stays (attempt numbers go on). Returns once the new
+        run is confirmed by the broker (``BrokerUnavailable``: nothing changed).
+        ``RetryRefused`` for a request that is in progress (queued, running,
+        waiting, or just replayed by another caller: concurrent replays run it
+        once) or completed; ``RequestRunning`` while a cancelled attempt is still
+        stopping; ``UnknownRequest`` for an unknown ID.
+        """
+        ended, replayed = self._replay_claimed(validate_request_id(request_id))
+        # Published only after the claim is let go: the worker that takes it must claim the request.
+        try:
+            self._publish(request_id, replayed.token)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the caller's error is the broker's, not this one
+                self.lifecycle.undo_replay(request_id, ended, replayed.token)
+            raise
+        self.lifecycle.mark_published(request_id, replayed.generation)
+        return self.store.read_status(request_id) or replayed
+
+    def _replay_claimed(self, request_id: str) -> tuple[StatusRecord, StatusRecord]:
+        """Replay under the request's claim: no attempt of it runs meanwhile. Another caller may hold
+        the claim for a moment (a concurrent replay: then this one is refused as it finds it in progress)."""
+        deadline = time.monotonic() + REPLAY_CLAIM_WAIT_SECONDS
+        while True:
+            record = self.store.read_status(request_id)
+            if record is None:
+                raise UnknownRequest(f"no request {request_id!r} in the store {self.store.location}")
+            refusal = lifecycle.why_not_replay(record)
+            if refusal is not None:
+                raise RetryRefused(refusal)
+            with self.store.claim(request_id) as claimed:
+                if claimed:
+                    return self.lifecycle.replay(request_id)  # checks again under the status lock
+            if time.monotonic() > deadline:
+                raise RequestRunning(f"request {request_id!r} is cancelled but its attempt is still stopping")
+            time.sleep(0.01)
 
     def remove(self, request_id: str, *, wait: float = REMOVE_WAIT_SECONDS) -> bool:
         """Remove every file of a request; False if it was unknown.

@@ -10,7 +10,8 @@ caller can catch "anything from bghttp" with one class::
     ├── ConfigError               a setting (BGHTTP_* variable, Settings field, CLI option) that
     │                             cannot be used; raised before anything starts (a ValueError)
     ├── RequestExists             a request ID is taken (only with on_conflict="reject")
-    ├── RequestRunning            remove/replace of a request whose attempt did not stop in time
+    ├── RequestRunning            remove/replace/retry of a request whose attempt did not stop in time
+    ├── RetryRefused              retry() of a request that is not failed or cancelled
     ├── UnknownRequest            no request with that ID in the store
     ├── BrokerUnavailable         the broker did not answer or did not confirm the message;
     │                             nothing was kept in the store
@@ -56,6 +57,11 @@ class RequestRunning(BghttpError):
     ``remove`` cancels the request first; this means the attempt did not stop
     within the wait. The request stays (cancelled); removing it again later works.
     """
+
+
+class RetryRefused(BghttpError):
+    """``retry()`` replays failed and cancelled requests only; this one is in progress (queued,
+    running or waiting: perhaps just replayed by another caller) or completed. Nothing changed."""
 
 
 class UnknownRequest(BghttpError, KeyError):

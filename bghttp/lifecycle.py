@@ -16,6 +16,9 @@
         on, its worker's death spends a retry).
     close_interrupted: a new run closes the attempts a dead worker left, then
         finish / schedule_retry / fail decide as after any attempt.
+    replay: failed / cancelled ─▶ queued (unconfirmed) with a new token and a fresh
+        retry budget; the attempts stay. undo_replay: its message was not confirmed,
+        the record goes back to how it ended.
 
 Every transition is a pure function ``(record, ...) -> record`` that names the
 states it accepts and raises :class:`IllegalTransition` for the rest. A
@@ -37,7 +40,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import BghttpError, UnknownRequest
+from .errors import BghttpError, RetryRefused, UnknownRequest
 from .models import AttemptRecord, Phase, RequestSpec, RequestStatus, StatusRecord
 
 if TYPE_CHECKING:
@@ -263,6 +266,49 @@ def cancel(record: StatusRecord) -> StatusRecord:
     return record.evolve(status=RequestStatus.CANCELLED, phase=Phase.DONE, completed_at=time.time())
 
 
+_REPLAYABLE = frozenset({RequestStatus.FAILED, RequestStatus.CANCELLED})
+
+
+def why_not_replay(record: StatusRecord) -> str | None:
+    """Why ``record``'s request cannot be replayed, or None if it can (failed or cancelled)."""
+    if record.status in _REPLAYABLE:
+        return None
+    state = f"{record.status.value}/{record.phase.value}"
+    return f"request {record.request_id!r} is {state}: only failed and cancelled requests can be retried"
+
+
+def replay(record: StatusRecord) -> StatusRecord:
+    """A failed or cancelled request runs again under its ID. Accepts failed and cancelled only.
+
+    The new run has a fresh retry budget (``retries_used`` 0) and the next token;
+    the attempt history stays and attempt numbers go on. The record is
+    unconfirmed until the replay's message is (``mark_published``): a message
+    published before the record said ``queued`` would find it final and be dropped.
+    """
+    refusal = why_not_replay(record)
+    if refusal is not None:
+        raise IllegalTransition(refusal)
+    return record.evolve(
+        status=RequestStatus.IN_PROGRESS,
+        phase=Phase.QUEUED,
+        token=next_token(record),
+        retries_used=0,
+        next_attempt_at=None,
+        completed_at=None,
+        published=False,
+        replays=record.replays + 1,
+        earlier_attempts=len(record.attempts),
+    )
+
+
+def undo_replay(record: StatusRecord, ended: StatusRecord, token: int) -> StatusRecord:
+    """The replay with ``token`` was not confirmed by the broker: back to ``ended`` (how the request
+    ended before). Accepts the record as that replay left it only (queued, unconfirmed, ``token``)."""
+    if record.phase is not Phase.QUEUED or record.published or record.token != token or record.is_terminal:
+        raise IllegalTransition(f"request {record.request_id!r} has moved on since its replay")
+    return ended.evolve(token=max(record.token, ended.token))
+
+
 def _replace_last(attempts: tuple[AttemptRecord, ...], attempt: AttemptRecord) -> tuple[AttemptRecord, ...]:
     if attempts and attempts[-1].number == attempt.number:
         return (*attempts[:-1], attempt)
@@ -336,6 +382,25 @@ class RequestLifecycle:
     def cancel(self, request_id: str) -> StatusRecord:
         return self._apply(request_id, cancel)
 
+    def replay(self, request_id: str) -> tuple[StatusRecord, StatusRecord]:
+        """Replay a failed or cancelled request: ``(the record before, after)``; RetryRefused for any
+        other (the status lock makes concurrent replays of one request change it once)."""
+        before: list[StatusRecord] = []
+
+        def change(record: StatusRecord) -> StatusRecord:
+            before.append(record)
+            return replay(record)
+
+        try:
+            # amend_terminal: the one transition that leaves a final status.
+            after = self.store.update_status(request_id, change, amend_terminal=True)
+        except IllegalTransition as error:
+            raise RetryRefused(str(error)) from None
+        return before[-1], after
+
+    def undo_replay(self, request_id: str, ended: StatusRecord, token: int) -> StatusRecord:
+        return self._apply(request_id, lambda r: undo_replay(r, ended, token))
+
     def record_attempt(self, request_id: str, attempt: AttemptRecord, transition: Transition) -> StatusRecord:
         """Record the finished ``attempt`` with ``transition`` (finish, schedule_retry,
         offline_attempt), or with :func:`amend_after_cancel` if the request ended meanwhile."""
@@ -371,8 +436,11 @@ __all__ = [
     "next_token",
     "offline_attempt",
     "parse_message_args",
+    "replay",
     "republish",
     "schedule_retry",
+    "undo_replay",
     "wait_for_network",
+    "why_not_replay",
     "why_not_run",
 ]

@@ -204,6 +204,11 @@ class StatusRecord:
     attempts: tuple[AttemptRecord, ...] = ()
     generation: str = ""
     published: bool = True  # records written before this field existed were published
+    #: Times ``retry()`` replayed the request after it had failed or been cancelled.
+    replays: int = 0
+    #: Attempts of the runs before the latest replay: this run's attempts follow them,
+    #: and only this run's attempts count against its retries and interruption limit.
+    earlier_attempts: int = 0
 
     @property
     def is_terminal(self) -> bool:
@@ -213,6 +218,11 @@ class StatusRecord:
     def attempt_count(self) -> int:
         """HTTP attempts started (including ones that did not spend a retry)."""
         return len(self.attempts)
+
+    @property
+    def run_attempts(self) -> tuple[AttemptRecord, ...]:
+        """The attempts of the current run (since the latest replay; all of them if never replayed)."""
+        return self.attempts[self.earlier_attempts :]
 
     def evolve(self, **changes: Any) -> StatusRecord:
         changes.setdefault("updated_at", time.time())

@@ -367,7 +367,8 @@ class FileStore:
         ``change`` returns the new record, or None to leave it as it is. A
         terminal record is final: ``change`` is not called for one, unless
         ``amend_terminal`` (the worker recording how an attempt that was running
-        when the request was cancelled ended; ``change`` must keep the status).
+        when the request was cancelled ended, where ``change`` keeps the status;
+        or ``lifecycle.replay`` starting a failed or cancelled request again).
         ``durable=False`` skips the fsync: for a change that a power loss may
         undo without harm (the record then shows the state before it).
         """

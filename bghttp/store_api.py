@@ -13,7 +13,7 @@ The guarantees every implementation gives:
   new ``generation``.
 * **Status changes are serialized.** ``update_status`` applies a change to the
   current record under the request's status lock; a terminal record is final
-  unless ``amend_terminal``.
+  unless ``amend_terminal`` (an amend that keeps the status, or a replay).
 * **Durability.** A write counts once it is durable; inside a ``batch()`` the
   thread's writes become durable together when the batch commits (the caller
   says where the unit of work ends, never how to sync).

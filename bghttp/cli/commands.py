@@ -4,7 +4,8 @@ Exit codes (also in ``bghttp --help``)::
 
     0  success
     1  the request ended failed or cancelled (wait, --wait); cancel: it had already
-       finished (completed, failed or cancelled); any other error
+       finished (completed, failed or cancelled); retry: a request was in progress or
+       completed (the others were retried); any other error
     2  bad usage or input (nothing was stored)
     3  not found: unknown request ID, or no saved response
     4  the broker is unavailable (the request was not accepted)
@@ -52,7 +53,8 @@ EXIT_CODES_HELP = """\
 exit codes:
   0  success
   1  the request ended failed or cancelled (wait, --wait);
-     cancel: it had already finished (completed, failed or cancelled); other errors
+     cancel: it had already finished (completed, failed or cancelled);
+     retry: a request was in progress or completed (the others were retried); other errors
   2  bad usage or input (nothing was stored)
   3  not found: unknown request ID, or no saved response
   4  the broker is unavailable (the request was not accepted)
@@ -148,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--older-than", type=_duration, required=True, metavar="AGE", help="e.g. 90m, 12h, 7d, 2w")
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     add("recover", "re-send every unfinished request from the store (safe to repeat: nothing runs twice)")
+    retry = add("retry", "run failed or cancelled requests again under their IDs, with a fresh retry budget")
+    retry.add_argument("request_ids", nargs="*", metavar="ID", help="the requests (or select them with --status)")
+    retry.add_argument("--status", choices=["failed", "cancelled"], help="every request that ended with this status")
+    retry.add_argument("--since", type=_duration, metavar="AGE", help="with --status: that ended within AGE (e.g. 2h)")
+    retry.add_argument("--host", metavar="HOST", help="with --status: whose URL's host is HOST")
 
     handlers: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
         "status": cmd_status,
@@ -159,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         "worker": cmd_worker,
         "gc": cmd_gc,
         "recover": cmd_recover,
+        "retry": cmd_retry,
     }
     for name, handler in handlers.items():
         commands.choices[name].set_defaults(handler=handler)
@@ -497,6 +505,62 @@ def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(f"re-sent {count} unfinished request(s)")
     return EXIT_OK
+
+
+def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
+    """Replay each request; one that cannot be replayed is reported and the rest go on (exit: the first error's)."""
+    if bool(args.request_ids) == bool(args.status):
+        raise UsageError("give request IDs or --status failed|cancelled (not both)")
+    if args.request_ids and (args.since is not None or args.host is not None):
+        raise UsageError("--since and --host select with --status; not with request IDs")
+    if settings.is_local:
+        raise UsageError("retry sends to RabbitMQ; in local mode call client.retry() in the process running the worker")
+    retried: list[str] = []
+    refused: dict[str, str] = {}
+    code = EXIT_OK
+    with BackgroundHttpClient(settings) as client:
+        request_ids = args.request_ids or _select_ended(client, args.status, args.since, args.host)
+        for request_id in request_ids:
+            try:
+                client.retry(request_id)
+            except BrokerUnavailable:
+                raise  # every other would fail too: stop (those retried so far stay retried)
+            except BghttpError as error:
+                refused[request_id] = str(error)
+                code = code or _exit_code(error)
+                if not args.json:
+                    print(f"bghttp: error: {error}", file=sys.stderr)
+                continue
+            retried.append(request_id)
+            if not args.json:
+                print(request_id)
+    if args.json:
+        out.print_json({"retried": retried, "refused": refused})
+    elif args.status:
+        print(f"retried {len(retried)} {args.status} request(s)", file=sys.stderr)
+    return code
+
+
+def _select_ended(client: BackgroundHttpClient, status: str, since: float | None, host: str | None) -> list[str]:
+    """IDs of the requests that ended with ``status`` (within ``since`` seconds, to ``host``), oldest first."""
+    import time
+    import urllib.parse
+
+    cutoff = None if since is None else time.time() - since
+    chosen: list[str] = []
+    for record in reversed(client.list(status=status)):
+        if cutoff is not None and (record.completed_at or record.updated_at) < cutoff:
+            continue
+        if host is not None:
+            spec = _spec_or_none(client, record.request_id)
+            try:
+                target = None if spec is None else urllib.parse.urlsplit(spec.url).hostname
+            except ValueError:
+                target = None
+            if target is None or target != host.lower().rstrip("."):
+                continue
+        chosen.append(record.request_id)
+    return chosen
 
 
 # ----------------------------------------------------------------- worker

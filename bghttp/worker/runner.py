@@ -176,7 +176,7 @@ class RequestRunner:
             self._wait_for_network(spec, record, log)
             return
 
-        error = interrupted_failure(sum(1 for a in record.attempts if a.outcome == Outcome.INTERRUPTED.value))
+        error = interrupted_failure(sum(1 for a in record.run_attempts if a.outcome == Outcome.INTERRUPTED.value))
         if error is not None:
             log.error("request_failed", error=error)
             self.lifecycle.fail(spec.request_id, error)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bghttp import lifecycle
-from bghttp.errors import UnknownRequest
+from bghttp.errors import RetryRefused, UnknownRequest
 from bghttp.lifecycle import IllegalTransition, RequestLifecycle
 from bghttp.models import AttemptRecord, Phase, RequestSpec, RequestStatus, StatusRecord
 from bghttp.store import FileStore
@@ -227,6 +228,74 @@ def test_a_final_request_accepts_no_transition_but_the_amend(
 ) -> None:
     with pytest.raises(IllegalTransition, match=name):
         transition(record(status=status))
+
+
+# ------------------------------------------------------------------ replay
+@pytest.mark.parametrize("status", [RequestStatus.FAILED, RequestStatus.CANCELLED])
+def test_replay_queues_a_failed_or_cancelled_request_with_a_fresh_budget_and_its_history(
+    status: RequestStatus,
+) -> None:
+    ended = record(status=status, token=4, retries_used=3, completed_at=9.0, attempts=(finished_attempt(),))
+    replayed = lifecycle.replay(ended)
+    assert (replayed.status, replayed.phase) == (RequestStatus.IN_PROGRESS, Phase.QUEUED)
+    assert replayed.token == 5 and not replayed.published  # the replay's message is still to be confirmed
+    assert (replayed.retries_used, replayed.completed_at, replayed.next_attempt_at) == (0, None, None)
+    assert replayed.attempts == ended.attempts and replayed.earlier_attempts == 1 and replayed.replays == 1
+    assert replayed.run_attempts == ()
+    again = lifecycle.replay(lifecycle.fail(lifecycle.mark_published(replayed, "g1"), "x"))
+    assert (again.replays, again.token) == (2, 6)
+
+
+@pytest.mark.parametrize("phase", UNFINISHED)
+def test_replay_refuses_a_request_in_progress(phase: Phase) -> None:
+    with pytest.raises(IllegalTransition, match="only failed and cancelled"):
+        lifecycle.replay(record(phase))
+
+
+def test_replay_refuses_a_completed_request() -> None:
+    with pytest.raises(IllegalTransition, match="completed/done"):
+        lifecycle.replay(record(status=RequestStatus.COMPLETED))
+
+
+def test_undo_replay_restores_the_end_as_long_as_the_replay_is_untouched() -> None:
+    ended = record(status=RequestStatus.FAILED, token=4, retries_used=3, attempts=(finished_attempt(),))
+    replayed = lifecycle.replay(ended)
+    undone = lifecycle.undo_replay(replayed, ended, replayed.token)
+    assert (undone.status, undone.retries_used, undone.attempts) == (RequestStatus.FAILED, 3, ended.attempts)
+    assert undone.token == replayed.token  # tokens never go back: the unconfirmed message may exist
+    confirmed = lifecycle.mark_published(replayed, "g1")
+    started = lifecycle.mark_running(replayed, replayed.token, AttemptRecord(number=2, started_at=1.0))
+    for moved_on in (confirmed, started, lifecycle.replay(undone)):
+        with pytest.raises(IllegalTransition, match="moved on"):
+            lifecycle.undo_replay(moved_on, ended, replayed.token)
+
+
+def test_on_a_store_concurrent_replays_change_the_request_once(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "store", fsync=False)
+    assert store.create_request(prepare_request("GET", "http://service.test/", request_id="r1").spec) is not None
+    states = RequestLifecycle(store)
+    states.fail("r1", "HTTP 500")
+    barrier = threading.Barrier(8)
+    outcomes: list[str] = []
+
+    def replay() -> None:
+        barrier.wait()
+        try:
+            states.replay("r1")
+            outcomes.append("replayed")
+        except RetryRefused:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=replay) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(outcomes) == ["refused"] * 7 + ["replayed"]
+    current = store.read_status("r1")
+    assert current is not None and current.replays == 1 and current.status is RequestStatus.IN_PROGRESS
+    with pytest.raises(UnknownRequest):
+        states.replay("missing")
 
 
 # ------------------------------------------------------------- on a store
