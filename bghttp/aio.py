@@ -24,6 +24,7 @@ import asyncio
 import builtins
 import concurrent.futures
 import contextlib
+import contextvars
 import functools
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -76,7 +77,8 @@ class AsyncBackgroundHttpClient:
         """Run a submit; if the caller stops awaiting it, cancel the requests it can never find."""
         if self._closed:
             raise RuntimeError("the client is closed")
-        future = asyncio.get_running_loop().run_in_executor(self._pool, function)
+        # In the caller's context (its current trace span, for one), not the pool thread's empty one.
+        future = asyncio.get_running_loop().run_in_executor(self._pool, contextvars.copy_context().run, function)
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:

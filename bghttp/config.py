@@ -107,6 +107,8 @@ class Settings:
     #: Local mode: a request nobody holds counts as orphaned when its status record has
     #: not changed (or its retry was due) this many seconds ago; then a scan picks it up.
     local_orphan_after: float = 60.0
+    #: Send the attempt span's W3C ``traceparent`` to the target (needs ``bghttp[otel]``).
+    propagate_trace: bool = False
     #: Seconds a connection to one broker URL may take, TCP and AMQP handshake
     #: together; a listener that never answers fails the submit after this.
     broker_connect_timeout: float = 10.0
@@ -380,6 +382,7 @@ _RULES: dict[str, _Rule] = {
     "local_rescan_interval": _Rule("BGHTTP_LOCAL_RESCAN_INTERVAL", *_NON_NEGATIVE),
     "local_orphan_after": _Rule("BGHTTP_LOCAL_ORPHAN_AFTER", *_NON_NEGATIVE),
     "broker_connect_timeout": _Rule("BGHTTP_BROKER_CONNECT_TIMEOUT", *_POSITIVE),
+    "propagate_trace": _Rule("BGHTTP_PROPAGATE_TRACE", _parse_bool, _check_bool),
 }
 
 #: Each setting's ``BGHTTP_*`` variable.

@@ -75,6 +75,9 @@ class RequestSpec:
     #: Set by the store when it saves the request, the same in its status record:
     #: tells this request apart from an earlier or later one with the same ID.
     generation: str = ""
+    #: The submitter's W3C trace context (``traceparent``, ``tracestate``) with ``bghttp[otel]``
+    #: installed and a span active at submit; the worker's attempt spans are its children.
+    trace_context: dict[str, str] | None = None
 
     @property
     def is_multipart(self) -> bool:
@@ -94,6 +97,7 @@ class RequestSpec:
             "form_fields": None if self.form_fields is None else [list(pair) for pair in self.form_fields],
             "file_parts": None if self.file_parts is None else [dataclasses.asdict(part) for part in self.file_parts],
             "generation": self.generation,
+            "trace_context": self.trace_context,
         }
 
     @classmethod
@@ -117,6 +121,7 @@ class RequestSpec:
             form_fields=None if fields is None else _pairs(data, "form_fields"),
             file_parts=None if parts is None else _file_parts(parts),
             generation=_field(data, "generation", str) if "generation" in data else "",
+            trace_context=_trace_context(data.get("trace_context")),
         )
 
 
@@ -142,6 +147,14 @@ def _pairs(data: dict[str, Any], key: str) -> list[tuple[str, str]]:
     if not all(isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item) for item in items):
         raise ValueError(f"field {key!r} must be a list of [name, value] string pairs")
     return [(name, value) for name, value in items]
+
+
+def _trace_context(value: object) -> dict[str, str] | None:
+    if value is None:  # also a file written before traces existed
+        return None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ValueError("field 'trace_context' must be an object of string header values")
+    return dict(value)
 
 
 def _file_parts(parts: object) -> list[FilePart]:

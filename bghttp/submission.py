@@ -18,10 +18,12 @@ that someone else confirmed meanwhile.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
+from . import tracing
 from .errors import InvalidArgument, InvalidRequest, RequestExists, RequestRunning, StoreError
 from .lifecycle import RequestLifecycle, is_unconfirmed
 from .models import RequestInfo, StatusRecord
@@ -69,6 +71,7 @@ class Submission:
     # ------------------------------------------------------------- single
     def submit(self, prepared: PreparedRequest) -> RequestInfo:
         """Store ``prepared`` (or settle on the request that has its ID) and see it on its way."""
+        prepared = _traced(prepared)
         for _ in range(SUBMIT_ROUNDS):
             # Its files are made durable by an fsync of each, beside the publish (``_publish_durably``).
             with self.store.batch(shared=False) as batch:
@@ -129,6 +132,7 @@ class Submission:
         left (unless someone else confirmed it meanwhile).
         """
         _refuse_duplicate_ids(prepared)
+        prepared = [_traced(request) for request in prepared]
         created: list[StatusRecord] = []  # stored by this call
         to_publish: list[StatusRecord] = []  # created, and found unconfirmed
         infos: list[RequestInfo] = []
@@ -193,6 +197,12 @@ class Submission:
 
     def _info(self, record: StatusRecord) -> RequestInfo:
         return RequestInfo(record.request_id, self.store.request_file_path(record.request_id), record.status)
+
+
+def _traced(prepared: PreparedRequest) -> PreparedRequest:
+    """``prepared`` with the caller's current trace context saved in its spec (``bghttp[otel]``)."""
+    spec = tracing.with_trace_context(prepared.spec)
+    return prepared if spec is prepared.spec else dataclasses.replace(prepared, spec=spec)
 
 
 def _refuse_duplicate_ids(prepared: Sequence[PreparedRequest]) -> None:

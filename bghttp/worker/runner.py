@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from .. import lifecycle, record_log
+from .. import lifecycle, record_log, tracing
 from ..config import Settings
 from ..errors import BrokerUnavailable, StoreError, UnknownRequest
 from ..lifecycle import RequestLifecycle
@@ -195,14 +195,16 @@ class RequestRunner:
             now = time.time()
             self.lifecycle.mark_sent(spec.request_id, number, now)
             sent_at.append(now)
-        result = perform_attempt(
-            self.http,
-            self.store,
-            spec,
-            max_response_bytes=self.settings.max_response_bytes,
-            is_cancelled=lambda: self._is_cancelled(spec.request_id),
-            on_sending=mark_sent,
-        )
+        with tracing.attempt_span(spec, number, propagate=self.settings.propagate_trace) as span:
+            result = perform_attempt(
+                self.http,
+                self.store,
+                span.spec,  # with the span's traceparent when it is propagated
+                max_response_bytes=self.settings.max_response_bytes,
+                is_cancelled=lambda: self._is_cancelled(spec.request_id),
+                on_sending=mark_sent,
+            )
+            span.record(result)
         if result.error:
             # The one place an attempt's error text enters logs and records: an
             # httpx/h11/OS message may quote a secret header or the URL's password.
