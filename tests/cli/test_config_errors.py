@@ -31,6 +31,7 @@ BAD_VALUES: dict[str, tuple[str, str]] = {
     "BGHTTP_QUEUE": ("q" * 300, "characters"),
     "BGHTTP_QUEUE_TYPE": ("mirrored", "classic or quorum"),
     "BGHTTP_BACKOFF_SCALE": ("fast", "number >= 0"),
+    "BGHTTP_MAX_RETRY_AFTER": ("-1", "number >= 0"),
     "BGHTTP_DEFAULT_TIMEOUT": ("0", "number > 0"),
     "BGHTTP_MAX_RESPONSE_BYTES": ("lots", "whole number > 0"),
     "BGHTTP_FSYNC": ("maybe", "true/false"),
@@ -48,6 +49,7 @@ BAD_VALUES: dict[str, tuple[str, str]] = {
     "BGHTTP_LOCAL_RESCAN_INTERVAL": ("-1", "number >= 0"),
     "BGHTTP_LOCAL_ORPHAN_AFTER": ("later", "number >= 0"),
     "BGHTTP_BROKER_CONNECT_TIMEOUT": ("0", "number > 0"),
+    "BGHTTP_PROPAGATE_TRACE": ("perhaps", "true/false"),
 }
 
 
