@@ -108,7 +108,8 @@ def is_unconfirmed(record: StatusRecord) -> bool:
 
 def is_untouched(record: StatusRecord) -> bool:
     """Still as its submit stored it: unconfirmed, queued, never attempted (its submitter may take it back)."""
-    return not record.published and record.phase is Phase.QUEUED and not record.attempts
+    # A replay is unconfirmed and queued too, maybe without attempts (cancelled while queued): not untouched.
+    return not record.published and record.phase is Phase.QUEUED and not record.attempts and not record.replays
 
 
 # ------------------------------------------------------------- transitions

@@ -242,6 +242,9 @@ def test_replay_queues_a_failed_or_cancelled_request_with_a_fresh_budget_and_its
     assert (replayed.retries_used, replayed.completed_at, replayed.next_attempt_at) == (0, None, None)
     assert replayed.attempts == ended.attempts and replayed.earlier_attempts == 1 and replayed.replays == 1
     assert replayed.run_attempts == ()
+    assert lifecycle.is_unconfirmed(replayed)
+    never_ran = lifecycle.replay(record(status=status))
+    assert not lifecycle.is_untouched(never_ran)  # no submitter may take a replay back
     again = lifecycle.replay(lifecycle.fail(lifecycle.mark_published(replayed, "g1"), "x"))
     assert (again.replays, again.token) == (2, 6)
 
