@@ -53,11 +53,17 @@ def current_trace_context() -> dict[str, str] | None:
     """The caller's current trace context as W3C headers, or None (no extra, or no span is active)."""
     if not available():
         return None
+    carrier: dict[str, str] = {}
+    _propagator().inject(carrier)
+    return carrier if "traceparent" in carrier else None
+
+
+@functools.cache
+def _propagator() -> Any:
+    """W3C trace context only (``traceparent``, ``tracestate``), whatever the process's global propagators."""
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    carrier: dict[str, str] = {}
-    TraceContextTextMapPropagator().inject(carrier)
-    return carrier if "traceparent" in carrier else None
+    return TraceContextTextMapPropagator()
 
 
 def with_trace_context(spec: RequestSpec) -> RequestSpec:
@@ -99,9 +105,8 @@ def attempt_span(spec: RequestSpec, attempt: int, *, propagate: bool) -> Iterato
         yield AttemptSpan(spec)
         return
     from opentelemetry import trace
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    propagator = TraceContextTextMapPropagator()
+    propagator = _propagator()
     parent = propagator.extract(spec.trace_context or {})
     tracer = trace.get_tracer(TRACER_NAME)
     with tracer.start_as_current_span(
