@@ -6,6 +6,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+import pytest
+
 from bghttp.models import AttemptRecord, MultipartFile, Phase, RequestSpec, RequestStatus, StatusRecord
 from bghttp.validation import prepare_request
 
@@ -40,3 +42,28 @@ def test_a_status_record_with_attempts_round_trips() -> None:
                                 error="HTTP 500"),),
     )
     assert StatusRecord.from_json(json.loads(json.dumps(record.to_json()))) == record
+
+
+def test_the_fields_of_traces_retry_after_and_replays_round_trip_and_older_files_stay_readable() -> None:
+    spec = dataclasses.replace(
+        prepare_request("GET", "http://x.test/").spec,
+        trace_context={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tracestate": "a=1"},
+    )
+    assert _round_trip(spec) == spec
+    older = {key: value for key, value in spec.to_json().items() if key != "trace_context"}
+    assert RequestSpec.from_json(older).trace_context is None
+    with pytest.raises(ValueError, match="trace_context"):
+        RequestSpec.from_json({**spec.to_json(), "trace_context": {"traceparent": 7}})
+
+    record = StatusRecord(
+        request_id="r1", status=RequestStatus.FAILED, phase=Phase.DONE, created_at=1.0, updated_at=2.0,
+        max_retries=1, replays=2, earlier_attempts=4,
+        attempts=(AttemptRecord(number=5, started_at=2.0, finished_at=3.0, status_code=503, retry_after=30.0),),
+    )
+    assert StatusRecord.from_json(json.loads(json.dumps(record.to_json()))) == record
+    data = json.loads(json.dumps(record.to_json()))  # a copy: to_json shares the attempts' __dict__
+    for key in ("replays", "earlier_attempts"):
+        del data[key]
+    del data["attempts"][0]["retry_after"]
+    old = StatusRecord.from_json(data)
+    assert (old.replays, old.earlier_attempts, old.attempts[0].retry_after) == (0, 0, None)
