@@ -169,6 +169,12 @@ def bounded_url(url: str, timeout: float) -> str:
     return f"{url}{separator}{'&'.join(extra)}"
 
 
+#: The longest a delayed message is held: a worker's delay-queue consumer keeps it unacked
+#: until due, and RabbitMQ closes a channel that holds a delivery past ``consumer_timeout``
+#: (30 minutes by default). Longer waits (a server's ``Retry-After``) take several hops.
+MAX_MESSAGE_DELAY_SECONDS = 600.0
+
+
 def request_message(queue_name: str, request_id: str, token: int) -> dramatiq.Message[None]:
     return dramatiq.Message(
         queue_name=queue_name,
@@ -186,7 +192,14 @@ def publish_request(
     token: int,
     delay_seconds: float | None = None,
 ) -> None:
-    """Publish one run of a request, confirmed by the broker, or raise BrokerUnavailable."""
+    """Publish one run of a request, confirmed by the broker, or raise BrokerUnavailable.
+
+    A delay over ``MAX_MESSAGE_DELAY_SECONDS`` is shortened to it: the message
+    comes early, and the runner (which never runs a request before it is due)
+    publishes it again for the rest.
+    """
+    if delay_seconds is not None:
+        delay_seconds = min(delay_seconds, MAX_MESSAGE_DELAY_SECONDS)
     delay_ms = None if not delay_seconds or delay_seconds <= 0 else max(1, int(delay_seconds * 1000))
     try:
         broker.declare_queue(queue_name)  # a no-op once declared; StubBroker needs it
