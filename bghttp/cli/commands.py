@@ -23,6 +23,8 @@ import os
 import re
 import shutil
 import sys
+import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
@@ -543,9 +545,6 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
 
 def _select_ended(client: BackgroundHttpClient, status: str, since: float | None, host: str | None) -> list[str]:
     """IDs of the requests that ended with ``status`` (within ``since`` seconds, to ``host``), oldest first."""
-    import time
-    import urllib.parse
-
     cutoff = None if since is None else time.time() - since
     chosen: list[str] = []
     for record in reversed(client.list(status=status)):
