@@ -120,7 +120,7 @@ def test_a_replay_has_a_fresh_retry_budget_and_concurrent_replays_run_it_once(
         assert [attempt.number for attempt in record.attempts] == [1, 2, 3, 4, 5, 6]
 
         server.down = False
-        assert client.retry("budget").status is RequestStatus.IN_PROGRESS
+        assert client.retry("budget").replays == 2  # (the worker may have finished it already)
         assert client.wait("budget", timeout=WAIT).status is RequestStatus.COMPLETED
         assert server.hits["budget"] == 7
 
