@@ -55,3 +55,16 @@ def test_single_bulk_and_async_submits_save_the_current_span_as_the_parent(
     client.get("http://service.test/", request_id="outside")
     assert [_traceparent(client, rid) for rid in ("single", "bulk", "async")] == [expected] * 3
     assert _traceparent(client, "outside") is None
+
+
+def test_a_span_never_carries_the_requests_secrets() -> None:
+    from bghttp import tracing
+    from bghttp.validation import prepare_request
+
+    spec = prepare_request(
+        "GET", "https://user:hunter2@api.test/x?key=tok3n", headers={"Authorization": "tok3n"}
+    ).spec
+    attributes = tracing._attributes(spec, 3)
+    assert "hunter2" not in str(attributes) and "tok3n" not in str(attributes)
+    where = (attributes["server.address"], attributes["server.port"], attributes["bghttp.attempt"])
+    assert where == ("api.test", 443, 3)
