@@ -75,6 +75,10 @@ class RequestSpec:
     #: Set by the store when it saves the request, the same in its status record:
     #: tells this request apart from an earlier or later one with the same ID.
     generation: str = ""
+    #: The caller's small JSON object (a correlation ID): shown in the status and in events.
+    metadata: dict[str, Any] | None = None
+    #: ``{"queue": ..., "actor": ...}``: the caller's Dramatiq actor that gets the final event.
+    on_complete: dict[str, str] | None = None
 
     @property
     def is_multipart(self) -> bool:
@@ -94,6 +98,8 @@ class RequestSpec:
             "form_fields": None if self.form_fields is None else [list(pair) for pair in self.form_fields],
             "file_parts": None if self.file_parts is None else [dataclasses.asdict(part) for part in self.file_parts],
             "generation": self.generation,
+            "metadata": self.metadata,
+            "on_complete": self.on_complete,
         }
 
     @classmethod
@@ -117,6 +123,8 @@ class RequestSpec:
             form_fields=None if fields is None else _pairs(data, "form_fields"),
             file_parts=None if parts is None else _file_parts(parts),
             generation=_field(data, "generation", str) if "generation" in data else "",
+            metadata=_field(data, "metadata", dict) if data.get("metadata") is not None else None,
+            on_complete=_field(data, "on_complete", dict) if data.get("on_complete") is not None else None,
         )
 
 
@@ -201,6 +209,10 @@ class StatusRecord:
     attempts: tuple[AttemptRecord, ...] = ()
     generation: str = ""
     published: bool = True  # records written before this field existed were published
+    #: The request's ``metadata`` and ``on_complete`` (see RequestSpec), kept here so that
+    #: status reads, listings and final events need no request file.
+    metadata: dict[str, Any] | None = None
+    on_complete: dict[str, str] | None = None
 
     @property
     def is_terminal(self) -> bool:
