@@ -47,7 +47,9 @@ def settings(rabbitmq_settings: Settings) -> Iterator[Settings]:
     delete_queues(f"{settings.queue_name}.consumer")
 
 
-def example_process(script: Path, env: dict[str, str], tmp_path: Path, name: str, **kwargs: Any) -> subprocess.Popen[bytes]:
+def example_process(
+    script: Path, env: dict[str, str], tmp_path: Path, name: str, **kwargs: Any
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-c", WITHOUT_BGHTTP, str(script)],
         env={"PATH": "/usr/bin:/bin", "AMQP_URL": RABBITMQ_URL, **env},  # no PYTHONPATH to the checkout
@@ -116,7 +118,7 @@ def test_hundred_submits_by_message_each_one_final_event_across_a_killed_worker(
     start_worker(settings, threads=4)
 
     assert consumer.wait(timeout=180) == 0, (tmp_path / "consumer.err").read_text()
-    for process, name in ((producer, "producer"), (consumer, "consumer")):
+    for name in ("producer", "consumer"):
         assert "imported no bghttp module" in (tmp_path / f"{name}.err").read_text(), name
     events = events_so_far()
     time.sleep(2)  # anything published late stays in the consumer's queue: read it
