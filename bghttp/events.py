@@ -147,7 +147,7 @@ class EventPublisher:
         self.publish(ROUTING_KEYS[record.status], event)
         if record.on_complete is not None:
             self.send_to_actor(record.on_complete["queue"], record.on_complete["actor"], event)
-        get_logger(request_id=record.request_id).info(
+        get_logger(request_id=record.request_id).debug(
             "event_published", routing_key=event["event_type"], event_id=event["event_id"]
         )
         return event

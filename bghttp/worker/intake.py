@@ -22,6 +22,7 @@ import functools
 import json
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -167,7 +168,14 @@ class Intake:
             self._reject(args, message_id, str(error), log)
             return
         info = self.submission().submit(prepared)
-        log.info("request_submitted_by_message", request_id=info.request_id, status=info.status.value)
+        host = urllib.parse.urlsplit(prepared.spec.url).hostname
+        log.info(
+            "request_submitted_by_message",
+            request_id=info.request_id,
+            method=prepared.spec.method,
+            host=host,
+            status=info.status.value,
+        )
 
     def _reject(self, args: tuple[Any, ...], message_id: str, reason: str, log: Any) -> None:
         spec = args[0] if len(args) == 1 and isinstance(args[0], Mapping) else {}

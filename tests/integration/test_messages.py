@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -13,11 +14,20 @@ from pathlib import Path
 import pika
 import pytest
 
-from bghttp import BackgroundHttpClient, Settings
+from bghttp import BackgroundHttpClient, RequestStatus, Settings
 from bghttp.broker import publish_request
 from tests.messaging import EventQueue, remove_message_queues, submit_message, with_own_exchange
 from tests.reliability.server import CountingServer
-from tests.support import PROJECT_ROOT, RABBITMQ_URL, WorkerProcess, delete_queues, queue_counts, wait_until
+from tests.support import (
+    PROJECT_ROOT,
+    RABBITMQ_URL,
+    WorkerProcess,
+    capture_logs,
+    delete_queues,
+    free_port,
+    queue_counts,
+    wait_until,
+)
 
 StartWorker = Callable[..., WorkerProcess]
 
@@ -166,3 +176,17 @@ def test_on_complete_sends_the_event_to_the_callers_actor(
     assert message["queue_name"] == caller_queue and message["actor_name"] == "order_done"
     assert message["args"] == [event] and message["kwargs"] == {} and message["message_id"] == event["event_id"]
     assert event["request_id"] == info.request_id and event["metadata"] == {"order_id": "5"}
+
+
+def test_cancel_without_a_broker_still_cancels(settings: Settings, counting_server: CountingServer) -> None:
+    with BackgroundHttpClient(settings) as client:
+        info = client.get(counting_server.url("/ok?id=offline-cancel"))
+    closed = dataclasses.replace(settings, broker_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/")
+    with BackgroundHttpClient(closed) as client, capture_logs() as logs:
+        record = client.cancel(info.request_id)
+
+    assert record.status is RequestStatus.CANCELLED
+    # The event comes from the worker that meets the request's message instead.
+    assert [entry["event"] for entry in logs if entry.get("request_id") == info.request_id] == [
+        "cancel_event_not_published"
+    ]
