@@ -93,6 +93,26 @@ def test_an_invalid_message_yields_one_rejected_event_and_no_retries(
     assert queue_counts(submit_queue)[0] == 0 and queue_counts(f"{submit_queue}.XQ")[0] == 0
 
 
+def test_messages_that_are_not_one_request_object(
+    settings: Settings, events: EventQueue, start_worker: StartWorker
+) -> None:
+    start_worker(settings)
+    submit_queue = f"{settings.queue_name}.submit"
+    two_args = json.loads(submit_message(submit_queue, {"method": "GET", "url": "http://127.0.0.1:9/"}, "two-args"))
+    two_args["args"].append("extra")
+
+    events.publish(submit_queue, json.dumps(two_args).encode())
+    events.publish(submit_queue, b"not a Dramatiq message")
+
+    [(routing_key, event)] = events.wait_for(1)
+    assert routing_key == "request.rejected" and event["message_id"] == "two-args"
+    assert "exactly one argument" in event["last_error"]
+    # A body Dramatiq cannot decode never reaches bghttp: Dramatiq dead-letters it, with no event.
+    wait_until(lambda: queue_counts(f"{submit_queue}.XQ")[0] == 1, timeout=10)
+    time.sleep(1)
+    assert len(events.drain()) == 1
+
+
 def test_a_message_delivered_twice_is_one_request(
     settings: Settings, events: EventQueue, start_worker: StartWorker, counting_server: CountingServer
 ) -> None:
