@@ -116,7 +116,7 @@ def test_hundred_submits_by_message_each_one_final_event_across_killed_workers(
     at_kills = []
     worker = first
     for events_before_kill in (1, 40):
-        wait_until(lambda: len(events_so_far()) >= events_before_kill, timeout=60)
+        wait_until(lambda n=events_before_kill: len(events_so_far()) >= n, timeout=60)
         worker.kill(signal.SIGKILL)
         worker.process.wait(timeout=10)
         at_kills.append(len(events_so_far()))
