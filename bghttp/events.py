@@ -33,9 +33,10 @@ import pika
 import pika.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
+from . import record_log
 from .broker import BROKER_ERRORS, describe_broker_error
 from .config import Settings
-from .errors import BrokerUnavailable
+from .errors import BrokerUnavailable, StoreError
 from .lifecycle import is_stale
 from .logs import get_logger
 from .models import RequestStatus, StatusRecord
@@ -135,7 +136,12 @@ class EventPublisher:
         event publishes the event again. A stale message (an older duplicate)
         publishes nothing: the current one does. Raises BrokerUnavailable.
         """
-        record = store.read_status(request_id)  # StoreError: Dramatiq retries the message
+        try:
+            record = store.read_status(request_id)
+        except StoreError as error:
+            if isinstance(error.__cause__, record_log.CorruptRecord):
+                return  # no valid status in the file: no outcome to announce (the runner dropped the message)
+            raise  # the store may come back: Dramatiq retries the message
         if record is None or not record.is_terminal or is_stale(record, token):
             return
         self.publish_final(store, record)
