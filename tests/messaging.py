@@ -12,7 +12,7 @@ from typing import Any
 import pika
 
 from bghttp import Settings
-from tests.support import RABBITMQ_URL, delete_queues
+from tests.support import RABBITMQ_URL
 
 
 def with_own_exchange(settings: Settings) -> Settings:
@@ -20,8 +20,7 @@ def with_own_exchange(settings: Settings) -> Settings:
 
 
 def remove_message_queues(settings: Settings) -> None:
-    """Delete what the submit queue and the events exchange left (the work queue is the fixture's)."""
-    delete_queues(f"{settings.queue_name}.submit")
+    """Delete the events exchange (the queues are the ``rabbitmq_settings`` fixture's)."""
     with contextlib.suppress(Exception):
         connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
         connection.channel().exchange_delete(settings.events_exchange)
