@@ -185,7 +185,8 @@ class Intake:
             metadata = check_metadata(spec.get("metadata"))
         except InvalidRequest:
             metadata = None
-        log.warning("submit_rejected", request_id=request_id, reason=reason)
+        # Not ``request_id=``: no request exists, and a log event naming one says its method and host.
+        log.warning("submit_rejected", rejected_request_id=request_id, reason=reason)
         if self.events is not None:
             event = rejected_event(message_id, request_id, reason, metadata, time.time())
             self.events.publish(REJECTED, event)  # BrokerUnavailable: retried, same event_id
