@@ -9,10 +9,22 @@ import time
 import uuid
 from typing import Any
 
+import jsonschema
 import pika
 
 from bghttp import Settings
-from tests.support import RABBITMQ_URL
+from tests.support import PROJECT_ROOT, RABBITMQ_URL
+
+SCHEMAS = PROJECT_ROOT / "docs" / "schemas"
+
+
+def schema_validator(name: str) -> jsonschema.Draft202012Validator:
+    """A validator for ``docs/schemas/<name>.schema.json``, the published contract."""
+    schema = json.loads((SCHEMAS / f"{name}.schema.json").read_text())
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
+EVENT_SCHEMA = schema_validator("event")
 
 
 def with_own_exchange(settings: Settings) -> Settings:
@@ -57,7 +69,10 @@ class EventQueue:
             method, _properties, body = self.channel.basic_get(self.queue, auto_ack=True)
             if method is None:
                 return self.received
-            self.received.append((str(method.routing_key), json.loads(body)))
+            event = json.loads(body)
+            EVENT_SCHEMA.validate(event)  # every event a test receives is as documented
+            assert event["event_type"] == method.routing_key, event
+            self.received.append((str(method.routing_key), event))
 
     def wait_for(self, count: int, timeout: float = 30.0) -> list[tuple[str, dict[str, Any]]]:
         deadline = time.monotonic() + timeout

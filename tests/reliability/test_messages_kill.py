@@ -20,7 +20,7 @@ import pika
 import pytest
 
 from bghttp import BackgroundHttpClient, Settings
-from tests.messaging import remove_message_queues, with_own_exchange
+from tests.messaging import EVENT_SCHEMA, remove_message_queues, with_own_exchange
 from tests.reliability.server import CountingServer
 from tests.support import PROJECT_ROOT, RABBITMQ_URL, WorkerProcess, delete_queues, wait_until
 
@@ -131,6 +131,8 @@ def test_hundred_submits_by_message_each_one_final_event_across_killed_workers(
 
     assert at_kills[-1] < COUNT
     assert len(request_ids) == COUNT
+    for event in events:
+        EVENT_SCHEMA.validate(event)
     by_key = {event["metadata"]["key"]: event for event in events}
     assert len(events) == len(by_key) == COUNT  # one distinct event per request
     # Duplicates after the consumer stopped: allowed, but with an event_id already seen.
