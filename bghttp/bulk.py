@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import dramatiq
@@ -54,6 +54,8 @@ class BulkRequest:
     fields: FieldsArg = None
     files: FilesArg = None
     multipart: bool = False
+    metadata: Mapping[str, Any] | None = None
+    on_complete: Mapping[str, str] | None = None
 
 
 #: A bulk item: a BulkRequest, or a mapping with the same keys (``method`` and ``url`` required).

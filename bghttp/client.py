@@ -13,7 +13,7 @@ import builtins
 import contextlib
 import functools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Unpack
 
@@ -23,8 +23,10 @@ from . import bulk, lifecycle
 from .broker import create_broker, publish_request
 from .bulk import BulkRequest
 from .config import Settings
-from .errors import InvalidArgument, RequestRunning, RetryRefused, UnknownRequest
+from .errors import BrokerUnavailable, InvalidArgument, RequestRunning, RetryRefused, UnknownRequest
+from .events import EventPublisher
 from .lifecycle import RequestLifecycle
+from .logs import get_logger
 from .models import Headers, RequestInfo, RequestStatus, Response, StatusRecord
 from .recovery import recover_pending
 from .redaction import redact_url
@@ -85,6 +87,7 @@ class BackgroundHttpClient:
         else:
             self.broker = create_broker(self.settings)
         self._submission = Submission(self.store, self.on_conflict, self._publish, self._publish_many)
+        self._events = EventPublisher.for_broker(self.broker, self.settings)
 
     # ------------------------------------------------------------- submits
     def request(
@@ -101,8 +104,15 @@ class BackgroundHttpClient:
         fields: FieldsArg = None,
         files: FilesArg = None,
         multipart: bool = False,
+        metadata: Mapping[str, Any] | None = None,
+        on_complete: Mapping[str, str] | None = None,
     ) -> RequestInfo:
-        """Submit any request; returns once it is stored and the broker confirmed it."""
+        """Submit any request; returns once it is stored and the broker confirmed it.
+
+        ``metadata``: a small JSON object (at most 4 KiB) kept with the request and
+        shown in its status and final event. ``on_complete={"queue": ..., "actor": ...}``:
+        the final event is also sent to that Dramatiq actor (see docs/messages.md).
+        """
         prepared = prepare_request(
             method,
             url,
@@ -115,6 +125,8 @@ class BackgroundHttpClient:
             fields=fields,
             files=files,
             multipart=multipart,
+            metadata=metadata,
+            on_complete=on_complete,
             default_timeout=self.settings.default_timeout,
         )
         return self._submission.submit(prepared)
@@ -235,9 +247,20 @@ class BackgroundHttpClient:
 
     # -------------------------------------------------------------- changes
     def cancel(self, request_id: str) -> StatusRecord:
-        """Cancel a request that is not terminal; a running one stops at its next check."""
+        """Cancel a request that is not terminal; a running one stops at its next check.
+
+        With RabbitMQ, a cancelled request's ``request.cancelled`` event is published
+        here, and again by the worker that meets the request's message (same
+        ``event_id``): if this publish fails, that one still comes.
+        """
         validate_request_id(request_id)
-        return self.lifecycle.cancel(request_id)
+        record = self.lifecycle.cancel(request_id)
+        if record.status is RequestStatus.CANCELLED and self._events is not None:
+            try:
+                self._events.publish_final(self.store, record)
+            except BrokerUnavailable as error:
+                get_logger(request_id=request_id).warning("cancel_event_not_published", error=str(error))
+        return record
 
     def retry(self, request_id: str) -> StatusRecord:
         """Run a failed or cancelled request again under its ID, with a fresh retry budget; its record.

@@ -69,6 +69,9 @@ class Settings:
     #: ``classic`` (one node) or ``quorum`` (a cluster: replicated, a confirm means a
     #: majority has the message); the delay and dead-letter queues get the same type.
     queue_type: str = "classic"
+    #: The RabbitMQ topic exchange final-status events go to (``request.completed`` …);
+    #: the workers and ``cancel`` publish there. Local mode publishes no events.
+    events_exchange: str = "bghttp.events"
     #: Multiplies every backoff delay (2, 4 … 512 s); tests use a small value.
     backoff_scale: float = 1.0
     #: Longest wait a server's ``Retry-After`` (429, 503) may impose before a retry, in
@@ -358,6 +361,7 @@ _RULES: dict[str, _Rule] = {
     "store_dir": _Rule("BGHTTP_STORE_DIR", Path, _check_store_dir),
     "queue_name": _Rule("BGHTTP_QUEUE", str, _check_queue),
     "queue_type": _Rule("BGHTTP_QUEUE_TYPE", str, _check_choice(QUEUE_TYPES, upper=False)),
+    "events_exchange": _Rule("BGHTTP_EVENTS_EXCHANGE", str, _check_queue),
     "backoff_scale": _Rule("BGHTTP_BACKOFF_SCALE", *_NON_NEGATIVE),
     "max_retry_after": _Rule("BGHTTP_MAX_RETRY_AFTER", *_NON_NEGATIVE),
     "default_timeout": _Rule("BGHTTP_DEFAULT_TIMEOUT", *_POSITIVE),

@@ -130,6 +130,8 @@ def new_record(spec: RequestSpec) -> StatusRecord:
         max_retries=spec.max_retries,
         generation=spec.generation,
         published=False,
+        metadata=spec.metadata,
+        on_complete=spec.on_complete,
     )
 
 

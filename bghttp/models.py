@@ -78,6 +78,10 @@ class RequestSpec:
     #: The submitter's W3C trace context (``traceparent``, ``tracestate``) with ``bghttp[otel]``
     #: installed and a span active at submit; the worker's attempt spans are its children.
     trace_context: dict[str, str] | None = None
+    #: The caller's small JSON object (a correlation ID): shown in the status and in events.
+    metadata: dict[str, Any] | None = None
+    #: ``{"queue": ..., "actor": ...}``: the caller's Dramatiq actor that gets the final event.
+    on_complete: dict[str, str] | None = None
 
     @property
     def is_multipart(self) -> bool:
@@ -98,6 +102,8 @@ class RequestSpec:
             "file_parts": None if self.file_parts is None else [dataclasses.asdict(part) for part in self.file_parts],
             "generation": self.generation,
             "trace_context": self.trace_context,
+            "metadata": self.metadata,
+            "on_complete": self.on_complete,
         }
 
     @classmethod
@@ -122,6 +128,8 @@ class RequestSpec:
             file_parts=None if parts is None else _file_parts(parts),
             generation=_field(data, "generation", str) if "generation" in data else "",
             trace_context=_trace_context(data.get("trace_context")),
+            metadata=_field(data, "metadata", dict) if data.get("metadata") is not None else None,
+            on_complete=_field(data, "on_complete", dict) if data.get("on_complete") is not None else None,
         )
 
 
@@ -222,6 +230,10 @@ class StatusRecord:
     #: Attempts of the runs before the latest replay: this run's attempts follow them,
     #: and only this run's attempts count against its retries and interruption limit.
     earlier_attempts: int = 0
+    #: The request's ``metadata`` and ``on_complete`` (see RequestSpec), kept here so that
+    #: status reads, listings and final events need no request file.
+    metadata: dict[str, Any] | None = None
+    on_complete: dict[str, str] | None = None
 
     @property
     def is_terminal(self) -> bool:

@@ -27,6 +27,8 @@ MAX_RETRIES = 10
 #: A day: sockets and waits cannot take much larger timeouts (socket.settimeout(1e10)
 #: raises OverflowError), and no attempt should hold a worker thread longer.
 MAX_TIMEOUT_SECONDS = 86_400.0
+#: ``metadata`` is a correlation ID or two, copied into every status record and event: keep it small.
+MAX_METADATA_BYTES = 4096
 
 HeadersArg: TypeAlias = Mapping[str, str] | Iterable[tuple[str, str]] | None
 QueryValue: TypeAlias = str | int | float | bool
@@ -47,6 +49,8 @@ class SubmitOptions(TypedDict, total=False):
     retries: int
     fields: FieldsArg
     files: FilesArg
+    metadata: Mapping[str, Any] | None
+    on_complete: Mapping[str, str] | None
 
 
 class RequestOptions(SubmitOptions, total=False):
@@ -62,6 +66,8 @@ class RequestDict(RequestOptions, total=False):
     url: Required[str]
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: Dramatiq's rule for queue and actor names.
+_DRAMATIQ_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9._-]{0,251}")
 _FORBIDDEN_IN_VALUE = re.compile(r"[\r\n\x00]")
 
 
@@ -87,9 +93,13 @@ def prepare_request(
     fields: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
     files: FilesArg = None,
     multipart: bool = False,
+    metadata: Mapping[str, Any] | None = None,
+    on_complete: Mapping[str, str] | None = None,
     default_timeout: float = 60.0,
 ) -> PreparedRequest:
     method = _method(method)
+    checked_metadata = check_metadata(metadata)
+    checked_on_complete = _on_complete(on_complete)
     header_list = _headers(headers)
     full_url = _url(url, query_parameters)
     request_id = uuid.uuid4().hex if request_id is None else validate_request_id(request_id)
@@ -126,6 +136,8 @@ def prepare_request(
         has_body=body is not None,
         form_fields=form_fields,
         file_parts=file_parts,
+        metadata=checked_metadata,
+        on_complete=checked_on_complete,
     )
     return PreparedRequest(spec=spec, body=body, files=copies)
 
@@ -154,6 +166,39 @@ def encode_body(data: Any) -> tuple[bytes | None, str | None]:
     raise InvalidRequest(
         f"data must be a dict, list, str or bytes, not {type(data).__name__}"
     )
+
+
+def check_metadata(metadata: object) -> dict[str, Any] | None:
+    """``metadata`` as a plain JSON object (a copy), or InvalidRequest: an object of at most 4 KiB as JSON."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, Mapping):
+        raise InvalidRequest(f"metadata must be a JSON object (a dict), not {type(metadata).__name__}")
+    if not all(isinstance(key, str) for key in metadata):
+        raise InvalidRequest("metadata keys must be strings")
+    try:
+        text = json.dumps(dict(metadata), allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        size = len(text.encode("utf-8"))
+    except (TypeError, ValueError, UnicodeEncodeError) as error:
+        raise InvalidRequest(f"metadata cannot be encoded as JSON: {error}") from None
+    except RecursionError:
+        raise InvalidRequest("metadata cannot be encoded as JSON: it refers to itself") from None
+    if size > MAX_METADATA_BYTES:
+        raise InvalidRequest(f"metadata is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are allowed")
+    copied: dict[str, Any] = json.loads(text)  # a copy the caller cannot change, tuples as lists
+    return copied
+
+
+def _on_complete(on_complete: object) -> dict[str, str] | None:
+    if on_complete is None:
+        return None
+    if not isinstance(on_complete, Mapping) or set(on_complete) != {"queue", "actor"}:
+        raise InvalidRequest('on_complete must be {"queue": ..., "actor": ...}')
+    for key in ("queue", "actor"):
+        value = on_complete[key]
+        if not isinstance(value, str) or not _DRAMATIQ_NAME.fullmatch(value):
+            raise InvalidRequest(f"on_complete {key} must be a Dramatiq {key} name, not {value!r}")
+    return {"queue": on_complete["queue"], "actor": on_complete["actor"]}
 
 
 def _method(method: object) -> str:

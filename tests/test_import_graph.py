@@ -84,7 +84,9 @@ def test_the_import_graph_has_no_cycle() -> None:
     assert cycles == []
 
 
-CLIENT_SIDE = {"client", "aio", "bulk", "submission", "waiting", "validation", "sendable"}
+#: The submit path (submission, validation, sendable) is shared: the worker's intake
+#: (``submit_request`` messages) validates and submits exactly as a client does.
+CLIENT_SIDE = {"client", "aio", "bulk", "waiting"}
 
 
 def test_the_client_and_the_worker_side_import_only_the_shared_layer() -> None:

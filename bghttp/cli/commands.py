@@ -207,6 +207,13 @@ def _submit_options(metavar: str) -> argparse.ArgumentParser:
     submit.add_argument("--retries", type=int, default=0, metavar="N", help="retries after a failed attempt (0-10)")
     submit.add_argument("--id", dest="request_id", metavar="ID", help="request ID (default: a new UUID)")
     submit.add_argument(
+        "--meta",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="add a metadata entry (a string), kept with the request and shown in status, ls --json and events",
+    )
+    submit.add_argument(
         "--allow-body", action="store_true", help="let a GET or HEAD request carry a body (-d, --json-body, -F)"
     )
     submit.add_argument(
@@ -468,6 +475,7 @@ def _submit_flags(args: argparse.Namespace) -> dict[str, object]:
         "--timeout": args.timeout is not None,
         "--retries": args.retries,
         "--id": args.request_id is not None,
+        "--meta": args.meta,
         "--wait": args.wait,
         "--allow-body": args.allow_body,
     }

@@ -1,4 +1,4 @@
-"""Turning the ``bghttp`` submit options into client arguments (-H, -q, -d, --data-binary, --json-body, -F).
+"""Turning the ``bghttp`` submit options into client arguments (-H, -q, -d, --data-binary, --json-body, -F, --meta).
 
 ``-d`` and ``--data-binary`` follow curl: ``-d @FILE`` drops the file's CR and
 LF bytes, ``--data-binary @FILE`` sends it as it is, and several of either are
@@ -50,6 +50,7 @@ def request_options(args: argparse.Namespace) -> dict[str, Any]:
         "timeout": args.timeout,
         "retries": args.retries,
         "request_id": args.request_id,
+        "metadata": _metadata(args.meta),
     }
     if args.form:
         fields, files = _form(args.form)
@@ -101,6 +102,18 @@ def _query(items: Sequence[str]) -> dict[str, list[str]] | None:
             raise UsageError(f"-q needs KEY=VALUE, got {raw!r}")
         query.setdefault(key, []).append(value)
     return query
+
+
+def _metadata(items: Sequence[str]) -> dict[str, str] | None:
+    if not items:
+        return None
+    metadata: dict[str, str] = {}
+    for raw in items:
+        key, sep, value = raw.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--meta needs KEY=VALUE, got {raw!r}")
+        metadata[key] = value
+    return metadata
 
 
 def _form(items: Sequence[str]) -> tuple[list[tuple[str, str]], dict[str, list[MultipartFile]]]:

@@ -63,6 +63,8 @@ def print_status(record: StatusRecord, spec: RequestSpec | None) -> None:
         ("next_attempt_at", timestamp(record.next_attempt_at)),
         ("completed_at", timestamp(record.completed_at)),
     ]
+    if record.metadata is not None:
+        rows.append(("metadata", json.dumps(record.metadata, ensure_ascii=False, sort_keys=True)))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name.ljust(width)}  {value}")

@@ -16,6 +16,7 @@ from dramatiq.middleware import CurrentMessage, Middleware, Retries, ShutdownNot
 from ..broker import ACTOR_NAME, check_queue, create_broker, publish_request
 from ..config import Settings
 from ..errors import BrokerUnavailable, StoreError
+from ..events import EventPublisher
 from ..logs import configure_logging
 from ..shared_fs import check as check_shared_store
 from ..store import FileStore
@@ -24,6 +25,7 @@ from .connectivity import ConnectivityMonitor, MonitorHolder
 from .egress import egress_transport
 from .execution import build_http_client
 from .gate import ConnectivityGate
+from .intake import declare_intake_actor, submit_queue_name
 from .metrics import metrics_middleware, observe_attempt
 from .runner import RequestRunner
 
@@ -74,6 +76,7 @@ class RunnerHolder:
         self.connectivity = connectivity
         self._runner: RequestRunner | None = None
         self._lock = threading.Lock()
+        self.events = EventPublisher.for_broker(broker, settings)
 
     def get(self) -> RequestRunner:
         runner = self._runner  # every message passes here: no lock once it is built
@@ -90,6 +93,7 @@ class RunnerHolder:
                     publish,
                     connectivity=self._connectivity(),
                     on_attempt=observe_attempt,
+                    after_run=None if self.events is None else self.events.announce_final,
                 )
             return self._runner
 
@@ -136,6 +140,9 @@ def setup_worker_broker(settings: Settings | None = None) -> tuple[dramatiq.Brok
     dramatiq.set_broker(broker)
     holder = RunnerHolder(settings, broker, connectivity=connectivity)
     declare_actor(broker, settings, holder)
+    # Submits by message from any service (``<BGHTTP_QUEUE>.submit``): see bghttp/worker/intake.py.
+    declare_intake_actor(broker, settings)
     # A queue of the other type (classic vs quorum) stops the worker here, in one line.
     check_queue(broker, settings.queue_name)
+    check_queue(broker, submit_queue_name(settings))
     return broker, holder

@@ -45,6 +45,8 @@ SUCCESSOR_CLAIM_WAIT_SECONDS = 10.0
 #: message before it concludes that the holder is running this very run.
 DUPLICATE_CLAIM_GRACE_SECONDS = 1.0
 Publish = Callable[[str, int, "float | None"], None]
+#: Called after each run, its writes durable: ``(store, request_id, token)`` (publishes final events).
+AfterRun = Callable[[Store, str, int], None]
 
 
 class Connectivity(Protocol):
@@ -61,6 +63,7 @@ class RequestRunner:
         publish: Publish,
         connectivity: Connectivity | None = None,
         on_attempt: Callable[[RequestSpec, StatusRecord, AttemptResult], None] | None = None,
+        after_run: AfterRun | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -68,6 +71,7 @@ class RequestRunner:
         self.publish = publish
         self.connectivity = connectivity
         self.on_attempt = on_attempt
+        self.after_run = after_run
         self.lifecycle = RequestLifecycle(store)
 
     # ------------------------------------------------------------------ entry
@@ -76,6 +80,9 @@ class RequestRunner:
         # before we return (and the message is acked), instead of 5 fsyncs of its own.
         with self.store.batch():
             self._run(request_id, token)
+        if self.after_run is not None:
+            # After the sync, before the ack: a final status's event (bghttp.events), at least once.
+            self.after_run(self.store, request_id, token)
 
     def _run(self, request_id: str, token: int) -> None:
         log = get_logger(request_id=request_id, token=token)

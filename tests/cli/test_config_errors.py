@@ -30,6 +30,7 @@ BAD_VALUES: dict[str, tuple[str, str]] = {
     "BGHTTP_STORE_DIR": ("~nosuchuser-bghttp/store", "home directory"),
     "BGHTTP_QUEUE": ("q" * 300, "characters"),
     "BGHTTP_QUEUE_TYPE": ("mirrored", "classic or quorum"),
+    "BGHTTP_EVENTS_EXCHANGE": ("e" * 300, "characters"),
     "BGHTTP_BACKOFF_SCALE": ("fast", "number >= 0"),
     "BGHTTP_MAX_RETRY_AFTER": ("-1", "number >= 0"),
     "BGHTTP_DEFAULT_TIMEOUT": ("0", "number > 0"),

@@ -1,0 +1,89 @@
+"""The submit message's request object (``bghttp.worker.intake.parse_submit``): validated as the client validates."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+
+from bghttp.errors import InvalidRequest
+from bghttp.worker.intake import parse_submit
+
+URL = "http://service.test/orders"
+
+
+def parse(spec: object, message_id: str = "msg-1") -> Any:
+    return parse_submit(spec, message_id, default_timeout=60.0)
+
+
+def test_a_full_request_object() -> None:
+    prepared = parse({
+        "method": "post", "url": URL, "headers": [["X-Trace", "1"], ["X-Trace", "2"]],
+        "query_parameters": {"tag": ["a", "b"]}, "json": {"order": 7}, "timeout": 5, "retries": 3,
+        "request_id": "order-7", "metadata": {"order_id": "7"}, "on_complete": {"queue": "svc", "actor": "done"},
+    })
+
+    spec = prepared.spec
+    assert (spec.request_id, spec.method, spec.url) == ("order-7", "POST", URL + "?tag=a&tag=b")
+    assert spec.headers == [("X-Trace", "1"), ("X-Trace", "2"), ("Content-Type", "application/json")]
+    assert (spec.timeout, spec.max_retries) == (5.0, 3)
+    assert spec.metadata == {"order_id": "7"} and spec.on_complete == {"queue": "svc", "actor": "done"}
+    assert prepared.body == b'{"order": 7}'
+
+
+def test_without_a_request_id_the_message_id_is_the_id() -> None:
+    assert parse({"method": "GET", "url": URL}, "3b1f-message").spec.request_id == "3b1f-message"
+
+
+@pytest.mark.parametrize(
+    ("body", "data", "content_type"),
+    [
+        ({"json": "just a string"}, b'"just a string"', "application/json"),
+        ({"json": 7}, b"7", "application/json"),
+        ({"json": [1, 2]}, b"[1, 2]", "application/json"),
+        ({"text": "héllo"}, "héllo".encode(), "text/plain; charset=utf-8"),
+        ({"base64": base64.b64encode(b"\x00\xffbytes").decode()}, b"\x00\xffbytes", "application/octet-stream"),
+    ],
+)
+def test_bodies(body: dict[str, Any], data: bytes, content_type: str) -> None:
+    prepared = parse({"method": "POST", "url": URL, **body})
+
+    assert prepared.body == data
+    assert ("Content-Type", content_type) in prepared.spec.headers
+
+
+def test_a_content_type_given_wins() -> None:
+    prepared = parse({"method": "POST", "url": URL, "headers": {"content-type": "application/x-ndjson"}, "json": 1})
+
+    assert prepared.spec.headers == [("content-type", "application/x-ndjson")]
+
+
+@pytest.mark.parametrize(
+    ("spec", "reason"),
+    [
+        ("GET http://x/", "must be a JSON object, not a string"),
+        ([{"method": "GET"}], "must be a JSON object, not an array"),
+        ({"url": URL}, "'method' is required"),
+        ({"method": "GET"}, "'url' is required"),
+        ({"method": "GET", "url": URL, "data": "x"}, "unknown field(s) data"),
+        ({"method": "POST", "url": URL, "json": 1, "text": "x"}, "at most one body field"),
+        ({"method": "POST", "url": URL, "text": 5}, "'text' must be a string"),
+        ({"method": "POST", "url": URL, "base64": "not base64!"}, "not valid base64"),
+        ({"method": "POST", "url": URL, "json": float("nan")}, "cannot be encoded as JSON"),
+        ({"method": "FETCH", "url": URL}, "unknown method"),
+        ({"method": "GET", "url": "ftp://x/"}, "scheme must be http or https"),
+        ({"method": "GET", "url": URL, "retries": 11}, "retries must be"),
+        ({"method": "GET", "url": URL, "timeout": "5"}, "timeout must be"),
+        ({"method": "GET", "url": URL, "request_id": "../etc"}, "request"),
+        ({"method": "GET", "url": URL, "headers": {"X-A": 1}}, "string value"),
+        ({"method": "GET", "url": URL, "metadata": ["x"]}, "metadata must be a JSON object"),
+        ({"method": "GET", "url": URL, "metadata": {"k": "v" * 5000}}, "at most 4096"),
+        ({"method": "GET", "url": URL, "on_complete": {"queue": "q"}}, "on_complete"),
+        ({"method": "GET", "url": URL, "on_complete": {"queue": "q", "actor": "no spaces"}}, "actor name"),
+    ],
+)
+def test_invalid_request_objects_are_refused_with_the_reason(spec: object, reason: str) -> None:
+    with pytest.raises(InvalidRequest, match=None) as refused:
+        parse(spec)
+    assert reason in str(refused.value)
