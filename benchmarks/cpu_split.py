@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 
 from . import workloads
-from .infra import scratch_dir, settle_file_creation
+from .infra import WorkerShape, scratch_dir, settle_file_creation
 from .target import start_target
 
 Snapshot = dict[int, tuple[str, float]]
@@ -45,7 +45,7 @@ def _family(name: str, cmdline: list[str]) -> str:
         return "RabbitMQ"
     if "nginx" in name:
         return "nginx (target)"
-    if "dramatiq" in command:
+    if "dramatiq" in command or "bghttp.cli worker" in command:
         return "bghttp workers"
     if "benchmarks.cpu_split" in command:
         return "this process (submit / baseline pool)"
@@ -95,7 +95,7 @@ def main() -> None:
 
         workloads.wait_all_terminal = wait_then_snapshot
         before = snapshot()
-        seconds = workloads.run_bghttp_drain("GET", url, args.count, processes=2, threads=8,
+        seconds = workloads.run_bghttp_drain("GET", url, args.count, shape=WorkerShape.flags(2, 8),
                                              fsync=args.fsync == "on")
         report(f"bghttp (BGHTTP_FSYNC={int(args.fsync == 'on')})", args.count, seconds,
                split(before, result["after"]))
