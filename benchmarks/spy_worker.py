@@ -36,14 +36,22 @@ _INTERESTING = ("bghttp/", "dramatiq/", "pika/", "httpx/", "httpcore/", "structl
 #: Components of a worker's CPU, each a set of source path fragments. A sample counts for the
 #: component of its innermost frame that matches one (so a ``json.dumps`` under the store is the store's).
 COMPONENTS = {
-    "HTTP exchange (httpx, httpcore, h11)": ("/httpx/", "/httpcore/", "/h11/"),
-    "logging (structlog, logging)": ("/structlog/", "/logging/"),
-    "store (files, record logs, durability)": ("bghttp/store", "bghttp/record_log", "bghttp/durability",
-                                               "bghttp/shared_fs"),
-    "broker (Dramatiq, pika)": ("/dramatiq/", "/pika/"),
+    "HTTP exchange (httpx, httpcore, h11)": ("httpx/", "httpcore/", "h11/"),
+    "logging (structlog, logging)": ("structlog/", "logging/"),
+    "store (files, record logs)": ("bghttp/store", "bghttp/record_log", "bghttp/shared_fs"),
+    "broker (Dramatiq, pika)": ("dramatiq/", "pika/"),
     "bghttp runner, gate, the rest of bghttp": ("bghttp/",),
 }
 OTHER = "other (interpreter, threads, stdlib)"
+#: Frames where a thread blocks off the CPU. py-spy counts threads blocked in these calls as active,
+#: so their samples are shown as waits and given none of the measured CPU (an estimate: a socket read
+#: or a syncfs also spends some kernel CPU).
+WAITS = {
+    "waiting: syncfs and its condition (durability)": ("sync_filesystem (bghttp/durability", "wait_durable ("),
+    "waiting: socket read of the response (httpcore)": ("SyncStream.read (httpcore/",),
+    "waiting: broker poll (pika)": ("PollPoller.poll (pika/",),
+    "waiting: other locks and conditions": ("Condition.wait (threading", "Event.wait (threading"),
+}
 
 
 def summarize(paths: list[Path], top: int) -> list[str]:
@@ -80,11 +88,34 @@ def component_shares(paths: list[Path]) -> dict[str, float]:
 
 def _component(frames: list[str]) -> str:
     for frame in reversed(frames):  # innermost first
+        for name, fragments in WAITS.items():
+            if any(fragment in frame for fragment in fragments):
+                return _durability_wait if name == _other_waits and _durability_wait_on(frames) else name
         where = frame.partition(" (")[2]
         for name, fragments in COMPONENTS.items():
-            if any(fragment in where for fragment in fragments):
+            # py-spy writes paths below site-packages as "httpx/_client.py", others in full
+            if any(where.startswith(fragment) or f"/{fragment}" in where for fragment in fragments):
                 return name
     return OTHER
+
+
+_durability_wait, _other_waits = next(iter(WAITS)), list(WAITS)[-1]
+
+
+def _durability_wait_on(frames: list[str]) -> bool:
+    """A condition wait inside the durability wait: a thread waiting for another one's syncfs."""
+    return any(fragment in frame for frame in frames for fragment in WAITS[_durability_wait])
+
+
+def leaf_shares(paths: list[Path], top: int) -> list[str]:
+    """The innermost frames that take the most samples: where threads are (running or blocked)."""
+    counts: collections.Counter[str] = collections.Counter()
+    for path in paths:
+        for line in path.read_text().splitlines():
+            stack, _, count_text = line.rpartition(" ")
+            counts[stack.split(";")[-1]] += int(count_text)
+    total = sum(counts.values())
+    return [f"{count / total * 100:5.1f}%  {frame}" for frame, count in counts.most_common(top)] if total else []
 
 
 def _cpu_seconds(pids: list[int]) -> float:
@@ -138,10 +169,15 @@ def main() -> None:
         print(f"{args.count} GETs, BGHTTP_FSYNC={int(args.fsync == 'on')}, {shape.describe()}: "
               f"{args.count / (finished - started):,.0f} requests/s, load {load()}")
         print("\n".join(summarize(sorted(out.glob("*.txt")), args.top)))
+        print("\ninnermost frames:\n" + "\n".join(leaf_shares(sorted(out.glob("*.txt")), 15)))
         per_request = worker_cpu / args.count * 1000
-        print(f"\nworker CPU per request (all worker processes and their master): {per_request:.3f} ms; by component:")
-        for name, share in component_shares(sorted(out.glob("*.txt"))).items():
-            print(f"  {name:45s} {share * 100:5.1f}%  {share * per_request:6.3f} ms")
+        shares = component_shares(sorted(out.glob("*.txt")))
+        on_cpu = sum(share for name, share in shares.items() if name not in WAITS)
+        print(f"\nworker CPU per request (all worker processes and their master): {per_request:.3f} ms; "
+              "by component (share of samples; the CPU split over the samples that are not waits):")
+        for name, share in shares.items():
+            cpu = "waiting" if name in WAITS else f"{share / on_cpu * per_request:.3f} ms"
+            print(f"  {name:50s} {share * 100:5.1f}%  {cpu}")
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
