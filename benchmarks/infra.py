@@ -151,12 +151,12 @@ class WorkerShape:
         return [sys.executable, "-m", "bghttp.cli", "worker", *flags]
 
     def describe(self) -> str:
-        """The command as a reader would type it, e.g. "`bghttp worker` (no flags)"."""
+        """The command as a reader would type it, e.g. "`bghttp worker` with no flags"."""
         env = "".join(f"{name}={value} " for name, value in self.env)
         if not self.cli:
             return f"`{env}dramatiq bghttp.actors --processes {self.processes} --threads {self.threads}`"
         shown = " ".join(self.command()[4:])
-        return f"`{env}bghttp worker{' ' + shown if shown else ''}`" + ("" if shown else " (no flags: its defaults)")
+        return f"`{env}bghttp worker{' ' + shown if shown else ''}`" + ("" if shown else " with no flags")
 
 
 class WorkerGroup:

@@ -159,7 +159,7 @@ def _w8_rate(args: argparse.Namespace, target: Target, sizes: Sizes, done: list[
     w1 = next((result for result in done if result.name == "W1"), None)
     if w1 is not None:
         rate = float(w1.rows[0].bghttp.replace(",", ""))
-        return rate * W8_SHARE_OF_W1, f"half of this run's W1 ({w1.rows[0].label}: {rate:,.0f})"
+        return rate * W8_SHARE_OF_W1, f"half of this run's W1 bghttp rate, {rate:,.0f}/s"
     count = min(sizes.gets, 2000)
     seconds = workloads.run_bghttp_drain("GET", target.small_url, count, shape=args.shapes[0], fsync=True)
     rate = count / seconds
