@@ -44,8 +44,8 @@ def _family(name: str, cmdline: list[str]) -> str:
     command = " ".join(cmdline)
     if "beam" in name or "epmd" in name:
         return "RabbitMQ"
-    if "nginx" in name:
-        return "nginx (target)"
+    if "nginx" in name or "benchmarks.pyserver" in command:
+        return "target server (nginx or the Python one)"
     if "dramatiq" in command or "bghttp.cli worker" in command:
         return "bghttp workers"
     if "benchmarks.cpu_split" in command:
