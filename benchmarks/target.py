@@ -7,6 +7,9 @@ Both serve the same three things on 127.0.0.1:<free port>:
                     zeros for the fallback) (W3).
 
 The harness installs nothing: when ``nginx`` is not on PATH it says so and uses the fallback.
+
+``start_delay_server`` runs the other kind of target, ``benchmarks.slowserver``:
+every answer after a fixed delay, for the workloads with many requests waiting.
 """
 
 from __future__ import annotations
