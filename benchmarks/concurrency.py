@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from bghttp import BackgroundHttpClient, RequestStatus, Settings, StatusRecord
+from bghttp import BackgroundHttpClient, BulkRequest, RequestStatus, Settings, StatusRecord
 from bghttp.store import FileStore
 
 from .infra import WorkerShape, bench_settings, load, memory_of, scratch_dir, worker_group
@@ -30,7 +30,7 @@ def _submit_bulk(client: BackgroundHttpClient, url: str, count: int) -> list[str
     """``count`` GETs to ``url`` by bulk submit in chunks; their IDs."""
     ids: list[str] = []
     for offset in range(0, count, SUBMIT_CHUNK):
-        batch = [{"method": "GET", "url": url} for _ in range(min(SUBMIT_CHUNK, count - offset))]
+        batch = [BulkRequest("GET", url) for _ in range(min(SUBMIT_CHUNK, count - offset))]
         ids += [info.request_id for info in client.submit_many(batch)]
     return ids
 

@@ -157,8 +157,9 @@ def _w8_rate(args: argparse.Namespace, target: Target, sizes: Sizes, done: list[
     if args.rate:
         return args.rate, "--rate"
     w1 = next((result for result in done if result.name == "W1"), None)
-    if w1 is not None:
-        rate = float(w1.rows[0].bghttp.replace(",", ""))
+    durable = [row for row in w1.rows if "BGHTTP_FSYNC=1" in row.label] if w1 is not None else []
+    if durable:
+        rate = float(durable[0].bghttp.replace(",", ""))
         return rate * W8_SHARE_OF_W1, f"half of this run's W1 bghttp rate, {rate:,.0f}/s"
     count = min(sizes.gets, 2000)
     seconds = workloads.run_bghttp_drain("GET", target.small_url, count, shape=args.shapes[0], fsync=True)
