@@ -125,12 +125,16 @@ class WorkerShape:
     flags that are set, so ``WorkerShape.default()`` is the worker an operator
     gets with no flags at all, whatever its defaults are in the tree being
     measured. ``env`` adds variables (``BGHTTP_MAX_IN_FLIGHT``...) to the workers'.
+    ``tree``: run the workers from the ``bghttp`` package of another source tree
+    (e.g. ``git archive main | tar -x -C DIR``), to measure an older engine side by
+    side with this one; the submitting side stays this tree's.
     """
 
     processes: int | None = None
     threads: int | None = None
     cli: bool = True
     env: tuple[tuple[str, str], ...] = ()
+    tree: Path | None = None
 
     @classmethod
     def default(cls) -> WorkerShape:
@@ -154,9 +158,11 @@ class WorkerShape:
         """The command as a reader would type it, e.g. "`bghttp worker` with no flags"."""
         env = "".join(f"{name}={value} " for name, value in self.env)
         if not self.cli:
-            return f"`{env}dramatiq bghttp.actors --processes {self.processes} --threads {self.threads}`"
+            where = f" from {self.tree}" if self.tree else ""
+            return f"`{env}dramatiq bghttp.actors --processes {self.processes} --threads {self.threads}`{where}"
         shown = " ".join(self.command()[4:])
-        return f"`{env}bghttp worker{' ' + shown if shown else ''}`" + ("" if shown else " with no flags")
+        where = f" from {self.tree}" if self.tree else ""
+        return f"`{env}bghttp worker{' ' + shown if shown else ''}`" + ("" if shown else " with no flags") + where
 
 
 class WorkerGroup:
@@ -166,10 +172,13 @@ class WorkerGroup:
         self.shape = shape
         self.log_path = Path(settings.store_dir).parent / f"{settings.queue_name}-worker.log"
         self._log = open(self.log_path, "wb")
+        env = {**worker_env(settings, log_level), **dict(shape.env)}
+        if shape.tree is not None:  # its bghttp before this tree's (PYTHONPATH precedes the editable install)
+            env["PYTHONPATH"] = str(shape.tree)
         self.process = subprocess.Popen(
             shape.command(),
-            cwd=PROJECT_ROOT,
-            env={**worker_env(settings, log_level), **dict(shape.env)},
+            cwd=shape.tree or PROJECT_ROOT,
+            env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

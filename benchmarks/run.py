@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
                              "--threads T` (the default); default,flags: W6 and W7 run both, the others the first")
     parser.add_argument("--processes", type=int, default=2, help="worker processes for --worker flags (default 2)")
     parser.add_argument("--threads", type=int, default=8, help="threads per worker process for --worker flags (8)")
+    parser.add_argument("--compare-tree", type=Path, metavar="DIR",
+                        help="W6 and W7 also run `bghttp worker` with no flags from the bghttp of this source tree "
+                             "(an older engine: git archive COMMIT | tar -x -C DIR)")
     parser.add_argument("--rate", type=float, help="W8 submits/s (default: half of W1's bghttp rate, measured)")
     parser.add_argument("--mem-threads", type=int, default=1000,
                         help="MEM also runs `dramatiq --processes 1 --threads N` for a comparison (0: not)")
@@ -86,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     wanted = [name.strip().upper() for name in args.only.split(",") if name.strip()]
     fsync_variants = [part.strip() == "on" for part in args.fsync.split(",") if part.strip()]
     args.shapes = worker_shapes(args.worker, args.processes, args.threads)
+    if args.compare_tree is not None:
+        if not (args.compare_tree / "bghttp" / "actors.py").is_file():
+            raise SystemExit(f"--compare-tree: {args.compare_tree} holds no bghttp package")
+        args.shapes.append(WorkerShape(tree=args.compare_tree.resolve()))
     command = "python -m benchmarks.run " + shlex.join(argv if argv is not None else sys.argv[1:])
     started = datetime.datetime.now(datetime.UTC)
 
