@@ -1,6 +1,6 @@
-"""CPU seconds per request of four HTTP clients, each holding many requests in flight to a slow server.
+"""CPU seconds per request of HTTP clients, each holding many requests in flight to a slow server.
 
-    python -m benchmarks.transport_cpu [--in-flight 500] [--requests 2000] [--delay 0.5] [--only threads,async,...]
+    python -m benchmarks.transport_cpu [--in-flight 500] [--requests 2000] [--delay 0.5] [--shards 20] [--only V,...]
 
 A local ``benchmarks.slowserver`` (its own process) answers every GET after
 ``--delay`` s. Each client runs in a fresh Python process of its own, opens its
@@ -11,6 +11,8 @@ divided by the requests. The clients:
 
 * ``threads``: ``httpx.Client`` shared by ``--in-flight`` threads (how the worker sends today);
 * ``async``: ``httpx.AsyncClient`` in one event loop;
+* ``async-sharded``: ``--shards`` ``httpx.AsyncClient`` in one event loop, each with its share of
+  the connections (does a small pool per client avoid the cost of one large pool?);
 * ``httpx-aiohttp``: ``httpx.AsyncClient`` on ``httpx_aiohttp.AiohttpTransport`` (skipped if not installed);
 * ``aiohttp``: a bare ``aiohttp.ClientSession``, for reference (skipped if not installed).
 
@@ -38,7 +40,7 @@ import httpx
 from .infra import load
 from .target import start_delay_server
 
-VARIANTS = ("threads", "async", "httpx-aiohttp", "aiohttp")
+VARIANTS = ("threads", "async", "async-sharded", "httpx-aiohttp", "aiohttp")
 #: The module each variant needs beyond httpx: without it the variant is skipped, not failed.
 _NEEDS = {"httpx-aiohttp": "httpx_aiohttp", "aiohttp": "aiohttp"}
 
@@ -73,19 +75,22 @@ def run_threads(url: str, in_flight: int, requests: int) -> tuple[float, float]:
         return meter.read()
 
 
-async def _drive(send: Callable[[], Awaitable[None]], in_flight: int, requests: int) -> tuple[float, float]:
-    """``in_flight`` coroutines sending until ``requests`` were sent, after a warm-up wave; CPU and wall seconds."""
-    await asyncio.gather(*(send() for _ in range(in_flight)))
+async def _drive(send: Callable[[int], Awaitable[None]], in_flight: int, requests: int) -> tuple[float, float]:
+    """``in_flight`` coroutines sending until ``requests`` were sent, after a warm-up wave; CPU and wall seconds.
+
+    ``send`` gets the number of the coroutine that calls it (0 to ``in_flight`` - 1).
+    """
+    await asyncio.gather(*(send(number) for number in range(in_flight)))
     remaining = requests
 
-    async def sender() -> None:
+    async def sender(number: int) -> None:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            await send()
+            await send(number)
 
     meter = Meter()
-    await asyncio.gather(*(sender() for _ in range(in_flight)))
+    await asyncio.gather(*(sender(number) for number in range(in_flight)))
     return meter.read()
 
 
@@ -95,10 +100,26 @@ async def run_async(
     limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
     async with httpx.AsyncClient(limits=limits, timeout=60, transport=transport) as client:
 
-        async def send() -> None:
+        async def send(_: int) -> None:
             (await client.get(url)).raise_for_status()
 
         return await _drive(send, in_flight, requests)
+
+
+async def run_async_sharded(url: str, in_flight: int, requests: int, shards: int) -> tuple[float, float]:
+    """Coroutine ``n`` sends through client ``n % shards``: each pool holds about ``in_flight / shards``."""
+    size = -(-in_flight // shards)
+    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+    clients = [httpx.AsyncClient(limits=limits, timeout=60) for _ in range(shards)]
+    try:
+
+        async def send(number: int) -> None:
+            (await clients[number % shards].get(url)).raise_for_status()
+
+        return await _drive(send, in_flight, requests)
+    finally:
+        for client in clients:
+            await client.aclose()
 
 
 async def run_aiohttp(url: str, in_flight: int, requests: int) -> tuple[float, float]:
@@ -107,7 +128,7 @@ async def run_aiohttp(url: str, in_flight: int, requests: int) -> tuple[float, f
     connector = aiohttp.TCPConnector(limit=in_flight)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
 
-        async def send() -> None:
+        async def send(_: int) -> None:
             async with session.get(url) as response:
                 response.raise_for_status()
                 await response.read()
@@ -115,11 +136,13 @@ async def run_aiohttp(url: str, in_flight: int, requests: int) -> tuple[float, f
         return await _drive(send, in_flight, requests)
 
 
-def run_variant(variant: str, url: str, in_flight: int, requests: int) -> tuple[float, float]:
+def run_variant(variant: str, url: str, in_flight: int, requests: int, shards: int) -> tuple[float, float]:
     if variant == "threads":
         return run_threads(url, in_flight, requests)
     if variant == "async":
         return asyncio.run(run_async(url, in_flight, requests, None))
+    if variant == "async-sharded":
+        return asyncio.run(run_async_sharded(url, in_flight, requests, shards))
     if variant == "httpx-aiohttp":
         from httpx_aiohttp import AiohttpTransport
 
@@ -131,10 +154,10 @@ def run_variant(variant: str, url: str, in_flight: int, requests: int) -> tuple[
 
 
 # ------------------------------------------------------------------------------ the driver
-def measure(variant: str, url: str, in_flight: int, requests: int) -> dict[str, Any]:
+def measure(variant: str, url: str, in_flight: int, requests: int, shards: int) -> dict[str, Any]:
     """Run one variant in a fresh process; the CPU and wall seconds of its measured requests."""
     command = [sys.executable, "-m", "benchmarks.transport_cpu", "--child", variant, "--url", url,
-               "--in-flight", str(in_flight), "--requests", str(requests)]
+               "--in-flight", str(in_flight), "--requests", str(requests), "--shards", str(shards)]
     done = subprocess.run(command, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
                           timeout=600, check=False)
     if done.returncode != 0:
@@ -143,8 +166,8 @@ def measure(variant: str, url: str, in_flight: int, requests: int) -> dict[str, 
     return result
 
 
-def _child(variant: str, url: str, in_flight: int, requests: int) -> None:
-    cpu, wall = run_variant(variant, url, in_flight, requests)
+def _child(variant: str, url: str, in_flight: int, requests: int, shards: int) -> None:
+    cpu, wall = run_variant(variant, url, in_flight, requests, shards)
     print(json.dumps({"cpu": cpu, "wall": wall}))
 
 
@@ -153,12 +176,13 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=500)
     parser.add_argument("--requests", type=int, default=2000, help="measured requests per client (after warm-up)")
     parser.add_argument("--delay", type=float, default=0.5, help="the server's delay before each answer (s)")
+    parser.add_argument("--shards", type=int, default=20, help="clients of async-sharded (20)")
     parser.add_argument("--only", default=",".join(VARIANTS))
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        _child(args.child, args.url, args.in_flight, args.requests)
+        _child(args.child, args.url, args.in_flight, args.requests, args.shards)
         return
     print(f"{args.requests:,} GETs after a warm-up wave, {args.in_flight} in flight, server delay {args.delay:g} s; "
           f"load {load()}")
@@ -170,7 +194,7 @@ def main() -> None:
                 print(f"{variant:16s} skipped: {module} is not installed")
                 continue
             server.stats(reset=True)
-            figures = measure(variant, server.url, args.in_flight, args.requests)
+            figures = measure(variant, server.url, args.in_flight, args.requests, args.shards)
             peak = server.stats()["peak"]
             print(f"{variant:16s} {figures['cpu'] / args.requests * 1000:15.3f} "
                   f"{args.requests / figures['wall']:11,.0f} {peak:23,}", flush=True)
