@@ -1,8 +1,9 @@
 """Where the CPU goes: CPU milliseconds per request, per process family, for W1 and its baseline.
 
-    python -m benchmarks.cpu_split [--count 5000] [--threads 4] [--fsync on|off]
+    python -m benchmarks.cpu_split [--count 5000] [--threads 4] [--fsync on|off] [--worker default]
 
-Runs the W1 drain (bulk submit to ``dramatiq bghttp.actors --processes 2 --threads 8``)
+Runs the W1 drain (bulk submit to ``dramatiq bghttp.actors --processes 2 --threads 8``,
+or with ``--worker default`` to ``bghttp worker`` with no flags)
 and the baseline thread pool, and sums the user+system CPU time every process on
 the machine used meanwhile, grouped into bghttp workers, the submitting process,
 RabbitMQ, nginx and the kernel's own threads. On 2 cores, N requests/s can
@@ -20,7 +21,7 @@ from typing import Any
 import psutil
 
 from . import workloads
-from .infra import scratch_dir, settle_file_creation
+from .infra import WorkerShape, scratch_dir, settle_file_creation
 from .target import start_target
 
 Snapshot = dict[int, tuple[str, float]]
@@ -43,9 +44,9 @@ def _family(name: str, cmdline: list[str]) -> str:
     command = " ".join(cmdline)
     if "beam" in name or "epmd" in name:
         return "RabbitMQ"
-    if "nginx" in name:
-        return "nginx (target)"
-    if "dramatiq" in command:
+    if "nginx" in name or "benchmarks.pyserver" in command:
+        return "target server (nginx or the Python one)"
+    if "dramatiq" in command or "bghttp.cli worker" in command:
         return "bghttp workers"
     if "benchmarks.cpu_split" in command:
         return "this process (submit / baseline pool)"
@@ -75,7 +76,10 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=5000)
     parser.add_argument("--threads", type=int, default=4, help="baseline threads (its best in RESULTS.md)")
     parser.add_argument("--fsync", choices=("on", "off"), default="on")
+    parser.add_argument("--worker", choices=("flags", "default"), default="flags",
+                        help="default: `bghttp worker` with no flags; flags: 2 × 8 (the default)")
     args = parser.parse_args()
+    shape = WorkerShape.default() if args.worker == "default" else WorkerShape.flags(2, 8)
     print(f"settle: {settle_file_creation()}", flush=True)
     with start_target() as target:
         url = target.small_url
@@ -95,9 +99,9 @@ def main() -> None:
 
         workloads.wait_all_terminal = wait_then_snapshot
         before = snapshot()
-        seconds = workloads.run_bghttp_drain("GET", url, args.count, processes=2, threads=8,
+        seconds = workloads.run_bghttp_drain("GET", url, args.count, shape=shape,
                                              fsync=args.fsync == "on")
-        report(f"bghttp (BGHTTP_FSYNC={int(args.fsync == 'on')})", args.count, seconds,
+        report(f"bghttp (BGHTTP_FSYNC={int(args.fsync == 'on')}, {shape.describe()})", args.count, seconds,
                split(before, result["after"]))
 
 

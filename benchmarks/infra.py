@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -115,31 +116,83 @@ def worker_env(settings: Settings, log_level: str = "INFO") -> dict[str, str]:
     return env
 
 
-class WorkerGroup:
-    """``python -m dramatiq bghttp.actors --processes P --threads T`` in its own process group."""
+@dataclasses.dataclass(frozen=True)
+class WorkerShape:
+    """How a workload starts its worker group.
 
-    def __init__(self, settings: Settings, *, processes: int, threads: int, log_level: str = "INFO") -> None:
-        self.processes = processes
+    ``cli=False`` (the harness's original form): ``python -m dramatiq bghttp.actors
+    --processes P --threads T``. ``cli=True``: ``bghttp worker``, given only the
+    flags that are set, so ``WorkerShape.default()`` is the worker an operator
+    gets with no flags at all, whatever its defaults are in the tree being
+    measured. ``env`` adds variables (``BGHTTP_MAX_IN_FLIGHT``...) to the workers'.
+    ``tree``: run the workers from the ``bghttp`` package of another source tree
+    (e.g. ``git archive main | tar -x -C DIR``), to measure an older engine side by
+    side with this one; the submitting side stays this tree's.
+    """
+
+    processes: int | None = None
+    threads: int | None = None
+    cli: bool = True
+    env: tuple[tuple[str, str], ...] = ()
+    tree: Path | None = None
+
+    @classmethod
+    def default(cls) -> WorkerShape:
+        return cls()
+
+    @classmethod
+    def flags(cls, processes: int, threads: int) -> WorkerShape:
+        return cls(processes, threads, cli=False)
+
+    def command(self) -> list[str]:
+        if not self.cli:
+            if self.processes is None or self.threads is None:
+                raise ValueError("the dramatiq form needs both processes and threads")
+            return [sys.executable, "-m", "dramatiq", "bghttp.actors",
+                    "--processes", str(self.processes), "--threads", str(self.threads)]
+        flags = [*(("--processes", str(self.processes)) if self.processes else ()),
+                 *(("--threads", str(self.threads)) if self.threads else ())]
+        return [sys.executable, "-m", "bghttp.cli", "worker", *flags]
+
+    def describe(self) -> str:
+        """The command as a reader would type it, e.g. "`bghttp worker` with no flags"."""
+        env = "".join(f"{name}={value} " for name, value in self.env)
+        if not self.cli:
+            where = f" from {self.tree}" if self.tree else ""
+            return f"`{env}dramatiq bghttp.actors --processes {self.processes} --threads {self.threads}`{where}"
+        shown = " ".join(self.command()[4:])
+        where = f" from {self.tree}" if self.tree else ""
+        return f"`{env}bghttp worker{' ' + shown if shown else ''}`" + ("" if shown else " with no flags") + where
+
+
+class WorkerGroup:
+    """A worker group (see ``WorkerShape``) in its own process group, logging to a file beside the store."""
+
+    def __init__(self, settings: Settings, shape: WorkerShape, *, log_level: str = "INFO") -> None:
+        self.shape = shape
         self.log_path = Path(settings.store_dir).parent / f"{settings.queue_name}-worker.log"
         self._log = open(self.log_path, "wb")
+        env = {**worker_env(settings, log_level), **dict(shape.env)}
+        if shape.tree is not None:  # its bghttp before this tree's (PYTHONPATH precedes the editable install)
+            env["PYTHONPATH"] = str(shape.tree)
         self.process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "dramatiq", "bghttp.actors"),
-                *("--processes", str(processes), "--threads", str(threads)),
-            ],
-            cwd=PROJECT_ROOT,
-            env=worker_env(settings, log_level),
+            shape.command(),
+            cwd=shape.tree or PROJECT_ROOT,
+            env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
     def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until every worker process logged that it is ready (with no flags, as many as the master started)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker exited early:\n{self.log_path.read_text(errors='replace')[-3000:]}")
-            if self.log_path.read_text(errors="replace").count("Worker process is ready") >= self.processes:
+            ready = self.log_path.read_text(errors="replace").count("Worker process is ready")
+            expected = self.shape.processes or len(self.worker_pids())
+            if ready and ready >= expected:
                 return
             time.sleep(0.1)
         raise RuntimeError(f"worker not ready after {timeout}s")
@@ -166,13 +219,35 @@ class WorkerGroup:
 
 
 @contextlib.contextmanager
-def worker_group(settings: Settings, *, processes: int, threads: int, log_level: str = "INFO") -> Iterator[WorkerGroup]:
-    group = WorkerGroup(settings, processes=processes, threads=threads, log_level=log_level)
+def worker_group(
+    settings: Settings,
+    *,
+    processes: int | None = None,
+    threads: int | None = None,
+    shape: WorkerShape | None = None,
+    log_level: str = "INFO",
+) -> Iterator[WorkerGroup]:
+    """A ready worker group for the ``with`` block: ``shape``, or the dramatiq form with ``processes × threads``."""
+    if shape is None:
+        if processes is None or threads is None:
+            raise ValueError("give a shape, or processes and threads")
+        shape = WorkerShape.flags(processes, threads)
+    group = WorkerGroup(settings, shape, log_level=log_level)
     try:
         group.wait_ready()
         yield group
     finally:
         group.stop()
+
+
+def memory_of(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of a process in bytes, from ``/proc/PID/status``: now, and its peak so far."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            values[name] = int(rest.split()[0]) * 1024  # the kernel writes kB
+    return values["VmRSS"], values["VmHWM"]
 
 
 class RssSampler:

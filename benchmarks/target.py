@@ -7,6 +7,9 @@ Both serve the same three things on 127.0.0.1:<free port>:
                     zeros for the fallback) (W3).
 
 The harness installs nothing: when ``nginx`` is not on PATH it says so and uses the fallback.
+
+``start_delay_server`` runs the other kind of target, ``benchmarks.slowserver``:
+every answer after a fixed delay, for the workloads with many requests waiting.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+import httpx
 
 SMALL_BODY = b'{"ok":true,"pad":"' + b"x" * 44 + b'"}'
 BIG_SIZE = 1 << 30
@@ -42,18 +47,18 @@ class Target:
         return f"{self.base_url}/files/{name}"
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 10.0, host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"target server exited with {process.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
             return
         time.sleep(0.05)
     raise RuntimeError(f"target server did not listen on port {port} within {timeout}s")
@@ -129,3 +134,44 @@ def start_target(prefer: str = "auto") -> Iterator[Target]:
                 process.wait(timeout=5)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class DelayTarget:
+    """A running ``benchmarks.slowserver``: every request to ``url`` is answered after ``delay`` seconds."""
+
+    delay: float
+    base_url: str
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/slow"
+
+    def stats(self, reset: bool = False) -> dict[str, int]:
+        """The server's counters: ``active`` (waiting now), ``peak`` (most at once), ``answered``."""
+        response = httpx.get(f"{self.base_url}/stats" + ("?reset=1" if reset else ""), timeout=10)
+        response.raise_for_status()
+        return {key: int(value) for key, value in response.json().items()}
+
+
+@contextlib.contextmanager
+def start_delay_server(delay: float, host: str = "127.0.0.1") -> Iterator[DelayTarget]:
+    """Run ``benchmarks.slowserver`` in its own process on ``host`` (any 127.x address) for the ``with`` block.
+
+    Two servers on different loopback addresses (127.0.0.1, 127.0.0.2) are two
+    hosts to a client: W7 uses that so that a per-host limit cannot group them.
+    """
+    port = free_port(host)
+    command = [sys.executable, "-m", "benchmarks.slowserver", str(port), "--host", host, "--delay", str(delay)]
+    process = subprocess.Popen(command, cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_for_port(port, process, host=host)
+        yield DelayTarget(delay=delay, base_url=f"http://{host}:{port}")
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)

@@ -27,7 +27,8 @@ from bghttp.broker import publish_request
 from bghttp.store import FileStore
 from bghttp.validation import prepare_request
 
-from .infra import RssSampler, bench_settings, load, scratch_dir, worker_group
+from .infra import RssSampler, WorkerShape, bench_settings, load, scratch_dir, worker_group
+from .stats import percentile
 
 BASELINE_THREADS = (4, 8, 16, 32)
 SUBMIT_CHUNK = 500
@@ -107,8 +108,7 @@ def run_bghttp_drain(
     url: str,
     count: int,
     *,
-    processes: int,
-    threads: int,
+    shape: WorkerShape,
     fsync: bool,
     log_level: str = "INFO",
     queue_type: str = "classic",
@@ -116,7 +116,7 @@ def run_bghttp_drain(
 ) -> float:
     """Submit ``count`` requests (bulk, in chunks) to running workers; seconds until the last one completed."""
     with bench_settings(fsync=fsync, queue_type=queue_type, store_root=store_root) as settings, worker_group(
-        settings, processes=processes, threads=threads, log_level=log_level
+        settings, shape=shape, log_level=log_level
     ) as group, BackgroundHttpClient(settings) as client:
         requests = [
             {"method": method, "url": url, **({"data": post_body(n)} if method == "POST" else {})}
@@ -164,8 +164,7 @@ def throughput(
     url: str,
     count: int,
     *,
-    processes: int,
-    threads: int,
+    shape: WorkerShape,
     fsync_variants: Iterable[bool],
     queue_types: Iterable[str] = ("classic",),
     store_roots: Iterable[Path | None] = (None,),
@@ -174,7 +173,7 @@ def throughput(
         name,
         f"{count:,} {method} requests" + (" with a 1 KiB JSON body" if method == "POST" else " (small response)"),
         f"bulk submit in chunks of {SUBMIT_CHUNK} to a running worker group "
-        f"(`dramatiq bghttp.actors --processes {processes} --threads {threads}`), until the last status is `completed`",
+        f"({shape.describe()}), until the last status is `completed`",
         "plain `httpx.Client` thread pool, same requests, writes body + JSON status per request, best of "
         + "/".join(map(str, BASELINE_THREADS)) + " threads",
         load_before=load(),
@@ -187,7 +186,7 @@ def throughput(
     rates = {
         (fsync, queue_type, root): count
         / run_bghttp_drain(
-            method, url, count, processes=processes, threads=threads, fsync=fsync, queue_type=queue_type,
+            method, url, count, shape=shape, fsync=fsync, queue_type=queue_type,
             store_root=root,
         )
         for root in store_roots
@@ -213,11 +212,11 @@ def throughput(
 
 
 # ----------------------------------------------------------------------- W3
-def large_download(url: str, size: int, *, processes: int, threads: int) -> Result:
+def large_download(url: str, size: int, *, shape: WorkerShape) -> Result:
     result = Result(
         "W3",
         f"one {size / (1 << 20):,.0f} MiB streamed response",
-        f"one request through a worker group (`--processes {processes} --threads {threads}`, BGHTTP_FSYNC=1)",
+        f"one request through a worker group ({shape.describe()}, BGHTTP_FSYNC=1)",
         "`curl -sS -o FILE URL`",
         load_before=load(),
     )
@@ -232,7 +231,7 @@ def large_download(url: str, size: int, *, processes: int, threads: int) -> Resu
     finally:
         shutil.rmtree(out, ignore_errors=True)
     with bench_settings(fsync=True) as settings, worker_group(
-        settings, processes=processes, threads=threads
+        settings, shape=shape
     ) as group, BackgroundHttpClient(settings) as client:
         time.sleep(1.0)  # let the workers settle before the RSS baseline is taken
         with RssSampler(group.worker_pids()) as sampler:
@@ -254,11 +253,6 @@ def large_download(url: str, size: int, *, processes: int, threads: int) -> Resu
 
 
 # ----------------------------------------------------------------------- W4
-def _percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
-
-
 def submit_latency(url: str, singles: int, bulk: int) -> Result:
     result = Result(
         "W4",
@@ -282,7 +276,7 @@ def submit_latency(url: str, singles: int, bulk: int) -> Result:
         if len(infos) != bulk:
             raise RuntimeError("bulk submit returned a wrong count")
     for label, pct in (("p50", 50), ("p99", 99)):
-        a, b = _percentile(submit_ms, pct), _percentile(publish_ms, pct)
+        a, b = percentile(submit_ms, pct), percentile(publish_ms, pct)
         result.rows.append(Row(f"single submit {label} (ms)", f"{a:.2f}", f"{b:.2f}", _ratio(a, b)))
     single_rate = 1000 / statistics.mean(submit_ms)
     bulk_rate = bulk / bulk_seconds
@@ -328,7 +322,7 @@ def store_scale(small: int, large: int, lookups: int = 2000) -> Result:
             timings[small] += _lookup_times(small_client, [small_id])
             timings[large] += _lookup_times(large_client, [large_id])
     for label, pct in (("p50", 50), ("p99", 99)):
-        a, b = _percentile(timings[large], pct), _percentile(timings[small], pct)
+        a, b = percentile(timings[large], pct), percentile(timings[small], pct)
         result.rows.append(Row(f"lookup {label} (µs)", f"{a * 1e6:.0f}", f"{b * 1e6:.0f}", _ratio(a, b)))
     a, b = statistics.mean(timings[large]), statistics.mean(timings[small])
     result.rows.append(Row("lookup mean (µs)", f"{a * 1e6:.0f}", f"{b * 1e6:.0f}", _ratio(a, b)))
