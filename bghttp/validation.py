@@ -10,6 +10,7 @@ import json
 import math
 import mimetypes
 import re
+import reprlib
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -197,13 +198,26 @@ def _on_complete(on_complete: object) -> dict[str, str] | None:
     for key in ("queue", "actor"):
         value = on_complete[key]
         if not isinstance(value, str) or not _DRAMATIQ_NAME.fullmatch(value):
-            raise InvalidRequest(f"on_complete {key} must be a Dramatiq {key} name, not {value!r}")
+            raise InvalidRequest(f"on_complete {key} must be a Dramatiq {key} name, not {_shown(value)}")
     return {"queue": on_complete["queue"], "actor": on_complete["actor"]}
+
+
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = 80
+_SHORT_REPR.maxlevel = 3
+
+
+def _shown(value: object) -> str:
+    """``value`` for an error message: short, one line, and safe for any input (deep nesting, huge ints)."""
+    try:
+        return _SHORT_REPR.repr(value)
+    except ValueError:  # an int past sys.get_int_max_str_digits()
+        return f"a {type(value).__name__} too large to show"
 
 
 def _method(method: object) -> str:
     if not isinstance(method, str) or method.upper() not in METHODS:
-        raise InvalidRequest(f"unknown method {method!r}; use one of {', '.join(sorted(METHODS))}")
+        raise InvalidRequest(f"unknown method {_shown(method)}; use one of {', '.join(sorted(METHODS))}")
     return method.upper()
 
 
@@ -238,7 +252,7 @@ def _query_pairs(query: QueryArg) -> list[tuple[str, str]]:
     pairs: list[tuple[str, str]] = []
     for key, value in query.items():
         if not isinstance(key, str) or not key or not _is_text(key):
-            raise InvalidRequest(f"query parameter names must be non-empty text, got {key!r}")
+            raise InvalidRequest(f"query parameter names must be non-empty text, got {_shown(key)}")
         values = value if isinstance(value, (list, tuple)) else [value]
         for item in values:
             pairs.append((key, _scalar(item, f"query parameter {key!r}")))
@@ -258,7 +272,7 @@ def _scalar(value: object, what: str) -> str:
     elif isinstance(value, float) and math.isfinite(value):
         text = repr(value)
     else:
-        raise InvalidRequest(f"{what} must be a string or number, not {value!r}")
+        raise InvalidRequest(f"{what} must be a string or number, not {_shown(value)}")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -274,7 +288,7 @@ def _headers(headers: HeadersArg) -> list[tuple[str, str]]:
     try:
         for name, value in items:
             if not isinstance(name, str) or not _TOKEN.fullmatch(name):
-                raise InvalidRequest(f"invalid header name {name!r}")
+                raise InvalidRequest(f"invalid header name {_shown(name)}")
             if not isinstance(value, str):
                 raise InvalidRequest(f"header {name!r} must have a string value, not {type(value).__name__}")
             if _FORBIDDEN_IN_VALUE.search(value):
@@ -296,17 +310,18 @@ def _timeout(timeout: object, default: float) -> float:
     if timeout is None:
         return default
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise InvalidRequest(f"timeout must be a number of seconds, not {timeout!r}")
-    if not math.isfinite(timeout) or timeout <= 0:
-        raise InvalidRequest(f"timeout must be > 0 seconds, got {timeout!r}")
+        raise InvalidRequest(f"timeout must be a number of seconds, not {_shown(timeout)}")
+    # An int is compared exactly: math.isfinite(10**400) raises OverflowError.
+    if (isinstance(timeout, float) and not math.isfinite(timeout)) or timeout <= 0:
+        raise InvalidRequest(f"timeout must be > 0 seconds, got {_shown(timeout)}")
     if timeout > MAX_TIMEOUT_SECONDS:
-        raise InvalidRequest(f"timeout must be at most {MAX_TIMEOUT_SECONDS:g} seconds, got {timeout!r}")
+        raise InvalidRequest(f"timeout must be at most {MAX_TIMEOUT_SECONDS:g} seconds, got {_shown(timeout)}")
     return float(timeout)
 
 
 def _retries(retries: object) -> int:
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
-        raise InvalidRequest(f"retries must be a whole number from 0 to {MAX_RETRIES}, got {retries!r}")
+        raise InvalidRequest(f"retries must be a whole number from 0 to {MAX_RETRIES}, got {_shown(retries)}")
     return retries
 
 

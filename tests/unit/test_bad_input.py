@@ -27,6 +27,10 @@ def stored_files(client: BackgroundHttpClient) -> list[Path]:
 
 URL = "http://127.0.0.1:9/x"
 
+DEEP_LIST: list[Any] = []
+for _ in range(5000):
+    DEEP_LIST = [DEEP_LIST]
+
 BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
     ("ftp://127.0.0.1/file", {}, "scheme must be http or https"),
     ("file:///etc/passwd", {}, "scheme must be http or https"),
@@ -44,6 +48,12 @@ BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
     (URL, {"timeout": -3}, "timeout must be > 0"),
     (URL, {"timeout": float("nan")}, "timeout must be > 0"),
     (URL, {"timeout": "10"}, "timeout must be a number"),
+    # An integer too big for a float (a JSON producer may write 1 followed by 400 zeros).
+    (URL, {"timeout": 10**400}, "timeout must be at most"),
+    (URL, {"timeout": -(10**400)}, "timeout must be > 0"),
+    (URL, {"retries": 10**5000}, "retries must be"),  # too long for str(): not a ValueError
+    # Nested deeper than Python's recursion limit: refused, not a RecursionError.
+    (URL, {"query_parameters": {"a": DEEP_LIST}}, "query parameter 'a'"),
     (URL, {"data": {"x": float("inf")}}, "cannot be encoded"),
     (URL, {"data": {"when": object()}}, "cannot be encoded"),
     (URL, {"data": 42}, "data must be a dict, list, str or bytes"),

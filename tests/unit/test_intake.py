@@ -75,6 +75,8 @@ def test_a_content_type_given_wins() -> None:
         ({"method": "GET", "url": "ftp://x/"}, "scheme must be http or https"),
         ({"method": "GET", "url": URL, "retries": 11}, "retries must be"),
         ({"method": "GET", "url": URL, "timeout": "5"}, "timeout must be"),
+        # JSON integers have no size limit; 1e400 written out must not crash the actor (a retry loop).
+        ({"method": "GET", "url": URL, "timeout": 10**400}, "timeout must be at most"),
         ({"method": "GET", "url": URL, "request_id": "../etc"}, "request"),
         ({"method": "GET", "url": URL, "headers": {"X-A": 1}}, "string value"),
         ({"method": "GET", "url": URL, "metadata": ["x"]}, "metadata must be a JSON object"),
