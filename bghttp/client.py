@@ -275,6 +275,11 @@ class BackgroundHttpClient:
         ended, replayed = self._replay_claimed(validate_request_id(request_id))
         # Published only after the claim is let go: the worker that takes it must claim the request.
         try:
+            if self._events is not None:
+                # The outcome this replay leaves may never have been announced (its publish
+                # failed, or its worker died first), and the message that would announce it
+                # again is stale from now on: announce it here (same event_id, deduplicated).
+                self._events.publish_final(self.store, ended)
             self._publish(request_id, replayed.token)
         except BaseException:
             with contextlib.suppress(Exception):  # the caller's error is the broker's, not this one

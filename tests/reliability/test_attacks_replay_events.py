@@ -1,0 +1,72 @@
+"""Attacks on the final events of a replayed request: every outcome gets its event, at least once.
+
+An outcome's event can miss the broker (cancel's publish fails and is only
+logged; a worker dies between the final status and its publish, or its publish
+fails and Dramatiq retries the message later). The message that would publish it
+again then meets the request *replayed*: it is stale and announces nothing. The
+replay itself must announce the outcome it leaves (with the same ``event_id``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import pika
+import pytest
+
+from bghttp import BackgroundHttpClient, RequestStatus, Settings
+from bghttp.events import event_id
+from tests.messaging import EventQueue, remove_message_queues, with_own_exchange
+from tests.reliability.server import CountingServer
+from tests.support import RABBITMQ_URL, WorkerProcess, wait_until
+
+pytestmark = [pytest.mark.rabbitmq]
+
+StartWorker = Callable[..., WorkerProcess]
+
+
+@pytest.fixture
+def settings(rabbitmq_settings: Settings) -> Iterator[Settings]:
+    settings = with_own_exchange(rabbitmq_settings)
+    yield settings
+    remove_message_queues(settings)
+
+
+@contextlib.contextmanager
+def events_exchange_of_the_wrong_type(exchange: str) -> Iterator[None]:
+    """While inside, declaring the events exchange (topic) fails with 406: every event publish fails."""
+    connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
+    try:
+        channel = connection.channel()
+        channel.exchange_declare(exchange, exchange_type="fanout", durable=True)
+        yield
+        channel.exchange_delete(exchange)
+    finally:
+        connection.close()
+
+
+def test_an_outcome_whose_event_failed_is_announced_when_it_is_replayed(
+    settings: Settings, start_worker: StartWorker, counting_server: CountingServer
+) -> None:
+    with BackgroundHttpClient(settings) as client:
+        info = client.get(counting_server.url("/ok?id=replayed-after-lost-event"), metadata={"order": "1"})
+        with events_exchange_of_the_wrong_type(settings.events_exchange):
+            cancelled = client.cancel(info.request_id)  # its event cannot be published (logged only)
+        assert cancelled.status is RequestStatus.CANCELLED
+        events = EventQueue(settings.events_exchange)
+        try:
+            # Before any worker met the queued message (which would announce the cancel again):
+            client.retry(info.request_id)
+            start_worker(settings)
+            received = events.wait_for(2)
+            assert wait_until(lambda: counting_server.hits["replayed-after-lost-event"] == 1, timeout=10)
+        finally:
+            events.close()
+
+    by_type = {routing_key: event for routing_key, event in received}
+    assert sorted(by_type) == ["request.cancelled", "request.completed"], received
+    assert by_type["request.cancelled"]["event_id"] == event_id(cancelled)
+    assert by_type["request.cancelled"]["attempts"] == 0
+    assert by_type["request.completed"]["event_id"] != event_id(cancelled)
+    assert by_type["request.completed"]["metadata"] == {"order": "1"}
