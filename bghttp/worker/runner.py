@@ -285,10 +285,16 @@ class RequestRunner:
         What is known decides: a response saved during the attempt is its
         outcome; an attempt that was marked sent may have reached the server and
         spends a retry like any error (none left: failed); one that was not sent
-        spends nothing, and the request runs again now.
+        spends nothing, and the request runs again now. Attempts of a run before
+        the latest replay are closed and charged to nothing.
         """
         unfinished = [attempt for attempt in record.attempts if attempt.finished_at is None]
         now = time.time()
+        if not any(attempt.finished_at is None for attempt in record.run_attempts):
+            # Left by a run before the latest replay (cancelled, its worker killed): that run's
+            # outcome is final, so its dead attempt is only closed; the replay's budget is its own.
+            record = self.lifecycle.close_interrupted(spec.request_id, [_interrupted(a, now) for a in unfinished])
+            return None if record.is_terminal else record
         closed = [_interrupted(attempt, now) for attempt in unfinished[:-1]]
         last = unfinished[-1]
         answer = self._answer_saved_during(spec.request_id, last)
