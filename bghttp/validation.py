@@ -311,8 +311,8 @@ def _timeout(timeout: object, default: float) -> float:
         return default
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise InvalidRequest(f"timeout must be a number of seconds, not {_shown(timeout)}")
-    # An int is compared exactly: math.isfinite(10**400) raises OverflowError.
-    if (isinstance(timeout, float) and not math.isfinite(timeout)) or timeout <= 0:
+    # Compared, not math.isfinite(): that raises OverflowError for an int like 10**400.
+    if timeout != timeout or timeout <= 0:  # NaN is not equal to itself
         raise InvalidRequest(f"timeout must be > 0 seconds, got {_shown(timeout)}")
     if timeout > MAX_TIMEOUT_SECONDS:
         raise InvalidRequest(f"timeout must be at most {MAX_TIMEOUT_SECONDS:g} seconds, got {_shown(timeout)}")

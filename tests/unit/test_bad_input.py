@@ -50,6 +50,7 @@ BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
     (URL, {"timeout": "10"}, "timeout must be a number"),
     # An integer too big for a float (a JSON producer may write 1 followed by 400 zeros).
     (URL, {"timeout": 10**400}, "timeout must be at most"),
+    (URL, {"timeout": float("inf")}, "timeout must be at most"),
     (URL, {"timeout": -(10**400)}, "timeout must be > 0"),
     (URL, {"retries": 10**5000}, "retries must be"),  # too long for str(): not a ValueError
     # Nested deeper than Python's recursion limit: refused, not a RecursionError.
