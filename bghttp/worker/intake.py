@@ -28,7 +28,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import dramatiq
-from dramatiq.middleware import CurrentMessage
+from dramatiq.broker import MessageProxy
+from dramatiq.middleware import CurrentMessage, Middleware
 
 from ..broker import publish_request
 from ..config import Settings
@@ -40,6 +41,7 @@ from ..submission import Submission
 from ..validation import PreparedRequest, check_metadata, prepare_request
 
 SUBMIT_ACTOR_NAME = "submit_request"
+ARITY = "submit_request takes exactly one argument, the request object (kwargs empty)"
 BODY_KEYS = ("json", "text", "base64")
 SPEC_KEYS = frozenset(
     {"method", "url", "headers", "query_parameters", "timeout", "retries", "request_id", "metadata", "on_complete"}
@@ -162,7 +164,7 @@ class Intake:
         log = get_logger(message_id=message_id)
         try:
             if kwargs or len(args) != 1:
-                raise InvalidRequest("submit_request takes exactly one argument, the request object (kwargs empty)")
+                raise InvalidRequest(ARITY)
             prepared = parse_submit(args[0], message_id, self.settings.default_timeout)
         except InvalidRequest as error:
             self._reject(args, message_id, str(error), log)
@@ -192,9 +194,27 @@ class Intake:
             self.events.publish(REJECTED, event)  # BrokerUnavailable: retried, same event_id
 
 
+class SubmitEnvelopeCheck(Middleware):
+    """Makes a submit message whose ``kwargs`` is not an object one the actor can be called with (and refuses).
+
+    Dramatiq decodes ``"kwargs": null`` (or a list, a string) but then cannot
+    call the actor with it: a TypeError before any bghttp code runs, retried with
+    a traceback each time, then dead-lettered with no event (and logging the
+    message itself fails on it). Wrapped as ``kwargs={"kwargs": <it>}``, it reaches
+    the intake, which refuses it as it refuses any message with keyword arguments:
+    one ``request.rejected`` event, acked.
+    """
+
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        if message.actor_name == SUBMIT_ACTOR_NAME and not isinstance(message.kwargs, dict):
+            # The proxy's message is frozen; its replacement is what Dramatiq calls and acks.
+            message._message = message._message.copy(kwargs={"kwargs": message.kwargs})
+
+
 def declare_intake_actor(broker: dramatiq.Broker, settings: Settings) -> dramatiq.Actor[..., None]:
     """Declare ``submit_request`` on ``<BGHTTP_QUEUE>.submit``: the worker then consumes that queue too."""
     intake = Intake(settings, broker)
+    broker.add_middleware(SubmitEnvelopeCheck())
 
     def submit_request(*args: Any, **kwargs: Any) -> None:
         message = CurrentMessage.get_current_message()
@@ -211,4 +231,11 @@ def declare_intake_actor(broker: dramatiq.Broker, settings: Settings) -> dramati
     )
 
 
-__all__ = ["SUBMIT_ACTOR_NAME", "Intake", "declare_intake_actor", "parse_submit", "submit_queue_name"]
+__all__ = [
+    "SUBMIT_ACTOR_NAME",
+    "Intake",
+    "SubmitEnvelopeCheck",
+    "declare_intake_actor",
+    "parse_submit",
+    "submit_queue_name",
+]
