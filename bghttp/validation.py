@@ -30,6 +30,9 @@ MAX_RETRIES = 10
 MAX_TIMEOUT_SECONDS = 86_400.0
 #: ``metadata`` is a correlation ID or two, copied into every status record and event: keep it small.
 MAX_METADATA_BYTES = 4096
+#: Objects and arrays in ``metadata`` (the object itself is level 1). 4 KiB hold ~2000 levels of
+#: ``[``: near the recursion limit, every status record and event carrying it would fail to encode.
+MAX_METADATA_DEPTH = 32
 
 HeadersArg: TypeAlias = Mapping[str, str] | Iterable[tuple[str, str]] | None
 QueryValue: TypeAlias = str | int | float | bool
@@ -177,6 +180,8 @@ def check_metadata(metadata: object) -> dict[str, Any] | None:
         raise InvalidRequest(f"metadata must be a JSON object (a dict), not {type(metadata).__name__}")
     if not all(isinstance(key, str) for key in metadata):
         raise InvalidRequest("metadata keys must be strings")
+    if _nesting_exceeds(metadata, MAX_METADATA_DEPTH):
+        raise InvalidRequest(f"metadata is nested more than {MAX_METADATA_DEPTH} deep (objects and arrays)")
     try:
         text = json.dumps(dict(metadata), allow_nan=False, ensure_ascii=False, separators=(",", ":"))
         size = len(text.encode("utf-8"))
@@ -188,6 +193,30 @@ def check_metadata(metadata: object) -> dict[str, Any] | None:
         raise InvalidRequest(f"metadata is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are allowed")
     copied: dict[str, Any] = json.loads(text)  # a copy the caller cannot change, tuples as lists
     return copied
+
+
+def _nesting_exceeds(value: object, limit: int) -> bool:
+    """True if ``value`` has objects/arrays more than ``limit`` levels deep (iterative: no recursion to overflow).
+
+    A value that refers to itself counts as infinitely deep."""
+    pending: list[tuple[object, int]] = [(value, 1)]
+    seen = 0
+    while pending:
+        item, depth = pending.pop()
+        children: Iterable[object]
+        if isinstance(item, Mapping):
+            children = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        seen += 1
+        if seen > MAX_METADATA_BYTES:  # more containers than 4 KiB of JSON can hold: a cycle
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _on_complete(on_complete: object) -> dict[str, str] | None:

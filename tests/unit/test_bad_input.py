@@ -27,9 +27,14 @@ def stored_files(client: BackgroundHttpClient) -> list[Path]:
 
 URL = "http://127.0.0.1:9/x"
 
-DEEP_LIST: list[Any] = []
-for _ in range(5000):
-    DEEP_LIST = [DEEP_LIST]
+def nested_list(levels: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+DEEP_LIST = nested_list(5000)
 
 BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
     ("ftp://127.0.0.1/file", {}, "scheme must be http or https"),
@@ -52,7 +57,11 @@ BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
     (URL, {"timeout": 10**400}, "timeout must be at most"),
     (URL, {"timeout": float("inf")}, "timeout must be at most"),
     (URL, {"timeout": -(10**400)}, "timeout must be > 0"),
-    (URL, {"retries": 10**5000}, "retries must be"),  # too long for str(): not a ValueError
+    (URL, {"retries": 10**5000}, "retries must be"),
+    # Small, but nested near the recursion limit: every record and event that carries it
+    # would fail to encode or decode (a RecursionError traceback); refused up front.
+    (URL, {"metadata": {"a": nested_list(985)}}, "nested more than 32 deep"),
+    (URL, {"metadata": {"a": nested_list(32)}}, "nested more than 32 deep"),  # too long for str(): not a ValueError
     # Nested deeper than Python's recursion limit: refused, not a RecursionError.
     (URL, {"query_parameters": {"a": DEEP_LIST}}, "query parameter 'a'"),
     (URL, {"data": {"x": float("inf")}}, "cannot be encoded"),

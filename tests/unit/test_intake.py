@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import pytest
@@ -81,6 +82,7 @@ def test_a_content_type_given_wins() -> None:
         ({"method": "GET", "url": URL, "headers": {"X-A": 1}}, "string value"),
         ({"method": "GET", "url": URL, "metadata": ["x"]}, "metadata must be a JSON object"),
         ({"method": "GET", "url": URL, "metadata": {"k": "v" * 5000}}, "at most 4096"),
+        ({"method": "GET", "url": URL, "metadata": {"k": json.loads("[" * 32 + "]" * 32)}}, "32 deep"),
         ({"method": "GET", "url": URL, "on_complete": {"queue": "q"}}, "on_complete"),
         ({"method": "GET", "url": URL, "on_complete": {"queue": "q", "actor": "no spaces"}}, "actor name"),
     ],
