@@ -10,6 +10,7 @@ replay itself must announce the outcome it leaves (with the same ``event_id``).
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 
 import pika
@@ -70,3 +71,36 @@ def test_an_outcome_whose_event_failed_is_announced_when_it_is_replayed(
     assert by_type["request.cancelled"]["attempts"] == 0
     assert by_type["request.completed"]["event_id"] != event_id(cancelled)
     assert by_type["request.completed"]["metadata"] == {"order": "1"}
+
+
+def test_cancel_racing_completion_gives_one_outcome_with_one_event_id(
+    settings: Settings, start_worker: StartWorker, counting_server: CountingServer
+) -> None:
+    """Cancels land just before, during and just after each attempt ends: per request one
+    routing key and one ``event_id`` (the canceller's copy and the worker's agree), matching the store."""
+    start_worker(settings, threads=8)
+    events = EventQueue(settings.events_exchange)
+    try:
+        with BackgroundHttpClient(settings) as client:
+            # Attempts of 0.1 to 0.3 s, cancelled 0.04 s apart: some before, some after they end.
+            urls = [counting_server.url(f"/wait?id=race-{n}&delay={0.1 + (n % 5) * 0.05:.2f}") for n in range(24)]
+            ids = [client.get(url, retries=0).request_id for url in urls]
+            wait_until(lambda: sum(counting_server.hits.values()) >= 8, timeout=20)
+            for request_id in ids:
+                client.cancel(request_id)
+                time.sleep(0.04)
+            records = {request_id: client.wait(request_id, timeout=30) for request_id in ids}
+            events.wait_for(len(ids), timeout=30)
+            time.sleep(2)  # the workers' copies of the cancels' events
+            received = events.drain()
+    finally:
+        events.close()
+
+    kinds = {record.status for record in records.values()}
+    by_request: dict[str, set[tuple[str, str]]] = {}
+    for routing_key, event in received:
+        by_request.setdefault(event["request_id"], set()).add((routing_key, event["event_id"]))
+    assert sorted(by_request) == sorted(ids)
+    for request_id, record in records.items():
+        assert by_request[request_id] == {(f"request.{record.status.value}", event_id(record))}, request_id
+    assert RequestStatus.CANCELLED in kinds, kinds  # the race was run, not avoided
