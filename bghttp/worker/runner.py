@@ -35,7 +35,7 @@ from ..models import AttemptRecord, RequestSpec, RequestStatus, StatusRecord
 from ..redaction import request_secrets, scrub
 from ..store_api import Store
 from .execution import AttemptResult, perform_attempt
-from .retry_policy import Outcome, Verdict, decide, interrupted_failure
+from .retry_policy import RETRY_AFTER_STATUSES, Outcome, Verdict, decide, interrupted_failure, parse_retry_after
 
 #: A message may arrive this early (clock skew between hosts) and still run.
 EARLY_TOLERANCE_SECONDS = 0.05
@@ -297,11 +297,12 @@ class RequestRunner:
             return None if record.is_terminal else record
         closed = [_interrupted(attempt, now) for attempt in unfinished[:-1]]
         last = unfinished[-1]
-        answer = self._answer_saved_during(spec.request_id, last)
+        saved = self._answer_saved_during(spec.request_id, last)
+        answer, retry_after = saved if saved is not None else (None, None)
         if answer is not None:
             outcome = Outcome.SUCCESS if answer < 400 else Outcome.HTTP_ERROR
             error = None if answer < 400 else f"HTTP {answer}"
-            result = AttemptResult(outcome, answer, error)
+            result = AttemptResult(outcome, answer, error, retry_after=retry_after)
         else:
             result = AttemptResult(Outcome.INTERRUPTED, None, _interrupted(last, now).error)
         attempt = dataclasses.replace(
@@ -311,6 +312,7 @@ class RequestRunner:
             status_code=result.status_code,
             error=result.error,
             counted=answer is not None or last.sent_at is not None,
+            retry_after=result.retry_after,
         )
         record = self.lifecycle.close_interrupted(spec.request_id, [*closed, attempt])
         if record.is_terminal:
@@ -322,8 +324,8 @@ class RequestRunner:
         self._settle(spec, record, attempt, result, log)
         return None
 
-    def _answer_saved_during(self, request_id: str, attempt: AttemptRecord) -> int | None:
-        """The status code of a response the attempt saved before its worker died, if it did."""
+    def _answer_saved_during(self, request_id: str, attempt: AttemptRecord) -> tuple[int, float | None] | None:
+        """``(status code, Retry-After seconds)`` of a response the attempt saved before its worker died, if it did."""
         try:
             metadata = self.store.read_response_metadata(request_id)
         except StoreError:
@@ -331,7 +333,15 @@ class RequestRunner:
         if not metadata or float(metadata.get("saved_at") or 0) < attempt.started_at:
             return None
         status_code = metadata.get("status_code")
-        return status_code if isinstance(status_code, int) else None
+        if not isinstance(status_code, int):
+            return None
+        retry_after = None
+        if status_code in RETRY_AFTER_STATUSES:
+            # The server's wait still holds (counted from now: never earlier than it asked).
+            headers = metadata.get("headers") or []
+            values = [str(pair[1]) for pair in headers if len(pair) == 2 and str(pair[0]).lower() == "retry-after"]
+            retry_after = parse_retry_after(values[0] if values else None, time.time())
+        return status_code, retry_after
 
     def _finish(self, request_id: str, attempt: AttemptRecord, status: RequestStatus) -> StatusRecord:
         return self.lifecycle.record_attempt(request_id, attempt, lambda r: lifecycle.finish(r, attempt, status))

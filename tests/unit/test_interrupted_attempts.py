@@ -135,3 +135,23 @@ def test_a_real_attempt_is_marked_sent(tmp_path: Path, httpserver: HTTPServer) -
     assert record is not None and record.status is RequestStatus.COMPLETED
     sent_at = record.attempts[0].sent_at
     assert sent_at is not None and record.attempts[0].started_at <= sent_at <= (record.attempts[0].finished_at or 0)
+
+
+def test_a_503_saved_before_the_worker_died_keeps_its_retry_after(tmp_path: Path) -> None:
+    transport, calls = counting_transport()
+    runner, published = make_runner(tmp_path, transport)
+    submit(runner, retries=1)
+    crash(runner, "r1", sent=True)
+    # The worker saved the server's answer, then died before recording the attempt.
+    headers = [["Retry-After", "120"], ["Content-Length", "0"]]
+    with runner.store.open_response_part("r1"):
+        pass
+    runner.store.commit_response("r1", {"status_code": 503, "headers": headers, "size": 0, "saved_at": time.time()})
+
+    runner.run("r1", 1)
+
+    record = runner.store.read_status("r1")
+    assert record is not None and record.phase is Phase.WAITING_RETRY and calls == []
+    assert record.attempts[0].retry_after == 120.0
+    [(_, _, delay)] = published
+    assert delay == 120.0  # what the server asked, not the 2 s of the schedule
