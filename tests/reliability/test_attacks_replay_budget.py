@@ -8,11 +8,14 @@ must not spend the replay's retries, let alone fail the replay unsent.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Callable
 
 import pytest
 
 from bghttp import BackgroundHttpClient, RequestStatus, Settings
+from bghttp.models import Phase
 from tests.reliability.server import CountingServer
 from tests.support import WorkerProcess, wait_until
 
@@ -45,3 +48,30 @@ def test_a_replay_is_not_charged_for_the_killed_attempt_of_the_run_it_replaces(
     assert record.last_status_code == 200 and record.retries_used == 0
     assert [attempt.outcome for attempt in record.attempts] == ["interrupted", "success"]
     assert counting_server.hits["replay-budget"] == 2
+
+
+def test_the_old_delayed_retry_of_a_replayed_request_runs_no_extra_attempt(
+    rabbitmq_settings: Settings, start_worker: StartWorker, counting_server: CountingServer
+) -> None:
+    settings = dataclasses.replace(rabbitmq_settings, backoff_scale=1.5)  # the first retry 3 s later
+    start_worker(settings)
+    with BackgroundHttpClient(settings) as client:
+        info = client.get(counting_server.url("/flaky?id=old-delayed&fail=1"), retries=1)
+
+        def waiting_retry() -> bool:
+            record = client.get_request_status(info.request_id)
+            return record is not None and record.phase is Phase.WAITING_RETRY
+
+        assert wait_until(waiting_retry, timeout=20)
+        waiting = client.get_request_status(info.request_id)
+        assert waiting is not None and waiting.next_attempt_at is not None
+        client.cancel(info.request_id)  # its retry message stays in the broker's delay queue
+        client.retry(info.request_id)
+        done = client.wait(info.request_id, timeout=30)
+        # Past the old retry's due time: that message arrives, stale, and must run nothing.
+        time.sleep(max(0.0, waiting.next_attempt_at - time.time()) + 2.0)
+        after = client.get_request_status(info.request_id)
+
+    assert done.status is RequestStatus.COMPLETED and after == done
+    assert [attempt.status_code for attempt in done.attempts] == [503, 200]
+    assert counting_server.hits["old-delayed"] == 2
