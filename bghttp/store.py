@@ -77,6 +77,11 @@ ID_LOCK_STRIPES = 64
 CLAIM_POLL_SECONDS = 0.01
 
 
+def is_valid_request_id(request_id: object) -> bool:
+    """True if ``request_id`` may name a request (what :func:`validate_request_id` accepts)."""
+    return isinstance(request_id, str) and bool(_REQUEST_ID.fullmatch(request_id)) and request_id not in {".", ".."}
+
+
 def validate_request_id(request_id: object) -> str:
     """Return ``request_id`` if it is a safe file name, else raise InvalidRequestId."""
     if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):

@@ -36,7 +36,7 @@ from ..config import Settings
 from ..errors import InvalidRequest
 from ..events import REJECTED, EventPublisher, rejected_event
 from ..logs import get_logger
-from ..store import FileStore
+from ..store import FileStore, is_valid_request_id
 from ..submission import Submission
 from ..validation import PreparedRequest, check_metadata, prepare_request
 
@@ -69,6 +69,11 @@ def parse_submit(spec: object, message_id: str, default_timeout: float) -> Prepa
     if content_type is not None:
         headers = _with_content_type(headers, content_type)
     request_id = spec.get("request_id")
+    if request_id is None and not is_valid_request_id(message_id):
+        raise InvalidRequest(
+            f"the message has no request_id, and its message_id {message_id[:140]!r} cannot be one"
+            " (1-128 characters of A-Z a-z 0-9 . _ -): give a request_id"
+        )
     return prepare_request(
         spec["method"],
         spec["url"],

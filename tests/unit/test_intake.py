@@ -37,6 +37,13 @@ def test_without_a_request_id_the_message_id_is_the_id() -> None:
     assert parse({"method": "GET", "url": URL}, "3b1f-message").spec.request_id == "3b1f-message"
 
 
+def test_a_message_id_that_cannot_be_a_request_id_is_refused_saying_so() -> None:
+    # Producers in other languages often write "urn:uuid:...": the reason must not blame a request_id never given.
+    with pytest.raises(InvalidRequest) as refused:
+        parse({"method": "GET", "url": URL}, "urn:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427")
+    assert "no request_id" in str(refused.value) and "give a request_id" in str(refused.value)
+
+
 @pytest.mark.parametrize(
     ("body", "data", "content_type"),
     [
