@@ -68,11 +68,14 @@ def parse_message_args(args: Sequence[Any]) -> tuple[str, int] | None:
     """``(request_id, token)`` of a request message's arguments; None if they are not one.
 
     Messages published before tokens existed carry the ID only: their token is the first.
+    Anything else (an event sent here by a misdirected ``on_complete``, junk) is None.
     """
-    if not args:
+    if not args or len(args) > 2:
         return None
-    token = args[1] if len(args) > 1 else FIRST_TOKEN
-    return (str(args[0]), int(token))
+    request_id, token = args[0], args[1] if len(args) > 1 else FIRST_TOKEN
+    if not isinstance(request_id, str) or isinstance(token, bool) or not isinstance(token, int):
+        return None
+    return (request_id, token)
 
 
 def next_token(record: StatusRecord) -> int:

@@ -7,7 +7,9 @@ starts a worker; the embedded local mode and the tests call the same functions.
 from __future__ import annotations
 
 import functools
+import reprlib
 import threading
+from typing import Any
 
 import dramatiq
 import httpx
@@ -17,9 +19,10 @@ from ..broker import ACTOR_NAME, check_queue, create_broker, publish_request
 from ..config import Settings
 from ..errors import BrokerUnavailable, StoreError
 from ..events import EventPublisher
-from ..logs import configure_logging
+from ..lifecycle import parse_message_args
+from ..logs import configure_logging, get_logger
 from ..shared_fs import check as check_shared_store
-from ..store import FileStore
+from ..store import FileStore, is_valid_request_id
 from ..store_api import Store
 from .connectivity import ConnectivityMonitor, MonitorHolder
 from .egress import egress_transport
@@ -114,8 +117,17 @@ class RunnerHolder:
 
 
 def declare_actor(broker: dramatiq.Broker, settings: Settings, holder: RunnerHolder) -> dramatiq.Actor[..., None]:
-    def execute_request(request_id: str, token: int = 1) -> None:
-        holder.get().run(request_id, token)
+    def execute_request(*args: Any, **kwargs: Any) -> None:
+        run = None if kwargs else parse_message_args(args)
+        if run is None or not is_valid_request_id(run[0]):
+            # Not a run of a request (an event a misdirected on_complete sent here, junk):
+            # retrying cannot make it one.
+            message = CurrentMessage.get_current_message()
+            get_logger(message_id=None if message is None else message.message_id).error(
+                "not_a_request_message", args=reprlib.repr(args), kwargs=reprlib.repr(kwargs)
+            )
+            return
+        holder.get().run(*run)
 
     return dramatiq.Actor(
         execute_request,
