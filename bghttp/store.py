@@ -57,6 +57,7 @@ from .durability import Batch, Durability, fsync_path
 from .errors import InvalidRequestId, RequestRunning, StoreError, UnknownRequest
 from .lifecycle import is_untouched, new_record
 from .models import RequestSpec, StatusRecord
+from .quoting import quoted
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
@@ -86,7 +87,7 @@ def validate_request_id(request_id: object) -> str:
     """Return ``request_id`` if it is a safe file name, else raise InvalidRequestId."""
     if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
         raise InvalidRequestId(
-            f"request_id must be 1-128 characters of A-Z a-z 0-9 . _ -, got {request_id!r}"
+            f"request_id must be 1-128 characters of A-Z a-z 0-9 . _ -, got {quoted(request_id)}"
         )
     if request_id in {".", ".."}:
         raise InvalidRequestId(f"request_id must not be {request_id!r}")

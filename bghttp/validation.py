@@ -10,7 +10,6 @@ import json
 import math
 import mimetypes
 import re
-import reprlib
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -20,6 +19,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import InvalidRequest
 from .models import FilePart, MultipartFile, RequestSpec
+from .quoting import quoted
 from .sendable import check_header, check_request, check_url, shown_url
 from .store import validate_request_id
 
@@ -227,26 +227,13 @@ def _on_complete(on_complete: object) -> dict[str, str] | None:
     for key in ("queue", "actor"):
         value = on_complete[key]
         if not isinstance(value, str) or not _DRAMATIQ_NAME.fullmatch(value):
-            raise InvalidRequest(f"on_complete {key} must be a Dramatiq {key} name, not {_shown(value)}")
+            raise InvalidRequest(f"on_complete {key} must be a Dramatiq {key} name, not {quoted(value)}")
     return {"queue": on_complete["queue"], "actor": on_complete["actor"]}
-
-
-_SHORT_REPR = reprlib.Repr()
-_SHORT_REPR.maxstring = _SHORT_REPR.maxother = 80
-_SHORT_REPR.maxlevel = 3
-
-
-def _shown(value: object) -> str:
-    """``value`` for an error message: short, one line, and safe for any input (deep nesting, huge ints)."""
-    try:
-        return _SHORT_REPR.repr(value)
-    except ValueError:  # an int past sys.get_int_max_str_digits()
-        return f"a {type(value).__name__} too large to show"
 
 
 def _method(method: object) -> str:
     if not isinstance(method, str) or method.upper() not in METHODS:
-        raise InvalidRequest(f"unknown method {_shown(method)}; use one of {', '.join(sorted(METHODS))}")
+        raise InvalidRequest(f"unknown method {quoted(method)}; use one of {', '.join(sorted(METHODS))}")
     return method.upper()
 
 
@@ -262,7 +249,7 @@ def _url(url: object, query: QueryArg) -> str:
         raise InvalidRequest(f"malformed URL {shown_url(url)}: {error}") from None
     if parts.scheme.lower() not in {"http", "https"}:
         raise InvalidRequest(
-            f"URL scheme must be http or https, got {parts.scheme or 'none'!r} in {shown_url(url)}"
+            f"URL scheme must be http or https, got {quoted(parts.scheme or 'none')} in {shown_url(url)}"
         )
     if not parts.hostname:
         raise InvalidRequest(f"malformed URL {shown_url(url)}: no host")
@@ -281,7 +268,7 @@ def _query_pairs(query: QueryArg) -> list[tuple[str, str]]:
     pairs: list[tuple[str, str]] = []
     for key, value in query.items():
         if not isinstance(key, str) or not key or not _is_text(key):
-            raise InvalidRequest(f"query parameter names must be non-empty text, got {_shown(key)}")
+            raise InvalidRequest(f"query parameter names must be non-empty text, got {quoted(key)}")
         values = value if isinstance(value, (list, tuple)) else [value]
         for item in values:
             pairs.append((key, _scalar(item, f"query parameter {key!r}")))
@@ -301,7 +288,7 @@ def _scalar(value: object, what: str) -> str:
     elif isinstance(value, float) and math.isfinite(value):
         text = repr(value)
     else:
-        raise InvalidRequest(f"{what} must be a string or number, not {_shown(value)}")
+        raise InvalidRequest(f"{what} must be a string or number, not {quoted(value)}")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -317,7 +304,7 @@ def _headers(headers: HeadersArg) -> list[tuple[str, str]]:
     try:
         for name, value in items:
             if not isinstance(name, str) or not _TOKEN.fullmatch(name):
-                raise InvalidRequest(f"invalid header name {_shown(name)}")
+                raise InvalidRequest(f"invalid header name {quoted(name)}")
             if not isinstance(value, str):
                 raise InvalidRequest(f"header {name!r} must have a string value, not {type(value).__name__}")
             if _FORBIDDEN_IN_VALUE.search(value):
@@ -339,18 +326,18 @@ def _timeout(timeout: object, default: float) -> float:
     if timeout is None:
         return default
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise InvalidRequest(f"timeout must be a number of seconds, not {_shown(timeout)}")
+        raise InvalidRequest(f"timeout must be a number of seconds, not {quoted(timeout)}")
     # Compared, not math.isfinite(): that raises OverflowError for an int like 10**400.
     if timeout != timeout or timeout <= 0:  # NaN is not equal to itself
-        raise InvalidRequest(f"timeout must be > 0 seconds, got {_shown(timeout)}")
+        raise InvalidRequest(f"timeout must be > 0 seconds, got {quoted(timeout)}")
     if timeout > MAX_TIMEOUT_SECONDS:
-        raise InvalidRequest(f"timeout must be at most {MAX_TIMEOUT_SECONDS:g} seconds, got {_shown(timeout)}")
+        raise InvalidRequest(f"timeout must be at most {MAX_TIMEOUT_SECONDS:g} seconds, got {quoted(timeout)}")
     return float(timeout)
 
 
 def _retries(retries: object) -> int:
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
-        raise InvalidRequest(f"retries must be a whole number from 0 to {MAX_RETRIES}, got {_shown(retries)}")
+        raise InvalidRequest(f"retries must be a whole number from 0 to {MAX_RETRIES}, got {quoted(retries)}")
     return retries
 
 

@@ -36,6 +36,7 @@ from ..config import Settings
 from ..errors import InvalidRequest
 from ..events import REJECTED, EventPublisher, rejected_event
 from ..logs import get_logger
+from ..quoting import quoted
 from ..store import FileStore, is_valid_request_id
 from ..submission import Submission
 from ..validation import PreparedRequest, check_metadata, prepare_request
@@ -60,7 +61,8 @@ def parse_submit(spec: object, message_id: str, default_timeout: float) -> Prepa
         raise InvalidRequest(f"the message's one argument must be a JSON object, not {_json_type(spec)}")
     unknown = sorted(str(key) for key in spec if key not in SPEC_KEYS)
     if unknown:
-        raise InvalidRequest(f"unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(SPEC_KEYS))}")
+        shown = ", ".join(quoted(name)[1:-1] for name in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+        raise InvalidRequest(f"unknown field(s) {shown}; known: {', '.join(sorted(SPEC_KEYS))}")
     for required in ("method", "url"):
         if required not in spec:
             raise InvalidRequest(f"the field {required!r} is required")

@@ -98,3 +98,19 @@ def test_invalid_request_objects_are_refused_with_the_reason(spec: object, reaso
     with pytest.raises(InvalidRequest, match=None) as refused:
         parse(spec)
     assert reason in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"method": "GET", "url": URL, "request_id": "x" * 100_000},
+        {"method": "GET", "url": URL, "request_id": ["x" * 100_000]},
+        {"method": "GET", "url": URL, **{f"field{n}-" + "z" * 10_000: 1 for n in range(20)}},
+        {"method": "GET", "url": "ftp" + "x" * 100_000 + "://service.test/"},
+    ],
+)
+def test_a_huge_value_gives_a_short_reason(spec: dict[str, Any]) -> None:
+    # The reason goes into the worker's log and the request.rejected event: it must stay a line.
+    with pytest.raises(InvalidRequest) as refused:
+        parse(spec)
+    assert len(str(refused.value)) < 500
