@@ -104,3 +104,24 @@ def test_cancel_racing_completion_gives_one_outcome_with_one_event_id(
     for request_id, record in records.items():
         assert by_request[request_id] == {(f"request.{record.status.value}", event_id(record))}, request_id
     assert RequestStatus.CANCELLED in kinds, kinds  # the race was run, not avoided
+
+
+def test_a_final_event_the_broker_refused_is_published_when_the_message_is_retried(
+    settings: Settings, start_worker: StartWorker, counting_server: CountingServer
+) -> None:
+    worker = start_worker(settings)
+    with BackgroundHttpClient(settings) as client:
+        with events_exchange_of_the_wrong_type(settings.events_exchange):
+            info = client.get(counting_server.url("/ok?id=event-refused"))
+            record = client.wait(info.request_id, timeout=30)  # final and durable; its event refused
+            assert wait_until(lambda: "event" in worker.log_path.read_text() and "406" in worker.log_path.read_text())
+        events = EventQueue(settings.events_exchange)  # the exchange as it should be, bound
+        try:
+            [(routing_key, event)] = events.wait_for(1, timeout=30)  # Dramatiq's retry of the message
+            time.sleep(2)
+            assert len(events.drain()) == 1
+        finally:
+            events.close()
+
+    assert routing_key == "request.completed" and event["event_id"] == event_id(record)
+    assert counting_server.hits["event-refused"] == 1
