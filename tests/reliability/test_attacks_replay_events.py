@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import pika
 import pytest
 
-from bghttp import BackgroundHttpClient, RequestStatus, Settings
+from bghttp import BackgroundHttpClient, BghttpError, RequestStatus, Settings
 from bghttp.events import event_id
 from tests.messaging import EventQueue, remove_message_queues, with_own_exchange
 from tests.reliability.server import CountingServer
@@ -125,3 +125,36 @@ def test_a_final_event_the_broker_refused_is_published_when_the_message_is_retri
 
     assert routing_key == "request.completed" and event["event_id"] == event_id(record)
     assert counting_server.hits["event-refused"] == 1
+
+
+def test_replays_racing_cancels_give_one_event_per_outcome_and_no_extra_send(
+    settings: Settings, start_worker: StartWorker, counting_server: CountingServer
+) -> None:
+    start_worker(settings, threads=4)
+    events = EventQueue(settings.events_exchange)
+    replays = 0
+    try:
+        with BackgroundHttpClient(settings) as client:
+            info = client.get(counting_server.url("/wait?id=replay-cancel&delay=0.5"), retries=0)
+            client.cancel(info.request_id)
+            for round_ in range(12):
+                try:
+                    client.retry(info.request_id)
+                    replays += 1
+                except BghttpError:
+                    pass  # RetryRefused or RequestRunning (an attempt still stopping): the race, as a user meets it
+                time.sleep((round_ % 4) * 0.1)  # cancel while queued, and at points of the 0.5 s attempt
+                client.cancel(info.request_id)
+            final = client.wait(info.request_id, timeout=30)
+            outcomes = 1 + replays
+            events.wait_for(outcomes, timeout=30)
+            time.sleep(2)
+            received = events.drain()
+    finally:
+        events.close()
+
+    distinct = {(routing_key, event["event_id"]) for routing_key, event in received}
+    assert len({event_id for _, event_id in distinct}) == len(distinct)  # no ID under two routing keys
+    assert len(distinct) == outcomes, (replays, sorted(distinct))
+    assert final.replays == replays and counting_server.hits["replay-cancel"] <= replays
+    assert replays >= 6, replays  # most replays were accepted: the race was run
