@@ -160,3 +160,27 @@ def test_replays_racing_cancels_give_one_event_per_outcome_and_no_extra_send(
     assert len(distinct) == outcomes, (replays, sorted(distinct))
     assert final.replays == replays and counting_server.hits["replay-cancel"] <= replays
     assert replays >= 6, replays  # most replays were accepted: the race was run
+
+
+def test_a_worker_killed_before_its_final_event_got_out_leaves_it_to_the_next_worker(
+    settings: Settings, start_worker: StartWorker, counting_server: CountingServer
+) -> None:
+    worker = start_worker(settings)
+    with BackgroundHttpClient(settings) as client:
+        with events_exchange_of_the_wrong_type(settings.events_exchange):
+            info = client.get(counting_server.url("/ok?id=killed-before-event"))
+            record = client.wait(info.request_id, timeout=30)  # final and durable; its event refused
+            assert wait_until(lambda: worker.log_path.read_text().count("Channel.Close (406)") >= 2)
+            worker.kill()  # kill -9 while the event is still owed
+            worker.process.wait(timeout=10)
+        events = EventQueue(settings.events_exchange)
+        try:
+            start_worker(settings)
+            [(routing_key, event)] = events.wait_for(1, timeout=90)
+            time.sleep(2)
+            assert len(events.drain()) == 1
+        finally:
+            events.close()
+
+    assert routing_key == "request.completed" and event["event_id"] == event_id(record)
+    assert counting_server.hits["killed-before-event"] == 1
