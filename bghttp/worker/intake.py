@@ -33,11 +33,12 @@ from dramatiq.middleware import CurrentMessage, Middleware
 
 from ..broker import publish_request
 from ..config import Settings
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, StoreError
 from ..events import REJECTED, EventPublisher, rejected_event
 from ..logs import get_logger
 from ..quoting import quoted
 from ..store import FileStore, is_valid_request_id
+from ..store_api import Store
 from ..submission import Submission
 from ..validation import PreparedRequest, check_metadata, prepare_request
 
@@ -176,7 +177,17 @@ class Intake:
         except InvalidRequest as error:
             self._reject(args, message_id, str(error), log)
             return
-        info = self.submission().submit(prepared)
+        submission = self.submission()
+        info = submission.submit(prepared)
+        if not _is_this_request(submission.store, prepared):
+            # The ID was taken by another request: ours was not stored, and a silent
+            # "one request" would leave its producer believing it ran.
+            reason = (
+                f"request_id {prepared.spec.request_id!r} exists with a different request"
+                " (method, URL, headers, body or options differ); it was not submitted: use a new request_id"
+            )
+            self._reject(args, message_id, reason, log)
+            return
         host = urllib.parse.urlsplit(prepared.spec.url).hostname
         log.info(
             "request_submitted_by_message",
@@ -199,6 +210,29 @@ class Intake:
         if self.events is not None:
             event = rejected_event(message_id, request_id, reason, metadata, time.time())
             self.events.publish(REJECTED, event)  # BrokerUnavailable: retried, same event_id
+
+
+def _is_this_request(store: Store, prepared: PreparedRequest) -> bool:
+    """False if the request stored under ``prepared``'s ID is a different one (a redelivery is the same).
+
+    What the producer chose is compared, not what the submit adds (creation time,
+    generation, trace context). When the stored request cannot be read, it is
+    taken as the same: the submit's own "one request per ID" stands.
+    """
+    mine = prepared.spec
+    try:
+        stored = store.load_request(mine.request_id)
+        if stored is None:
+            return True  # removed meanwhile: nothing to tell apart
+        same = (
+            (stored.method, stored.url, [tuple(pair) for pair in stored.headers], stored.timeout)
+            == (mine.method, mine.url, [tuple(pair) for pair in mine.headers], mine.timeout)
+            and (stored.max_retries, stored.metadata, stored.on_complete, stored.has_body)
+            == (mine.max_retries, mine.metadata, mine.on_complete, mine.has_body)
+        )
+        return same and (not mine.has_body or store.read_request_body(mine.request_id) == prepared.body)
+    except (StoreError, ValueError):
+        return True
 
 
 class SubmitEnvelopeCheck(Middleware):

@@ -16,6 +16,7 @@ import pytest
 
 from bghttp import BackgroundHttpClient, Settings
 from tests.messaging import EventQueue, remove_message_queues, submit_message, with_own_exchange
+from tests.reliability.server import CountingServer
 from tests.support import WorkerProcess, queue_counts
 
 pytestmark = [pytest.mark.rabbitmq]
@@ -104,3 +105,29 @@ def test_hostile_submit_messages_each_give_one_rejected_event_and_no_traceback(
     assert queue_counts(submit_queue)[0] == 0 and queue_counts(f"{submit_queue}.XQ")[0] == 0
     with BackgroundHttpClient(settings) as client:
         assert client.list() == []
+
+
+def test_a_different_request_under_an_existing_request_id_is_rejected_not_silently_dropped(
+    settings: Settings, start_worker: StartWorker, counting_server: CountingServer
+) -> None:
+    submit_queue = f"{settings.queue_name}.submit"
+    charge = {"method": "POST", "url": counting_server.url("/ok?id=charge"), "json": {"n": 5}, "request_id": "order-7"}
+    refund = {**charge, "url": counting_server.url("/ok?id=refund")}
+    events = EventQueue(settings.events_exchange)
+    try:
+        start_worker(settings)
+        events.publish(submit_queue, submit_message(submit_queue, charge, "charge-msg"))
+        [(first_key, _)] = events.wait_for(1)
+        events.publish(submit_queue, submit_message(submit_queue, charge, "charge-again"))  # same request: one
+        events.publish(submit_queue, submit_message(submit_queue, refund, "refund-msg"))  # another: refused
+        received = events.wait_for(2)
+        time.sleep(2)
+        received = events.drain()
+    finally:
+        events.close()
+
+    assert first_key == "request.completed"
+    [(routing_key, rejected)] = received[1:]
+    assert routing_key == "request.rejected" and rejected["message_id"] == "refund-msg"
+    assert rejected["request_id"] == "order-7" and "exists with a different request" in rejected["last_error"]
+    assert counting_server.hits["charge"] == 1 and counting_server.hits["refund"] == 0
