@@ -24,6 +24,7 @@ from .connectivity import ConnectivityMonitor, MonitorHolder
 from .egress import egress_transport
 from .execution import build_http_client
 from .gate import ConnectivityGate
+from .in_flight import InFlightLimits, WorkerSlots
 from .metrics import metrics_middleware, observe_attempt
 from .runner import RequestRunner
 
@@ -67,11 +68,13 @@ class RunnerHolder:
         broker: dramatiq.Broker,
         store: Store | None = None,
         connectivity: MonitorHolder | None = None,
+        in_flight: InFlightLimits | None = None,
     ) -> None:
         self.settings = settings
         self.broker = broker
         self.store = store
         self.connectivity = connectivity
+        self.in_flight = in_flight
         self._runner: RequestRunner | None = None
         self._lock = threading.Lock()
 
@@ -90,6 +93,7 @@ class RunnerHolder:
                     publish,
                     connectivity=self._connectivity(),
                     on_attempt=observe_attempt,
+                    in_flight=self.in_flight,
                 )
             return self._runner
 
@@ -102,11 +106,13 @@ class RunnerHolder:
         return None if holder is None else holder.get()
 
     def _http_client(self) -> httpx.Client:
+        pool_size = self.settings.max_in_flight  # one connection per attempt in flight, kept for reuse
         if not self.settings.block_private_addresses:
-            return build_http_client()
+            return build_http_client(pool_size=pool_size)
         # Every connection (and every redirect hop) goes through the policy; env
         # proxies are ignored, since behind one the final address is unknown.
-        return build_http_client(transport=egress_transport(self.settings.egress_allow_networks), trust_env=False)
+        transport = egress_transport(self.settings.egress_allow_networks, pool_size=pool_size)
+        return build_http_client(transport=transport, trust_env=False)
 
 
 def declare_actor(broker: dramatiq.Broker, settings: Settings, holder: RunnerHolder) -> dramatiq.Actor[..., None]:
@@ -132,9 +138,11 @@ def setup_worker_broker(settings: Settings | None = None) -> tuple[dramatiq.Brok
     check_shared_store(settings.store_dir)  # a shared store with unsafe caches stops the worker here, in one line
     # One monitor per worker process, shared by the gate and the runner.
     connectivity = MonitorHolder(settings)
-    broker = create_broker(settings, worker_middleware(settings, connectivity))
+    # BGHTTP_MAX_IN_FLIGHT sizes each process (a local worker keeps its BGHTTP_LOCAL_THREADS).
+    slots = WorkerSlots(settings)
+    broker = create_broker(settings, [*worker_middleware(settings, connectivity), slots])
     dramatiq.set_broker(broker)
-    holder = RunnerHolder(settings, broker, connectivity=connectivity)
+    holder = RunnerHolder(settings, broker, connectivity=connectivity, in_flight=slots.limits)
     declare_actor(broker, settings, holder)
     # A queue of the other type (classic vs quorum) stops the worker here, in one line.
     check_queue(broker, settings.queue_name)

@@ -34,7 +34,9 @@ from ..logs import get_logger
 from ..models import AttemptRecord, RequestSpec, RequestStatus, StatusRecord
 from ..redaction import request_secrets, scrub
 from ..store_api import Store
+from .cancel_watch import CancelWatch
 from .execution import AttemptResult, perform_attempt
+from .in_flight import InFlightLimits
 from .retry_policy import Outcome, Verdict, decide, interrupted_failure
 
 #: A message may arrive this early (clock skew between hosts) and still run.
@@ -61,6 +63,7 @@ class RequestRunner:
         publish: Publish,
         connectivity: Connectivity | None = None,
         on_attempt: Callable[[RequestSpec, StatusRecord, AttemptResult], None] | None = None,
+        in_flight: InFlightLimits | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -69,13 +72,17 @@ class RequestRunner:
         self.connectivity = connectivity
         self.on_attempt = on_attempt
         self.lifecycle = RequestLifecycle(store)
+        self.in_flight = in_flight or InFlightLimits(settings.max_in_flight, settings.max_in_flight_per_host)
 
     # ------------------------------------------------------------------ entry
     def run(self, request_id: str, token: int) -> None:
         # Every file this run writes becomes durable in one shared filesystem sync
         # before we return (and the message is acked), instead of 5 fsyncs of its own.
-        with self.store.batch():
-            self._run(request_id, token)
+        try:
+            with self.store.batch():
+                self._run(request_id, token)
+        finally:
+            self.in_flight.release()  # the attempt's place, if an error ended the run before it was given back
 
     def _run(self, request_id: str, token: int) -> None:
         log = get_logger(request_id=request_id, token=token)
@@ -182,6 +189,9 @@ class RequestRunner:
             self.lifecycle.fail(spec.request_id, error)
             return
 
+        if not self.in_flight.acquire(spec.url):
+            self._defer_for_busy_host(spec, token, log)
+            return
         number = record.attempt_count + 1
         started = AttemptRecord(number=number, started_at=now, due_at=record.next_attempt_at)
         record = self.lifecycle.mark_running(spec.request_id, token, started)
@@ -200,9 +210,10 @@ class RequestRunner:
             self.store,
             spec,
             max_response_bytes=self.settings.max_response_bytes,
-            is_cancelled=lambda: self._is_cancelled(spec.request_id),
+            is_cancelled=CancelWatch(self.store, spec.request_id),
             on_sending=mark_sent,
         )
+        self.in_flight.release()  # the host's place is free while the outcome is recorded
         if result.error:
             # The one place an attempt's error text enters logs and records: an
             # httpx/h11/OS message may quote a secret header or the URL's password.
@@ -333,12 +344,16 @@ class RequestRunner:
         self.publish(spec.request_id, token, self.settings.connectivity_interval)
         return self.lifecycle.wait_for_network(spec.request_id, token)
 
-    def _is_cancelled(self, request_id: str) -> bool:
-        try:
-            record = self.store.read_status(request_id)
-        except StoreError:  # cannot tell now: go on, the next check (0.2 s later) may
-            return False
-        return record is not None and record.status is RequestStatus.CANCELLED
+    def _defer_for_busy_host(self, spec: RequestSpec, token: int, log: Any) -> None:
+        """Hand the message back for a little while: its host has all its places taken here.
+
+        The copy carries the same token, so nothing is recorded and no retry is
+        spent; it is published before this message is acked, and if both ever
+        arrive the claim lets only one of them run the attempt.
+        """
+        delay = self.in_flight.defer_delay(spec.url)
+        self.publish(spec.request_id, token, delay)
+        log.info("message_deferred", reason="host busy", retry_in_s=round(delay, 3))
 
 
 def _interrupted(attempt: AttemptRecord, now: float) -> AttemptRecord:
