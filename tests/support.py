@@ -84,7 +84,7 @@ class WorkerProcess:
             ],
             cwd=PROJECT_ROOT,
             # Each process runs BGHTTP_MAX_IN_FLIGHT attempts at once, whatever --threads says.
-            env=worker_env({"BGHTTP_MAX_IN_FLIGHT": str(threads), **env}),
+            env=worker_env({**env, "BGHTTP_MAX_IN_FLIGHT": str(threads)}),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
