@@ -34,8 +34,6 @@ from ..logs import get_logger
 
 #: Longest a message waits in the process for its host; then it goes back to the broker.
 MAX_WAIT_SECONDS = 10.0
-#: How often a waiting thread wakes to notice a worker shutdown.
-SHUTDOWN_POLL_SECONDS = 0.5
 #: Bounds of the delay of a message handed back for a busy host (seconds).
 MIN_DEFER_SECONDS = 0.2
 MAX_DEFER_SECONDS = 10.0
@@ -102,10 +100,9 @@ class InFlightLimits:
                 return False
             waiter = _Waiter(key)
             self._waiters.append(waiter)
-        deadline = time.monotonic() + wait
-        while not waiter.woken.wait(min(SHUTDOWN_POLL_SECONDS, max(0.0, deadline - time.monotonic()))):
-            if time.monotonic() >= deadline:
-                break
+        # One wait, no polling: a release hands the place over and sets the event,
+        # and so does a shutdown (``stop_waiting``); a wake-up costs CPU, hundreds of them a lot.
+        waiter.woken.wait(wait)
         with self._lock:
             if waiter.granted:  # handed over, maybe just as the wait ran out: it is ours
                 return self._hold(key)
