@@ -190,7 +190,7 @@ class RequestRunner:
             return
 
         if not self.in_flight.acquire(spec.url):
-            self._defer_for_busy_host(spec, token, log)
+            self._defer_for_busy_host(spec, record, log)
             return
         number = record.attempt_count + 1
         started = AttemptRecord(number=number, started_at=now, due_at=record.next_attempt_at)
@@ -344,15 +344,19 @@ class RequestRunner:
         self.publish(spec.request_id, token, self.settings.connectivity_interval)
         return self.lifecycle.wait_for_network(spec.request_id, token)
 
-    def _defer_for_busy_host(self, spec: RequestSpec, token: int, log: Any) -> None:
+    def _defer_for_busy_host(self, spec: RequestSpec, record: StatusRecord, log: Any) -> None:
         """Hand the message back for a little while: its host has all its places taken here.
 
-        The copy carries the same token, so nothing is recorded and no retry is
-        spent; it is published before this message is acked, and if both ever
-        arrive the claim lets only one of them run the attempt.
+        As for a message that came early: a new run under the next token, published
+        before the record names it; no attempt is recorded and no retry spent. (Not
+        the same token: a copy that arrived while this message still held the claim
+        would take itself for a duplicate of a running attempt and drop, and the
+        request would be left with no message.)
         """
         delay = self.in_flight.defer_delay(spec.url)
+        token = lifecycle.next_token(record)
         self.publish(spec.request_id, token, delay)
+        self.lifecycle.defer(spec.request_id, token)
         log.info("message_deferred", reason="host busy", retry_in_s=round(delay, 3))
 
 

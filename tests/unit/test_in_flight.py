@@ -150,7 +150,7 @@ def test_worker_slots_size_the_dramatiq_worker(tmp_path: Path) -> None:
     assert slots.limits.max_per_host == 10
 
 
-def test_a_message_for_a_busy_host_is_handed_back_with_its_token_and_nothing_recorded(tmp_path: Path) -> None:
+def test_a_message_for_a_busy_host_is_handed_back_as_a_new_run_spending_nothing(tmp_path: Path) -> None:
     store = FileStore(tmp_path / "store", fsync=False)
     published: list[tuple[str, int, float | None]] = []
     sent: list[httpx.Request] = []
@@ -172,9 +172,11 @@ def test_a_message_for_a_busy_host_is_handed_back_with_its_token_and_nothing_rec
     runner.run("r1", 1)
 
     assert sent == []
-    assert len(published) == 1 and published[0][:2] == ("r1", 1)
+    assert len(published) == 1 and published[0][:2] == ("r1", 2)  # the next run, as for an early message
     assert published[0][2] is not None and published[0][2] >= in_flight.MIN_DEFER_SECONDS
-    assert store.read_status("r1") == before  # no attempt, no retry spent, no new token
+    after = store.read_status("r1")
+    assert before is not None and after is not None
+    assert after == before.evolve(token=2, updated_at=after.updated_at)  # no attempt, no retry: only the token moved
     assert limits.in_flight() == 1  # the runner took no place
 
     fast = prepare_request("GET", FAST, request_id="r2")  # another host runs meanwhile
