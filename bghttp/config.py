@@ -115,6 +115,12 @@ class Settings:
     #: Seconds a connection to one broker URL may take, TCP and AMQP handshake
     #: together; a listener that never answers fails the submit after this.
     broker_connect_timeout: float = 10.0
+    #: Attempts one worker process runs at once (its Dramatiq threads: they mostly
+    #: wait on sockets, so this is not a CPU setting).
+    max_in_flight: int = 512
+    #: Attempts one worker process runs at once against one (scheme, host, port);
+    #: more wait for a free place without spending a retry.
+    max_in_flight_per_host: int = 256
 
     def __post_init__(self) -> None:
         for field, rule in _RULES.items():
@@ -387,6 +393,8 @@ _RULES: dict[str, _Rule] = {
     "local_orphan_after": _Rule("BGHTTP_LOCAL_ORPHAN_AFTER", *_NON_NEGATIVE),
     "broker_connect_timeout": _Rule("BGHTTP_BROKER_CONNECT_TIMEOUT", *_POSITIVE),
     "propagate_trace": _Rule("BGHTTP_PROPAGATE_TRACE", _parse_bool, _check_bool),
+    "max_in_flight": _Rule("BGHTTP_MAX_IN_FLIGHT", *_whole("a whole number from 1 to 4096", 1, 4096)),
+    "max_in_flight_per_host": _Rule("BGHTTP_MAX_IN_FLIGHT_PER_HOST", *_POSITIVE_INT),
 }
 
 #: Each setting's ``BGHTTP_*`` variable.

@@ -48,7 +48,7 @@ import shutil
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -353,6 +353,22 @@ class FileStore:
     def read_status(self, request_id: str) -> StatusRecord | None:
         data = self._read_record(self._path("status", request_id))
         return None if data is None else StatusRecord.from_json(data)
+
+    def status_stamp(self, request_id: str) -> Hashable | None:
+        """(inode, size, mtime) of the status log: every version is an append, a compaction a new file.
+
+        None on a shared store: another host's append may not show in the
+        client's cached attributes yet, so the caller must read the record.
+        """
+        if self.shared:
+            return None
+        try:
+            info = os.stat(self._path("status", request_id))
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise StoreError(f"cannot read {self._path('status', request_id)}: {error}") from error
+        return info.st_ino, info.st_size, info.st_mtime_ns
 
     def _write_status(self, record: StatusRecord) -> None:
         """The first version of a status record (the file is new, or replaces a leftover)."""

@@ -23,7 +23,7 @@ The guarantees every implementation gives:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -69,6 +69,13 @@ class Store(Protocol):
 
     # ---------------------------------------------------------------- statuses
     def read_status(self, request_id: str) -> StatusRecord | None: ...
+
+    def status_stamp(self, request_id: str) -> Hashable | None:
+        """A cheap value that changes whenever the status record may have changed (None: cannot tell, read it).
+
+        Equal stamps mean the record was not changed in between, so a reader
+        that polls (a running attempt's cancel check) reads it only when it differs.
+        """
 
     def update_status(
         self,

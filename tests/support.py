@@ -85,7 +85,8 @@ class WorkerProcess:
                 *("--processes", str(processes), "--threads", str(threads)),
             ],
             cwd=PROJECT_ROOT,
-            env=worker_env(env),
+            # Each process runs BGHTTP_MAX_IN_FLIGHT attempts at once, whatever --threads says.
+            env=worker_env({**env, "BGHTTP_MAX_IN_FLIGHT": str(threads)}),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

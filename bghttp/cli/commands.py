@@ -145,7 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker = add("worker", "run a worker group (Dramatiq) until SIGTERM; with --local, an in-process worker")
     worker.add_argument("--processes", type=_positive_int, default=2, metavar="N", help="worker processes (2)")
-    worker.add_argument("--threads", type=_positive_int, default=8, metavar="N", help="threads per process (8)")
+    worker.add_argument(
+        "--max-in-flight",
+        "--threads",  # its older name: a worker process's threads are its attempts in flight
+        dest="max_in_flight",
+        type=_positive_int,
+        metavar="N",
+        help="attempts each process runs at once (BGHTTP_MAX_IN_FLIGHT, 512)",
+    )
     worker.add_argument("--metrics-port", type=_port, metavar="PORT", help="serve Prometheus metrics on this port")
     worker.add_argument("--metrics-host", default="0.0.0.0", metavar="HOST", help="metrics address (0.0.0.0)")
     gc = add("gc", "remove finished (completed, failed, cancelled) requests older than an age")
@@ -276,6 +283,8 @@ def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None 
         overrides["broker_url"], options["broker_url"] = "local", "--local"
     if getattr(args, "metrics_port", None) is not None:
         overrides["metrics_port"], options["metrics_port"] = args.metrics_port, "--metrics-port"
+    if getattr(args, "max_in_flight", None) is not None:
+        overrides["max_in_flight"], options["max_in_flight"] = args.max_in_flight, "--max-in-flight"
     try:
         return Settings.from_env(environ, **overrides)
     except ConfigError as error:
@@ -601,7 +610,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         path = prepare_exposition(settings.metrics_port, args.metrics_host, own_dir)
         metrics_dir = None if own_dir else path  # a directory we made is ours to remove
     # bghttp.actors, never a bare "actors": a project's own actors.py in the current directory would win.
-    argv = ["bghttp.actors", "--processes", str(args.processes), "--threads", str(args.threads), "--skip-logging"]
+    # No --threads: BGHTTP_MAX_IN_FLIGHT sizes each process (bghttp.worker.in_flight.WorkerSlots).
+    argv = ["bghttp.actors", "--processes", str(args.processes), "--skip-logging"]
     try:
         # Our logging is set up (JSON or console) before Dramatiq starts, and
         # --skip-logging keeps Dramatiq's plain-text format away from every process.

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -187,7 +188,9 @@ def _is_ip_literal(host: str) -> bool:
     return True
 
 
-def egress_transport(allow_networks: Iterable[str] = (), *, pool_size: int = 16) -> EgressPolicyTransport:
+def egress_transport(
+    allow_networks: Iterable[str] = (), *, pool_size: int = 16, verify: ssl.SSLContext | bool = True
+) -> EgressPolicyTransport:
     """The transport a worker uses when ``BGHTTP_BLOCK_PRIVATE_ADDRESSES`` is on."""
     limits = httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
-    return EgressPolicyTransport(EgressPolicy(allow_networks), limits=limits)
+    return EgressPolicyTransport(EgressPolicy(allow_networks), limits=limits, verify=verify)

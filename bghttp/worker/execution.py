@@ -20,6 +20,7 @@ import dataclasses
 import http.cookiejar
 import math
 import os
+import ssl
 import time
 from collections.abc import Callable, Iterable
 from typing import IO, Any
@@ -103,7 +104,11 @@ class _NoCookieJar(http.cookiejar.CookieJar):
 
 
 def build_http_client(
-    *, pool_size: int = 16, transport: httpx.BaseTransport | None = None, trust_env: bool = True
+    *,
+    pool_size: int = 16,
+    transport: httpx.BaseTransport | None = None,
+    trust_env: bool = True,
+    verify: ssl.SSLContext | bool = True,
 ) -> httpx.Client:
     """The one httpx client a worker process shares between its threads (keeps no cookies).
 
@@ -114,6 +119,7 @@ def build_http_client(
         limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
         transport=transport,
         trust_env=trust_env,
+        verify=verify,
         cookies=_NoCookieJar(),
     )
     return limit_client_io(client)

@@ -34,7 +34,9 @@ from ..logs import get_logger
 from ..models import AttemptRecord, RequestSpec, RequestStatus, StatusRecord
 from ..redaction import request_secrets, scrub
 from ..store_api import Store
+from .cancel_watch import CancelWatch
 from .execution import AttemptResult, perform_attempt
+from .in_flight import InFlightLimits
 from .retry_policy import RETRY_AFTER_STATUSES, Outcome, Verdict, decide, interrupted_failure, parse_retry_after
 
 #: A message may arrive this early (clock skew between hosts) and still run.
@@ -64,6 +66,7 @@ class RequestRunner:
         connectivity: Connectivity | None = None,
         on_attempt: Callable[[RequestSpec, StatusRecord, AttemptResult], None] | None = None,
         after_run: AfterRun | None = None,
+        in_flight: InFlightLimits | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -73,13 +76,17 @@ class RequestRunner:
         self.on_attempt = on_attempt
         self.after_run = after_run
         self.lifecycle = RequestLifecycle(store)
+        self.in_flight = in_flight or InFlightLimits(settings.max_in_flight, settings.max_in_flight_per_host)
 
     # ------------------------------------------------------------------ entry
     def run(self, request_id: str, token: int) -> None:
         # Every file this run writes becomes durable in one shared filesystem sync
         # before we return (and the message is acked), instead of 5 fsyncs of its own.
-        with self.store.batch():
-            self._run(request_id, token)
+        try:
+            with self.store.batch():
+                self._run(request_id, token)
+        finally:
+            self.in_flight.release()  # the attempt's place, if an error ended the run before it was given back
         if self.after_run is not None:
             # After the sync, before the ack: a final status's event (bghttp.events), at least once.
             self.after_run(self.store, request_id, token)
@@ -189,6 +196,9 @@ class RequestRunner:
             self.lifecycle.fail(spec.request_id, error)
             return
 
+        if not self.in_flight.acquire(spec.url):
+            self._defer_for_busy_host(spec, record, log)
+            return
         number = record.attempt_count + 1
         started = AttemptRecord(number=number, started_at=now, due_at=record.next_attempt_at)
         record = self.lifecycle.mark_running(spec.request_id, token, started)
@@ -208,10 +218,11 @@ class RequestRunner:
                 self.store,
                 span.spec,  # with the span's traceparent when it is propagated
                 max_response_bytes=self.settings.max_response_bytes,
-                is_cancelled=lambda: self._is_cancelled(spec.request_id),
+                is_cancelled=CancelWatch(self.store, spec.request_id),
                 on_sending=mark_sent,
             )
             span.record(result)
+        self.in_flight.release()  # the host's place is free while the outcome is recorded
         if result.error:
             # The one place an attempt's error text enters logs and records: an
             # httpx/h11/OS message may quote a secret header or the URL's password.
@@ -361,12 +372,20 @@ class RequestRunner:
         self.publish(spec.request_id, token, self.settings.connectivity_interval)
         return self.lifecycle.wait_for_network(spec.request_id, token)
 
-    def _is_cancelled(self, request_id: str) -> bool:
-        try:
-            record = self.store.read_status(request_id)
-        except StoreError:  # cannot tell now: go on, the next check (0.2 s later) may
-            return False
-        return record is not None and record.status is RequestStatus.CANCELLED
+    def _defer_for_busy_host(self, spec: RequestSpec, record: StatusRecord, log: Any) -> None:
+        """Hand the message back for a little while: its host has all its places taken here.
+
+        As for a message that came early: a new run under the next token, published
+        before the record names it; no attempt is recorded and no retry spent. (Not
+        the same token: a copy that arrived while this message still held the claim
+        would take itself for a duplicate of a running attempt and drop, and the
+        request would be left with no message.)
+        """
+        delay = self.in_flight.defer_delay(spec.url)
+        token = lifecycle.next_token(record)
+        self.publish(spec.request_id, token, delay)
+        self.lifecycle.defer(spec.request_id, token)
+        log.info("message_deferred", reason="host busy", retry_in_s=round(delay, 3))
 
 
 def _interrupted(attempt: AttemptRecord, now: float) -> AttemptRecord:

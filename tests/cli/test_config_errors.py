@@ -51,6 +51,8 @@ BAD_VALUES: dict[str, tuple[str, str]] = {
     "BGHTTP_LOCAL_ORPHAN_AFTER": ("later", "number >= 0"),
     "BGHTTP_BROKER_CONNECT_TIMEOUT": ("0", "number > 0"),
     "BGHTTP_PROPAGATE_TRACE": ("perhaps", "true/false"),
+    "BGHTTP_MAX_IN_FLIGHT": ("5000", "whole number from 1 to 4096"),
+    "BGHTTP_MAX_IN_FLIGHT_PER_HOST": ("many", "whole number > 0"),
 }
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from bghttp import Settings
 from bghttp.cli import main
+from bghttp.errors import ConfigError
 from bghttp.store import FileStore
 from tests.cli.helpers import assert_one_line_error, bghttp_command, run_cli
 from tests.support import RABBITMQ_URL, free_port, unique_queue
@@ -137,3 +138,14 @@ def test_top_level_help_lists_commands_and_exit_codes() -> None:
     for command in COMMANDS:
         assert f"    {command} " in result.stdout
     assert "5  wait timed out" in result.stdout
+
+
+@pytest.mark.parametrize("option", ["--max-in-flight", "--threads"])
+def test_worker_max_in_flight_sets_the_setting_and_a_bad_value_names_the_option(option: str) -> None:
+    from bghttp.cli.commands import build_parser, settings_from_args
+
+    args = build_parser().parse_args(["worker", option, "32"])
+    assert settings_from_args(args, {"BGHTTP_MAX_IN_FLIGHT": "7"}).max_in_flight == 32  # the option wins
+    assert settings_from_args(build_parser().parse_args(["worker"]), {}).max_in_flight == 512
+    with pytest.raises(ConfigError, match="--max-in-flight 5000: must be a whole number from 1 to 4096"):
+        settings_from_args(build_parser().parse_args(["worker", option, "5000"]), {})

@@ -164,3 +164,17 @@ def test_a_stored_file_name_cannot_leave_the_request(store: Store) -> None:
 
 def test_location_names_the_store(store: Store, tmp_path: Path) -> None:
     assert str(tmp_path / "store") in store.location
+
+
+def test_the_status_stamp_changes_with_every_new_version_and_only_then(store: Store) -> None:
+    assert store.status_stamp("r1") is None  # no such request: nothing to compare
+    create(store)
+    first = store.status_stamp("r1")
+    assert store.status_stamp("r1") == first  # reading changes nothing
+    store.read_status("r1")
+    assert store.status_stamp("r1") == first
+    for _ in range(3):  # each new version, however small, gives a new stamp
+        store.update_status("r1", lambda r: r.evolve(token=r.token + 1))
+        stamp = store.status_stamp("r1")
+        assert stamp is None or stamp != first  # None: this store cannot tell, and callers read
+        first = stamp
