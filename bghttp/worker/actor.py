@@ -29,8 +29,8 @@ from .connectivity import ConnectivityMonitor, MonitorHolder
 from .egress import egress_transport
 from .execution import build_http_client
 from .gate import ConnectivityGate
-from .intake import declare_intake_actor, submit_queue_name
 from .in_flight import InFlightLimits, WorkerSlots
+from .intake import declare_intake_actor, submit_queue_name
 from .metrics import metrics_middleware, observe_attempt
 from .runner import RequestRunner
 
