@@ -7,11 +7,14 @@ request itself lives in the store, never in the message.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import re
 import socket
-from typing import Any
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import dramatiq
@@ -28,6 +31,11 @@ from .errors import BrokerUnavailable, ConfigError
 from .lifecycle import message_args
 
 ACTOR_NAME = "execute_request"
+#: Name prefix of a worker broker's publishing threads.
+PUBLISH_THREAD_PREFIX = "bghttp-publish"
+#: Publishing threads (so RabbitMQ connections for publishing) of one worker process.
+WORKER_PUBLISH_THREADS = 4
+T = TypeVar("T")
 
 #: Everything talking to a broker can raise about the broker: Dramatiq's errors,
 #: pika's (``AMQPError``, and the connection workflow's, which are not
@@ -69,9 +77,28 @@ class BghttpRabbitmqBroker(RabbitmqBroker):
     A queue that exists with the other type raises ConfigError (how to migrate).
     """
 
-    def __init__(self, *, queue_type: str = "classic", **options: Any) -> None:
+    def __init__(self, *, queue_type: str = "classic", publish_threads: int = 0, **options: Any) -> None:
         super().__init__(**options)
         self.queue_type = queue_type
+        # Dramatiq opens a RabbitMQ connection for every thread that publishes, and a
+        # worker process has hundreds of threads (one per attempt in flight): that
+        # many connections exhausted RabbitMQ's file descriptors. A worker's broker
+        # publishes on a few threads of its own instead (``publish_threads``).
+        self._publisher = (
+            concurrent.futures.ThreadPoolExecutor(publish_threads, thread_name_prefix=PUBLISH_THREAD_PREFIX)
+            if publish_threads > 0
+            else None
+        )
+
+    def on_publish_thread(self, call: Callable[[], T]) -> T:
+        """``call()`` on one of the broker's publishing threads (here, if it has none or this is one)."""
+        if self._publisher is None or threading.current_thread().name.startswith(PUBLISH_THREAD_PREFIX):
+            return call()
+        return self._publisher.submit(call).result()
+
+    def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
+        # Every publish of the worker passes here: its own runs, Dramatiq's Retries, the intake's.
+        return self.on_publish_thread(lambda: RabbitmqBroker.enqueue(self, message, delay=delay))
 
     def _build_queue_arguments(self, queue_name: str) -> dict[str, Any]:
         arguments: dict[str, Any] = super()._build_queue_arguments(queue_name)  # type: ignore[no-untyped-call]
@@ -117,12 +144,15 @@ def queue_mismatch_error(queue_type: str, reply_text: str) -> ConfigError:
     )
 
 
-def create_broker(settings: Settings, middleware: list[Middleware] | None = None) -> dramatiq.Broker:
+def create_broker(
+    settings: Settings, middleware: list[Middleware] | None = None, *, publish_threads: int = 0
+) -> dramatiq.Broker:
     """A broker for ``settings.broker_url``: RabbitMQ with publisher confirms, or in-memory.
 
     Several ``;``-separated URLs (a cluster) fail over: each new connection, of
     a client or a worker's consumer, tries them in order and takes the first
-    live node, and Dramatiq reconnects after a lost connection.
+    live node, and Dramatiq reconnects after a lost connection. A worker passes
+    ``publish_threads``: its publishes then share that many connections.
     """
     if settings.is_local:
         return StubBroker(middleware=middleware or [])
@@ -130,7 +160,11 @@ def create_broker(settings: Settings, middleware: list[Middleware] | None = None
     # Publisher confirms: a publish that RabbitMQ did not take raises instead of
     # vanishing, so a request is never reported accepted and then lost.
     return BghttpRabbitmqBroker(
-        url=urls, confirm_delivery=True, middleware=middleware or [], queue_type=settings.queue_type
+        url=urls,
+        confirm_delivery=True,
+        middleware=middleware or [],
+        queue_type=settings.queue_type,
+        publish_threads=publish_threads,
     )
 
 

@@ -34,7 +34,7 @@ import pika.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from . import record_log
-from .broker import BROKER_ERRORS, describe_broker_error
+from .broker import BROKER_ERRORS, BghttpRabbitmqBroker, describe_broker_error
 from .config import Settings
 from .errors import BrokerUnavailable, StoreError
 from .lifecycle import is_stale
@@ -205,6 +205,13 @@ class EventPublisher:
             )
 
     def _on_channel(self, send: Any, what: str, *, refused_ok: bool = False) -> None:
+        # On a worker broker's publishing threads: the connection of this thread would be one more per thread.
+        if isinstance(self.broker, BghttpRabbitmqBroker):
+            self.broker.on_publish_thread(lambda: self._send_here(send, what, refused_ok=refused_ok))
+        else:
+            self._send_here(send, what, refused_ok=refused_ok)
+
+    def _send_here(self, send: Any, what: str, *, refused_ok: bool) -> None:
         for attempt in range(1, PUBLISH_ATTEMPTS + 1):
             try:
                 send(self.broker.channel)

@@ -16,7 +16,7 @@ import dramatiq
 import httpx
 from dramatiq.middleware import CurrentMessage, Middleware, Retries, ShutdownNotifications
 
-from ..broker import ACTOR_NAME, check_queue, create_broker, publish_request
+from ..broker import ACTOR_NAME, WORKER_PUBLISH_THREADS, check_queue, create_broker, publish_request
 from ..config import Settings
 from ..errors import BrokerUnavailable, StoreError
 from ..events import EventPublisher
@@ -179,7 +179,9 @@ def setup_worker_broker(settings: Settings | None = None) -> tuple[dramatiq.Brok
     connectivity = MonitorHolder(settings)
     # BGHTTP_MAX_IN_FLIGHT sizes each process (a local worker keeps its BGHTTP_LOCAL_THREADS).
     slots = WorkerSlots(settings)
-    broker = create_broker(settings, [*worker_middleware(settings, connectivity), slots])
+    broker = create_broker(
+        settings, [*worker_middleware(settings, connectivity), slots], publish_threads=WORKER_PUBLISH_THREADS
+    )
     dramatiq.set_broker(broker)
     holder = RunnerHolder(settings, broker, connectivity=connectivity, in_flight=slots.limits)
     declare_actor(broker, settings, holder)

@@ -134,3 +134,54 @@ def test_with_many_attempts_in_flight_a_cancel_and_a_timeout_still_end_their_att
     assert timed_record.status is RequestStatus.FAILED and attempt.outcome == "timeout"
     assert attempt.finished_at is not None and attempt.finished_at - attempt.started_at <= timeout + SLACK
     assert all(record.status is RequestStatus.COMPLETED for record in finished)
+
+
+#: Publishing threads of a worker process (broker.WORKER_PUBLISH_THREADS) plus its
+#: consumers (work queue, delay queue, intake and its delay queue) and the main thread.
+MOST_BROKER_CONNECTIONS = 12
+
+
+def _broker_connections(worker: WorkerProcess) -> int:
+    """ESTABLISHED connections of the worker group's processes to RabbitMQ's port."""
+    import psutil
+
+    processes = [psutil.Process(worker.process.pid), *psutil.Process(worker.process.pid).children(recursive=True)]
+    count = 0
+    for process in processes:
+        try:
+            connections = process.net_connections(kind="tcp")
+        except psutil.NoSuchProcess:
+            continue
+        count += sum(
+            1 for c in connections if c.raddr and c.raddr.port == 5672 and c.status == psutil.CONN_ESTABLISHED
+        )
+    return count
+
+
+def test_many_attempts_in_flight_publish_on_a_few_broker_connections(
+    rabbitmq_settings: Settings,
+    start_worker: Callable[..., WorkerProcess],
+    counting_server: CountingServer,
+) -> None:
+    """Dramatiq opens a connection per publishing thread: 48 threads publishing their
+    retries and events once opened 48+ connections (hundreds exhausted RabbitMQ's files)."""
+    threads = 48
+    worker = start_worker(rabbitmq_settings, threads=threads)
+    most = 0
+    with BackgroundHttpClient(rabbitmq_settings) as client:
+        # Every request fails once (a retry is published) and then completes (an event is published),
+        # all 48 at once, each on its own worker thread.
+        ids = [
+            client.get(counting_server.url(f"/wait?id=p{n}&delay=0.5&fail=1"), request_id=f"p{n}", retries=1).request_id
+            for n in range(threads * 2)
+        ]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            most = max(most, _broker_connections(worker))
+            records = [client.get_request_status(request_id) for request_id in ids]
+            if all(record is not None and record.is_terminal for record in records):
+                break
+            time.sleep(0.2)
+        assert all(client.wait(request_id, timeout=5).status is RequestStatus.COMPLETED for request_id in ids)
+    assert sum(counting_server.hits.values()) == 2 * len(ids)
+    assert 0 < most <= MOST_BROKER_CONNECTIONS, f"the worker held {most} connections to RabbitMQ"
