@@ -151,7 +151,14 @@ def _run_one(name: str, sizes: Sizes, target: Target, args: argparse.Namespace, 
         rate, source = _w8_rate(args, target, sizes, done)
         return concurrency.queue_latency(target.small_url, rate, sizes.paced_seconds, shape, rate_source=source)
     if name == "MEM":
-        shapes = [WorkerShape(processes=1, env=(("BGHTTP_MAX_IN_FLIGHT", str(sizes.in_flight)),))]
+        # All of MEM's requests go to one host: the per-host cap must allow them all.
+        in_flight = str(sizes.in_flight)
+        shapes = [
+            WorkerShape(
+                processes=1,
+                env=(("BGHTTP_MAX_IN_FLIGHT", in_flight), ("BGHTTP_MAX_IN_FLIGHT_PER_HOST", in_flight)),
+            )
+        ]
         if args.mem_threads:
             shapes.append(WorkerShape.flags(1, args.mem_threads))
         with start_delay_server(10.0) as server:

@@ -126,12 +126,7 @@ def start_target(prefer: str = "auto") -> Iterator[Target]:
             _wait_for_port(port, process)
             yield Target(kind=kind, base_url=f"http://127.0.0.1:{port}")
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+            _stop(process)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -169,9 +164,14 @@ def start_delay_server(delay: float, host: str = "127.0.0.1") -> Iterator[DelayT
         _wait_for_port(port, process, host=host)
         yield DelayTarget(delay=delay, base_url=f"http://{host}:{port}")
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a server process: SIGTERM, then SIGKILL if it is still there after 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
