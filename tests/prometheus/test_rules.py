@@ -49,3 +49,9 @@ def test_the_operations_page_shows_every_rule_as_shipped() -> None:
         assert name in page, f"{name} is not in docs/operations.md"
         if "record" in rule:
             assert rule["expr"] in page, f"the expression of {name} in docs/operations.md differs from the rules file"
+
+
+def test_the_example_configuration_loads_the_rules() -> None:
+    result = _promtool("check", "config", str(RULES.parent / "prometheus.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 12 rules found" in result.stdout + result.stderr
