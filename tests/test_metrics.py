@@ -16,7 +16,7 @@ from bghttp.worker.execution import AttemptResult
 from bghttp.worker.metrics import WorkerMetrics, queue_wait
 from bghttp.worker.retry_policy import Outcome
 from tests.cli.helpers import BghttpWorker
-from tests.support import free_port, wait_until
+from tests.support import capture_logs, free_port, wait_until
 
 OK_BODY = b"x" * 1000
 ERROR_BODY = b"broken"
@@ -173,3 +173,20 @@ def test_offline_since_is_the_wall_time_the_worker_went_offline() -> None:
     assert registry.get_sample_value("bghttp_network_offline_since_timestamp_seconds") == 1_700_000_000.0
     metrics.connectivity_changed(True, now=110.0, wall=1_700_000_010.0)
     assert registry.get_sample_value("bghttp_network_offline_since_timestamp_seconds") == 0
+
+
+def test_a_queue_sample_that_cannot_reach_rabbitmq_is_logged_and_changes_nothing() -> None:
+    from bghttp.broker import BghttpRabbitmqBroker
+    from bghttp.worker.metrics import GaugeSampler
+
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry, queue="q1")
+    port = free_port()  # nothing listens there
+    broker = BghttpRabbitmqBroker(url=f"amqp://guest:guest@127.0.0.1:{port}/?connection_attempts=1&socket_timeout=2")
+    sampler = GaugeSampler(metrics, broker, ["q1", "q1.submit"], limits=None)
+
+    with capture_logs() as events:
+        sampler.sample_queues()  # raises nothing: a metric never stops a worker
+
+    assert [e["queue"] for e in events if e["event"] == "metrics_queue_sample_failed"] == ["q1", "q1.submit"]
+    assert registry.get_sample_value("bghttp_queue_consumers", {"queue": "q1"}) is None
