@@ -55,8 +55,9 @@ def test_scraped_counts_match_the_requests_run(
             except httpx.HTTPError:
                 return None  # the exposition server is still starting
             done = samples.get(("bghttp_submit_to_completion_seconds_count", (("status", "completed"),)), 0)
-            sampled = ("bghttp_queue_consumers", (("queue", queue),)) in samples  # every few seconds
-            return samples if done == 5 and sampled else None
+            # Sampled every few seconds: the first sample may come before the second process consumes.
+            consumers = [samples.get(("bghttp_queue_consumers", (("queue", q),))) for q in (queue, f"{queue}.submit")]
+            return samples if done == 5 and consumers == [2, 2] else None
 
         samples = wait_until(scrape, timeout=30, interval=0.2)
     finally:

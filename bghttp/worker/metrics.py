@@ -300,10 +300,16 @@ class GaugeSampler:
 
 
 def _passive_declare(broker: Any, queue: str) -> Any:
+    """RabbitMQ's answer to a passive declare of ``queue``, on this (publishing) thread's connection."""
+    import pika.exceptions
+
     try:
         return broker.channel.queue_declare(queue=queue, passive=True)
+    except pika.exceptions.ChannelClosedByBroker:
+        del broker.channel  # RabbitMQ closed the channel whose declare it refused (no such queue)
+        raise
     except Exception:
-        del broker.channel  # RabbitMQ closes a channel whose declare it refused; the next user opens a new one
+        del broker.connection  # lost or never made: this thread's next user opens a new one
         raise
 
 

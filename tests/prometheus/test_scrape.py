@@ -237,13 +237,15 @@ def test_prometheus_computes_the_documented_expressions_from_two_worker_groups(
         assert prometheus.value(expr["bghttp:attempts_in_flight:sum"]) == 0
 
         # No live worker for a queue: none while both groups run; B's queue once B stops.
-        consumers = {
-            row["metric"]["queue"]: float(row["value"][1]) for row in prometheus.query("bghttp_queue_consumers")
-        }
-        assert consumers == {
+        def consumers() -> dict[str, float]:
+            rows = prometheus.query("bghttp_queue_consumers")
+            return {row["metric"]["queue"]: float(row["value"][1]) for row in rows}
+
+        expected_consumers = {
             settings_a.queue_name: 2, f"{settings_a.queue_name}.submit": 2,
             settings_b.queue_name: 1, f"{settings_b.queue_name}.submit": 1,
         }  # fmt: skip
+        assert wait_until(lambda: consumers() == expected_consumers, timeout=30, interval=0.5)
         assert prometheus.query(expr["BghttpNoLiveWorker"]) == []
         groups[1].stop()
 
