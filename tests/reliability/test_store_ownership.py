@@ -96,6 +96,33 @@ def test_missing_parents_are_created_private_whatever_the_umask(rabbitmq_setting
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
 
 
+def _laid_out_store(settings: Settings) -> None:
+    with BackgroundHttpClient(settings) as client:
+        client.post("http://127.0.0.1:9/x", data=b"first", request_id="first")
+
+
+def test_a_store_whose_directories_others_may_write_or_swapped_is_refused(
+    rabbitmq_settings: Settings, shared_base: Path, other_user: int
+) -> None:
+    settings = dataclasses.replace(rabbitmq_settings, store_dir=shared_base / "store")
+    secret = shared_base / "secret"  # root's alone
+    secret.mkdir(mode=0o700)
+    _laid_out_store(settings)
+    os.chmod(settings.store_dir / "locks", 0o777)
+    with pytest.raises(ConfigError, match="locks is writable by other users"):
+        BackgroundHttpClient(settings)
+    os.chmod(settings.store_dir / "locks", 0o700)
+    # A root left writable for a moment: the other user swaps responses/ for a symlink.
+    os.chmod(settings.store_dir, 0o777)
+    responses = settings.store_dir / "responses"
+    _as_user(other_user, f"import os; os.rename({str(responses)!r}, {str(responses)!r} + '.old')")
+    os.chmod(settings.store_dir, 0o700)
+    os.symlink(secret, responses)  # as the other user would have (root's own hand here: same link)
+    with pytest.raises(ConfigError, match="responses is a symlink"):
+        BackgroundHttpClient(settings)
+    assert os.listdir(secret) == []
+
+
 def test_symlinks_another_user_planted_are_not_followed(
     rabbitmq_settings: Settings,
     shared_base: Path,
@@ -106,12 +133,11 @@ def test_symlinks_another_user_planted_are_not_followed(
     settings = dataclasses.replace(rabbitmq_settings, store_dir=shared_base / "store")
     secret = shared_base / "secret"  # root's alone
     secret.mkdir(mode=0o700)
-    with BackgroundHttpClient(settings) as client:
-        client.post("http://127.0.0.1:9/x", data=b"first", request_id="first")  # lays the store out
-    # The store's directories were left writable by everyone; the other user plants symlinks.
-    for name in ("responses", "locks"):
+    _laid_out_store(settings)
+    # The store's directories were writable by everyone for a while; the other user planted
+    # symlinks then. The operator made them private again; the symlinks stay.
+    for name in ("responses", "locks", ""):
         os.chmod(settings.store_dir / name, 0o777)
-    os.chmod(settings.store_dir, 0o711)
     stripe = zlib.crc32(b"victim-lock") % ID_LOCK_STRIPES
     plants = {
         settings.store_dir / "responses" / "victim.body.part": secret / "body",
@@ -120,13 +146,8 @@ def test_symlinks_another_user_planted_are_not_followed(
         settings.store_dir / "locks" / f"ids.{stripe:02d}.lock": secret / "lock",
     }
     _as_user(other_user, "".join(f"import os; os.symlink({str(t)!r}, {str(p)!r})\n" for p, t in plants.items()))
-    # A store whose directories others may write is refused, in one line.
-    with pytest.raises(ConfigError, match="writable by other users"):
-        BackgroundHttpClient(settings)
-    # The operator makes them private again, but the symlinks stay: none is followed.
-    for name in ("responses", "locks"):
+    for name in ("responses", "locks", ""):
         os.chmod(settings.store_dir / name, 0o700)
-    os.chmod(settings.store_dir, 0o700)
     start_worker(settings)
     with BackgroundHttpClient(settings) as client:
         with pytest.raises(StoreError, match="lock file"):
