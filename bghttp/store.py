@@ -105,8 +105,7 @@ class FileStore:
         # On a filesystem several hosts mount, records are read around the client's caches
         # (see ``shared_fs``); a mount whose caches cannot be read around is refused here.
         self.shared = shared_fs.check(self.root) is not None
-        # A root or directory another user may change could get a symlink swapped in: refused in one line.
-        check_root(self.root, _DIRECTORIES)
+        check_store_root(self.root)
         # One syncfs for many writes does not reach a FUSE filesystem's server: a shared
         # store's batches fsync each file they wrote instead.
         self._durability = Durability(
@@ -315,6 +314,8 @@ class FileStore:
         directory = self.files_dir(request_id)
         try:
             directory.mkdir(mode=0o700, exist_ok=True)
+            if directory.is_symlink():  # a planted one: the copies would go wherever it points
+                raise OSError(errno.ELOOP, f"{directory} is a symlink")
             sync_directory = self._durability.must_sync(directory, new_entry=True)
             for source, stored_name in files:
                 copy = directory / stored_name
@@ -732,6 +733,12 @@ class FileStore:
             with contextlib.suppress(FileNotFoundError):
                 self._path(kind, request_id).unlink()
         shutil.rmtree(self.files_dir(request_id), ignore_errors=True)
+
+
+def check_store_root(root: Path) -> None:
+    """ConfigError (one line) for a store root or directory that another user owns or may write,
+    or a store directory that is a symlink: another user could have us write through a symlink."""
+    check_root(root, _DIRECTORIES)
 
 
 def _open_or_create(path: Path) -> int:

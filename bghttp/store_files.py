@@ -52,7 +52,12 @@ def make_private_dirs(path: Path) -> None:
             os.mkdir(directory, 0o700)
         except FileExistsError:
             continue  # made by someone else meanwhile: checked like any existing directory
-        os.chmod(directory, 0o700, follow_symlinks=False)  # mkdir's mode is masked by the umask
+        # mkdir's mode is masked by the umask; chmod through an fd that is surely this directory.
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fchmod(fd, 0o700)
+        finally:
+            os.close(fd)
 
 
 def check_root(root: Path, directories: list[str]) -> None:

@@ -27,6 +27,7 @@ import pytest
 from bghttp import BackgroundHttpClient, ConfigError, Settings, StoreError
 from bghttp.store import ID_LOCK_STRIPES
 from tests.cli.helpers import assert_one_line_error, bghttp_command, cli_env
+from tests.conftest import settings_env
 from tests.reliability.server import CountingServer
 from tests.support import PROJECT_ROOT, WorkerProcess, wait_until
 
@@ -78,6 +79,25 @@ def test_a_store_root_writable_by_others_or_owned_by_another_user_is_refused_in_
     os.chown(root, other_user, other_user)
     with pytest.raises(ConfigError, match="owned by another user"):
         BackgroundHttpClient(dataclasses.replace(rabbitmq_settings, store_dir=root))
+
+
+def test_a_worker_refuses_a_store_others_may_write_at_start_in_one_line(
+    rabbitmq_settings: Settings, tmp_path: Path
+) -> None:
+    root = tmp_path / "store"
+    root.mkdir()
+    os.chmod(root, 0o777)
+    settings = dataclasses.replace(rabbitmq_settings, store_dir=root)
+    log = tmp_path / "worker.log"
+    worker = WorkerProcess(settings_env(settings), processes=1, threads=1, log_path=log)
+    try:
+        with pytest.raises(RuntimeError, match="exited early"):
+            worker.wait_ready()
+    finally:
+        worker.stop()
+    assert "Traceback" not in log.read_text()
+    assert f"BGHTTP_STORE_DIR {root}: {root} is writable by other users" in log.read_text()
+    assert os.listdir(root) == []
 
 
 def test_missing_parents_are_created_private_whatever_the_umask(rabbitmq_settings: Settings, tmp_path: Path) -> None:
