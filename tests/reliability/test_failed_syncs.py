@@ -90,7 +90,8 @@ def test_a_worker_whose_syncs_fail_acks_nothing_and_the_requests_complete_later(
         wait_until(lambda: all(counting_server.hits[request_id] for request_id in ids), timeout=60)
         time.sleep(2)  # time for the worker to ack, if it (wrongly) does
         worker.stop()  # gives back what it holds unacked (its retries, delayed)
-        assert _messages_held(rabbitmq_settings.queue_name) == len(ids), "messages were acked with nothing durable"
+        # At least one per request (a retry copy and its original may both be held at a stop).
+        assert _messages_held(rabbitmq_settings.queue_name) >= len(ids), "messages were acked with nothing durable"
         logged = [json.loads(line) for line in worker.log_path.read_text().splitlines() if line.startswith("{")]
         errors = [entry for entry in logged if entry.get("event") == "run_not_durable"]
         assert {entry["request_id"] for entry in errors} == set(ids)
