@@ -7,7 +7,10 @@ before it counts. Inside one (:meth:`Durability.batch`, the store's
 
 * ``shared=True`` (the worker, a bulk submit): one ``syncfs`` of the store's
   filesystem, started after the writes, shared by every thread that commits
-  meanwhile (:class:`GroupCommit`). A worker thread that finished a request
+  meanwhile (:class:`GroupCommit`). A ``syncfs`` that fails (EIO, ENOSPC, ...)
+  fails the commit (StoreError); only where ``syncfs`` does not exist (ENOSYS)
+  is each file the batch wrote fsynced instead, never ``sync(2)``, which
+  reports no error. A worker thread that finished a request
   has written a few files (response body, metadata, status); the message is
   acked only after the commit, so "acked" still means "on disk".
 * ``shared=False`` (a single submit): an fsync of just the files and
@@ -23,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -30,26 +34,50 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StoreError
+from .store_files import open_nofollow
 
 _libc: Any = None
 
 
+class NotDurable(StoreError):
+    """A commit failed: the batch's writes may not survive a power cut (nothing may be acked on them)."""
+
+
+class SyncUnavailable(OSError):
+    """The kernel has no ``syncfs`` (ENOSYS) or libc does not export it: fsync each file instead."""
+
+
 def sync_filesystem(path: Path) -> None:
-    """Make every write on the filesystem holding ``path`` durable (``syncfs``; else ``sync``)."""
+    """Make every write on the filesystem holding ``path`` durable (``syncfs``), or raise OSError.
+
+    Never ``sync(2)``: it reports no error, so a failing disk (EIO) would pass
+    for a durable one. SyncUnavailable where ``syncfs`` does not exist at all.
+    """
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-    fd = os.open(path, os.O_RDONLY)
+    syncfs = getattr(_libc, "syncfs", None)
+    if syncfs is None:
+        raise SyncUnavailable(errno.ENOSYS, "libc has no syncfs")
+    fd = open_nofollow(path, os.O_RDONLY)
     try:
-        syncfs = getattr(_libc, "syncfs", None)
-        if syncfs is None or syncfs(fd) != 0:
-            os.sync()
+        if syncfs(fd) != 0:
+            error = ctypes.get_errno()
+            if error == errno.ENOSYS:
+                raise SyncUnavailable(error, os.strerror(error))
+            raise OSError(error, f"syncfs of {path}: {os.strerror(error)}")
     finally:
         os.close(fd)
 
 
 class GroupCommit:
-    """Threads call :meth:`wait_durable` after their writes; one sync serves all waiting."""
+    """Threads call :meth:`wait_durable` after their writes; one sync serves all waiting.
+
+    A sync that fails fails every waiter it was to serve (each raises its error).
+    """
+
+    #: Failed syncs remembered for their waiters (by sync number); older ones are forgotten.
+    FAILURES_KEPT = 64
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -57,9 +85,10 @@ class GroupCommit:
         self._started = 0  # syncs started so far
         self._finished = 0  # the highest sync number that has finished
         self._running = False
+        self._failures: dict[int, OSError] = {}
 
     def wait_durable(self) -> None:
-        """Return once a sync that started after this call has finished."""
+        """Return once a sync that started after this call has finished; its OSError if it failed."""
         with self._condition:
             # A sync already running may have started before our writes: we need the next one.
             needed = self._started + 1
@@ -71,13 +100,24 @@ class GroupCommit:
                 self._started += 1
                 number = self._started
                 self._condition.release()
+                failure: OSError | None = None
                 try:
                     sync_filesystem(self.path)
+                except OSError as error:
+                    failure = error
                 finally:
                     self._condition.acquire()
                     self._running = False
                     self._finished = max(self._finished, number)
+                    if failure is not None:
+                        self._failures[number] = failure
+                        for old in [n for n in self._failures if n <= number - self.FAILURES_KEPT]:
+                            del self._failures[old]
                     self._condition.notify_all()
+            # Syncs run one at a time and are numbered in order: sync ``needed`` is the one that served us.
+            failure = self._failures.get(needed)
+            if failure is not None:
+                raise failure
 
 
 class Batch:
@@ -127,9 +167,15 @@ class Batch:
             self._files, self._directories, self._requests = set(), set(), []
         if not self._enabled or not (files or directories or requests):
             return
+        what = f"request {', '.join(requests)}" if requests else "the store's writes"
         if self._shared:
-            self._group_commit.wait_durable()
-            return
+            try:
+                self._group_commit.wait_durable()
+                return
+            except SyncUnavailable:
+                pass  # no syncfs on this kernel: fsync each file the batch wrote, below
+            except OSError as error:
+                raise NotDurable(f"cannot make {what} durable: {error}") from error
         try:
             for request_id in requests:
                 for path in self._request_files(request_id):
@@ -139,8 +185,7 @@ class Batch:
                 with contextlib.suppress(FileNotFoundError):  # removed meanwhile: nothing to keep
                     fsync_path(path)
         except OSError as error:
-            what = f"request {', '.join(requests)}" if requests else "the store's writes"
-            raise StoreError(f"cannot make {what} durable: {error}") from error
+            raise NotDurable(f"cannot make {what} durable: {error}") from error
 
 
 class Durability:
@@ -199,7 +244,7 @@ class Durability:
 
 def fsync_path(path: Path) -> None:
     """fsync a file or directory by name (fsync applies to the inode, whichever fd names it)."""
-    fd = os.open(path, os.O_RDONLY)
+    fd = open_nofollow(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

@@ -32,6 +32,8 @@ import os
 import zlib
 from typing import Any
 
+from .store_files import open_nofollow, write_all
+
 #: A file is replaced by one holding only its latest version once it grows past this size.
 COMPACT_BYTES = 32 * 1024
 #: Readers look for the last version in this many trailing bytes first.
@@ -116,11 +118,11 @@ def read_uncached(file: str | os.PathLike[str] | int) -> Tail:
         data = _read_direct(file)
     else:
         try:
-            fd = os.open(file, os.O_RDONLY | getattr(os, "O_DIRECT", 0))
+            fd = open_nofollow(file, os.O_RDONLY | getattr(os, "O_DIRECT", 0))
         except OSError as error:
             if error.errno != errno.EINVAL:
                 raise
-            fd = os.open(file, os.O_RDONLY)
+            fd = open_nofollow(file, os.O_RDONLY)
         try:
             data = _read_direct(fd)
         finally:
@@ -161,7 +163,7 @@ def append(fd: int, record: dict[str, Any], *, sync: bool, tail: Tail | None = N
         last = _last_byte(fd, size) if size else None
     if size and last != b"\n":
         line = b"\n" + line
-    _write_all(fd, line, size)
+    write_all(fd, line, size)
     if sync:
         os.fsync(fd)
     return size + len(line)
@@ -175,14 +177,6 @@ def _last_byte(fd: int, size: int) -> bytes | None:
         if error.errno == errno.EBADF:
             return None
         raise
-
-
-def _write_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
 
 
 def _read_all(fd: int) -> bytes:

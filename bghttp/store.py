@@ -58,6 +58,7 @@ from .errors import InvalidRequestId, RequestRunning, StoreError, UnknownRequest
 from .lifecycle import is_untouched, new_record
 from .models import RequestSpec, StatusRecord
 from .quoting import quoted
+from .store_files import check_root, make_private_dirs, open_nofollow, write_all
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
@@ -104,6 +105,7 @@ class FileStore:
         # On a filesystem several hosts mount, records are read around the client's caches
         # (see ``shared_fs``); a mount whose caches cannot be read around is refused here.
         self.shared = shared_fs.check(self.root) is not None
+        check_store_root(self.root)
         # One syncfs for many writes does not reach a FUSE filesystem's server: a shared
         # store's batches fsync each file they wrote instead.
         self._durability = Durability(
@@ -115,13 +117,11 @@ class FileStore:
         if self._layout_ready:
             return
         try:
-            created = not self.root.exists()
             for directory in _DIRECTORIES:
-                (self.root / directory).mkdir(mode=0o700, parents=True, exist_ok=True)
-            if created:  # the parents=True mkdir made the root with the umask's mode
-                os.chmod(self.root, 0o700)
+                make_private_dirs(self.root / directory)
         except OSError as error:
             raise StoreError(f"cannot create the store at {self.root}: {error}") from error
+        check_root(self.root, _DIRECTORIES)  # a directory someone else made meanwhile
         self._layout_ready = True
 
     # ----------------------------------------------------------------- paths
@@ -181,24 +181,36 @@ class FileStore:
         return files
 
     # ------------------------------------------------------------ raw files
-    def _write_file(self, path: Path, data: bytes, *, sync: bool, exclusive: bool = False) -> None:
-        """Write ``data`` to ``path``, fsynced if ``sync``.
+    def _write_file(self, path: Path, data: bytes, *, sync: bool, verify: bool = False) -> None:
+        """Create ``path`` with all of ``data`` (or raise OSError), fsynced if ``sync``.
 
-        ``exclusive`` raises FileExistsError instead of overwriting a file.
+        FileExistsError if anything is at ``path`` (a symlink included: ``O_EXCL``
+        never follows one). ``verify`` reads the file back and raises unless it
+        holds exactly ``data``.
         """
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC), 0o600)
+        fd = open_nofollow(path, (os.O_RDWR if verify else os.O_WRONLY) | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(fd, data)
+            write_all(fd, data)
             if sync:
                 os.fsync(fd)
+            if verify and (os.fstat(fd).st_size != len(data) or os.pread(fd, len(data) + 1, 0) != data):
+                raise OSError(errno.EIO, f"{path} does not read back as written")
         finally:
             os.close(fd)
 
-    def _write_atomic(self, path: Path, data: bytes) -> None:
-        sync = self._durability.must_sync(path, new_entry=True)
+    def _write_atomic(self, path: Path, data: bytes, *, compaction: bool = False) -> None:
+        """Write ``data`` beside ``path`` and rename it over ``path``; StoreError and ``path`` untouched if not whole.
+
+        A ``compaction`` copy replaces a record log with all its history: it is
+        fsynced (when the store fsyncs) and read back before the rename, whatever
+        batch is open, so the log is never replaced by less than a complete copy.
+        """
+        sync = self._durability.must_sync(path, new_entry=True) or (compaction and self._durability.enabled)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            self._write_file(tmp, data, sync=sync)
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()  # a leftover of this thread's (pid reused) write that died
+            self._write_file(tmp, data, sync=sync, verify=compaction)
             os.replace(tmp, path)
             if sync:
                 fsync_path(path.parent)
@@ -218,7 +230,7 @@ class FileStore:
         """
         sync = self._durability.must_sync(path, new_entry=True)
         try:
-            self._write_file(path, data, sync=sync, exclusive=True)
+            self._write_file(path, data, sync=sync)
             if sync:
                 fsync_path(path.parent)
         except FileExistsError:
@@ -231,7 +243,7 @@ class FileStore:
 
     def _read_json(self, path: Path) -> dict[str, Any] | None:
         try:
-            with open(path, "rb") as handle:
+            with os.fdopen(open_nofollow(path, os.O_RDONLY), "rb") as handle:
                 data = json.load(handle)
         except FileNotFoundError:
             return None
@@ -243,8 +255,8 @@ class FileStore:
 
     @staticmethod
     def _open_private(path: Path) -> IO[bytes]:
-        """Open a new file for writing with mode 0600."""
-        return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
+        """Open a new file for writing with mode 0600 (a buffered writer: it writes all, or raises)."""
+        return os.fdopen(open_nofollow(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
 
     # ------------------------------------------------------------- requests
     def create_request(
@@ -302,6 +314,8 @@ class FileStore:
         directory = self.files_dir(request_id)
         try:
             directory.mkdir(mode=0o700, exist_ok=True)
+            if directory.is_symlink():  # a planted one: the copies would go wherever it points
+                raise OSError(errno.ELOOP, f"{directory} is a symlink")
             sync_directory = self._durability.must_sync(directory, new_entry=True)
             for source, stored_name in files:
                 copy = directory / stored_name
@@ -324,7 +338,8 @@ class FileStore:
         """The stored body of a request that has one; StoreError if it cannot be read."""
         path = self.body_path(request_id)
         try:
-            return path.read_bytes()
+            with os.fdopen(open_nofollow(path, os.O_RDONLY), "rb") as handle:
+                return handle.read()
         except OSError as error:
             raise StoreError(f"cannot read {path}: {error}") from error
 
@@ -335,7 +350,7 @@ class FileStore:
             raise StoreError(f"{stored_name!r} is not the name of a stored file")
         path = self.files_dir(request_id) / stored_name
         try:
-            return open(path, "rb")
+            return os.fdopen(open_nofollow(path, os.O_RDONLY), "rb")
         except OSError as error:
             raise StoreError(f"cannot read {path}: {error}") from error
 
@@ -426,7 +441,7 @@ class FileStore:
         waited for the lock on the replaced file must lock the new one instead.
         """
         while True:
-            fd = os.open(path, os.O_RDWR)
+            fd = open_nofollow(path, os.O_RDWR)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 if os.fstat(fd).st_ino == os.stat(path).st_ino:
@@ -459,7 +474,7 @@ class FileStore:
                 raise
             return None if tail is None else tail.record
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = open_nofollow(path, os.O_RDONLY)
         except FileNotFoundError:
             return None
         except OSError as error:
@@ -497,8 +512,11 @@ class FileStore:
             raise StoreError(f"cannot write {path}: {error}") from error
         if size > record_log.COMPACT_BYTES and not self.shared:
             # A new file with the latest version only, renamed over the old one (which
-            # ends with the same version, for readers that have it open).
-            self._write_atomic(path, record_log.encode(record))
+            # ends with the same version, for readers that have it open). A copy that
+            # cannot be written whole (a full disk) leaves the log as it is: the
+            # version is appended already, and the next append tries again.
+            with contextlib.suppress(StoreError):
+                self._write_atomic(path, record_log.encode(record), compaction=True)
 
     # --------------------------------------------------------------- claims
     @contextlib.contextmanager
@@ -517,7 +535,7 @@ class FileStore:
             try:
                 # Opened for writing (nothing is written): on NFS, flock becomes a byte-range
                 # lock, and an exclusive one needs a file open for writing.
-                fd = os.open(path, os.O_RDWR)
+                fd = open_nofollow(path, os.O_RDWR)
             except FileNotFoundError:
                 yield True
                 return
@@ -555,7 +573,7 @@ class FileStore:
         if self._write_new(path, record_log.encode(metadata)):  # the first response of this request
             return body
         try:
-            fd = os.open(path, os.O_RDWR)  # readable too: an append looks at the file's last byte
+            fd = open_nofollow(path, os.O_RDWR)  # readable too: an append looks at the file's last byte
         except OSError as error:
             raise StoreError(f"cannot write {path}: {error}") from error
         try:
@@ -717,16 +735,22 @@ class FileStore:
         shutil.rmtree(self.files_dir(request_id), ignore_errors=True)
 
 
+def check_store_root(root: Path) -> None:
+    """ConfigError (one line) for a store root or directory that another user owns or may write,
+    or a store directory that is a symlink: another user could have us write through a symlink."""
+    check_root(root, _DIRECTORIES)
+
+
 def _open_or_create(path: Path) -> int:
     """``open(path, O_RDWR | O_CREAT)``, which GlusterFS may fail with EEXIST when another
     host creates the same file at the same moment (measured: 1-2 in 60 simultaneous
     creations); the file exists then, so opening it again succeeds."""
     for _ in range(9):
         try:
-            return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            return open_nofollow(path, os.O_RDWR | os.O_CREAT, 0o600)
         except FileExistsError:
             continue
-    return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    return open_nofollow(path, os.O_RDWR | os.O_CREAT, 0o600)
 
 
 def _is_at(fd: int, path: Path) -> bool:

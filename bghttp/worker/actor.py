@@ -23,7 +23,7 @@ from ..events import EventPublisher
 from ..lifecycle import parse_message_args
 from ..logs import configure_logging, get_logger
 from ..shared_fs import check as check_shared_store
-from ..store import is_valid_request_id
+from ..store import check_store_root, is_valid_request_id
 from ..store_api import Store
 from .connectivity import ConnectivityMonitor, MonitorHolder
 from .egress import egress_transport
@@ -176,6 +176,7 @@ def setup_worker_broker(settings: Settings | None = None) -> tuple[dramatiq.Brok
     settings = settings or Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
     check_shared_store(settings.store_dir)  # a shared store with unsafe caches stops the worker here, in one line
+    check_store_root(settings.store_dir)  # so does a store another user owns or may write
     # One monitor per worker process, shared by the gate and the runner.
     connectivity = MonitorHolder(settings)
     # BGHTTP_MAX_IN_FLIGHT sizes each process (a local worker keeps its BGHTTP_LOCAL_THREADS).

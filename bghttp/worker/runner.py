@@ -28,12 +28,13 @@ import httpx
 
 from .. import lifecycle, record_log, tracing
 from ..config import Settings
+from ..durability import NotDurable
 from ..errors import BrokerUnavailable, StoreError, UnknownRequest
 from ..lifecycle import RequestLifecycle
 from ..logs import get_logger
 from ..models import AttemptRecord, RequestSpec, RequestStatus, StatusRecord
 from ..redaction import request_secrets, scrub
-from ..store_api import Store
+from ..store_api import Batch, Store
 from .cancel_watch import CancelWatch
 from .execution import AttemptResult, perform_attempt
 from .in_flight import InFlightLimits
@@ -83,15 +84,24 @@ class RequestRunner:
         # Every file this run writes becomes durable in one shared filesystem sync
         # before we return (and the message is acked), instead of 5 fsyncs of its own.
         try:
-            with self.store.batch():
-                self._run(request_id, token)
+            try:
+                with self.store.batch() as batch:
+                    self._run(request_id, token, batch)
+            except NotDurable as error:
+                # The commit failed (a failing disk): what this run wrote may be lost on a
+                # power cut, so the message must not be acked. Raised on, the message is
+                # retried (store errors without limit); its next run commits again.
+                get_logger(request_id=request_id, token=token).error(
+                    "run_not_durable", error=str(error), store=self.store.location
+                )
+                raise
         finally:
             self.in_flight.release()  # the attempt's place, if an error ended the run before it was given back
         if self.after_run is not None:
             # After the sync, before the ack: a final status's event (bghttp.events), at least once.
             self.after_run(self.store, request_id, token)
 
-    def _run(self, request_id: str, token: int) -> None:
+    def _run(self, request_id: str, token: int, batch: Batch) -> None:
         log = get_logger(request_id=request_id, token=token)
         spec, unreadable = self._load_request(request_id)
         if spec is None and unreadable is None:
@@ -113,7 +123,7 @@ class RequestRunner:
                     return
                 why_not = lifecycle.why_not_run(record, token)
                 if record is None or why_not is not None:
-                    log.info("message_dropped", reason=why_not)
+                    _drop(record, why_not, batch, log)
                     return
                 if claimed:
                     if spec is None:
@@ -400,6 +410,16 @@ def _interrupted(attempt: AttemptRecord, now: float) -> AttemptRecord:
         counted=sent,
     )
 
+
+def _drop(record: StatusRecord | None, why_not: str | None, batch: Batch, log: Any) -> None:
+    """Drop a message that may not run the request, after making a final record durable.
+
+    It may be the retry of a run whose commit failed: the outcome is acked with
+    this message, so it must be on disk first (the batch commits it, or raises).
+    """
+    if record is not None and record.is_terminal:
+        batch.add_request(record.request_id)
+    log.info("message_dropped", reason=why_not)
 
 def _host(url: str) -> str | None:
     try:

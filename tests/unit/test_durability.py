@@ -127,3 +127,55 @@ def test_a_submit_whose_fsync_fails_raises_and_leaves_nothing(tmp_path: Path, mo
         assert client.get_request_status("r1") is None
         # (the store's ID lock files are no part of any request)
         assert [p for p in client.store.root.rglob("*") if p.is_file() and p.parent.name != "locks"] == []
+
+
+def test_every_waiter_of_a_failed_sync_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shared sync that fails fails all it served, not only the thread that ran it (issue 21, item 6)."""
+    started = threading.Event()
+
+    def failing_sync(path: Path) -> None:
+        started.set()
+        time.sleep(0.05)  # the other waiters arrive while it runs, and wait for the next one
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(durability, "sync_filesystem", failing_sync)
+    commit = GroupCommit(Path("/"))
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def waiter() -> None:
+        try:
+            commit.wait_durable()
+            outcome = "durable"
+        except OSError as error:
+            outcome = f"raised {error.errno}"
+        with lock:
+            outcomes.append(outcome)
+
+    first = threading.Thread(target=waiter)
+    first.start()
+    started.wait()
+    others = [threading.Thread(target=waiter) for _ in range(8)]
+    for thread in [*others]:
+        thread.start()
+    for thread in [first, *others]:
+        thread.join()
+    assert outcomes == [f"raised {errno.EIO}"] * 9
+
+
+def test_without_syncfs_a_shared_batch_fsyncs_each_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSYS is the only fallback, and it is durable: each file is fsynced (never sync(2), which reports nothing)."""
+
+    def no_syncfs(path: Path) -> None:
+        raise durability.SyncUnavailable(errno.ENOSYS, "no syncfs")
+
+    fsynced: list[str] = []
+    monkeypatch.setattr(durability, "sync_filesystem", no_syncfs)
+    monkeypatch.setattr(durability, "fsync_path", lambda path: fsynced.append(Path(path).name))
+    monkeypatch.setattr(os, "sync", lambda: pytest.fail("sync(2) reports no error"))
+    store = FileStore(tmp_path / "store")
+    spec = prepare_request("POST", "http://127.0.0.1:9/x", data=b"body", request_id="r1").spec
+    with store.batch() as batch:
+        store.create_request(spec, body=b"body")
+        batch.add_request("r1")
+    assert {"r1.json", "r1.body", "r1.log"} <= set(fsynced)

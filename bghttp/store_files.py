@@ -1,0 +1,96 @@
+"""The store's file operations that every write and open goes through.
+
+* :func:`write_all` writes every byte or raises: write(2) on a regular file may
+  write less than asked without an error (a file-size limit, ``RLIMIT_FSIZE``
+  or systemd's ``LimitFSIZE=``; a nearly full filesystem). A count that was
+  ignored stored a 300,000-byte body as its first 100,000 bytes.
+* :func:`open_nofollow` opens with ``O_NOFOLLOW``: a symlink planted where a
+  store file belongs is refused (``ELOOP``), never written through.
+* :func:`make_private_dirs` creates missing directories 0700 whatever the umask.
+* :func:`check_root` refuses a store root another user could change under us.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+from .errors import ConfigError
+
+
+def write_all(fd: int, data: bytes | memoryview, offset: int | None = None) -> None:
+    """Write all of ``data`` to ``fd`` (at ``offset``, else at the file position), or raise OSError.
+
+    A short write is continued; the write that then cannot go on raises (ENOSPC,
+    EFBIG). A write of 0 bytes is taken as a full disk rather than looped on.
+    """
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, f"a write stopped after {len(data) - len(view)} of {len(data)} bytes")
+        view = view[written:]
+        if offset is not None:
+            offset += written
+
+
+def open_nofollow(path: str | os.PathLike[str], flags: int, mode: int = 0o600) -> int:
+    """``os.open`` that never follows a symlink at ``path`` (ELOOP instead) and is closed on exec."""
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+
+
+def make_private_dirs(path: Path) -> None:
+    """Create ``path`` and its missing parents, each 0700 whatever the umask (existing ones are left as they are)."""
+    missing = []
+    while not os.path.lexists(path) and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            continue  # made by someone else meanwhile: checked like any existing directory
+        # mkdir's mode is masked by the umask; chmod through an fd that is surely this directory.
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fchmod(fd, 0o700)
+        finally:
+            os.close(fd)
+
+
+def check_root(root: Path, directories: list[str]) -> None:
+    """Refuse (ConfigError, one line) a store root or store directory another user could change.
+
+    Each that exists must be a real directory (not a symlink), owned by this
+    process's user, and writable by nobody else (its group and others). Else
+    another local user could swap a directory or plant a symlink in it and
+    have this process (often root, holding ``Authorization`` headers) write
+    through it. A store shared by several users is not supported: its files
+    are 0600 to their creator anyway.
+    """
+    uid = os.geteuid()
+    for path in [root, *(root / name for name in directories)]:
+        try:
+            # The root as configured may be a symlink (the operator's choice); the store's own directories not.
+            info = os.stat(path) if path == root else os.lstat(path)
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            raise ConfigError(f"BGHTTP_STORE_DIR {root}: cannot inspect {path}: {error}") from error
+        problem = _problem(info, uid)
+        if problem is not None:
+            raise ConfigError(f"BGHTTP_STORE_DIR {root}: {path} {problem}; refusing to use it")
+
+
+def _problem(info: os.stat_result, uid: int) -> str | None:
+    if stat.S_ISLNK(info.st_mode):
+        return "is a symlink"
+    if not stat.S_ISDIR(info.st_mode):
+        return "is not a directory"
+    if info.st_uid != uid:
+        return f"is owned by another user (uid {info.st_uid}; this process runs as uid {uid})"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"is writable by other users (mode {stat.S_IMODE(info.st_mode):o}; make it 0700)"
+    return None
