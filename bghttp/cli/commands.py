@@ -290,7 +290,8 @@ def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None 
     except ConfigError as error:
         setting = getattr(error, "setting", None)
         if setting in options:
-            raise ConfigError(f"{options[setting]} {overrides[setting]!s:.200}: {error.reason}") from None  # type: ignore[attr-defined]
+            shown = getattr(error, "shown", str(overrides[setting]))  # a broker URL without its password
+            raise ConfigError(f"{options[setting]} {shown:.200}: {error.reason}") from None  # type: ignore[attr-defined]
         raise
 
 
