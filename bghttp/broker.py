@@ -396,13 +396,29 @@ def rabbitmq_reachable(url: str) -> bool:
     return True
 
 
+#: The suffix of the workers' intake queue of a queue name (``bghttp.worker.intake``).
+SUBMIT_QUEUE_SUFFIX = ".submit"
+
+
+def queue_family(queue_name: str) -> list[str]:
+    """Every queue bghttp declares for ``BGHTTP_QUEUE=queue_name``: the work queue and the
+    intake queue (``.submit``), each with its delay (``.DQ``) and dead-letter (``.XQ``) queue."""
+    bases = (queue_name, f"{queue_name}{SUBMIT_QUEUE_SUFFIX}")
+    return [name for base in bases for name in (base, dq_name(base), xq_name(base))]
+
+
 def delete_queues(url: str, queue_name: str) -> None:
-    """Delete a queue with its delay and dead-letter queues; quietly does nothing if unreachable."""
-    with contextlib.suppress(Exception):
-        connection = pika.BlockingConnection(pika.URLParameters(url))
-        try:
-            channel = connection.channel()
-            for name in (queue_name, f"{queue_name}.DQ", f"{queue_name}.XQ"):
-                channel.queue_delete(name)
-        finally:
-            connection.close()
+    """Delete all six queues of ``queue_name`` (:func:`queue_family`); quietly does nothing if unreachable.
+
+    ``url`` may be a ``;`` list (a cluster): the first node that answers does it.
+    """
+    for node in url.split(";"):
+        with contextlib.suppress(Exception):
+            connection = pika.BlockingConnection(pika.URLParameters(node.strip()))
+            try:
+                channel = connection.channel()
+                for name in queue_family(queue_name):
+                    channel.queue_delete(name)
+            finally:
+                connection.close()
+            return

@@ -195,7 +195,8 @@ def run(keep: bool = False) -> int:
     use_rabbitmq = not settings.is_local and rabbitmq_reachable(settings.broker_url)
     where = redact_broker_url(settings.broker_url)
     if use_rabbitmq:
-        print(f"RabbitMQ is reachable at {where}: using it, with a dramatiq worker process.")
+        queue = settings.queue_name
+        print(f"RabbitMQ is reachable at {where}: using it, with a dramatiq worker process on queue {queue}.")
     else:
         reason = "BGHTTP_BROKER_URL=local" if settings.is_local else f"RabbitMQ is not reachable at {where}"
         print(f"{reason}: running in local mode (in-process worker, no broker needed).")
