@@ -360,9 +360,15 @@ def describe_broker_error(error: BaseException) -> str:
     text = " ".join(str(cause) for cause in causes)
     if any(isinstance(cause, AMQPConnectorException) and "handshake" in str(cause).lower() for cause in causes):
         return "it accepted the connection but did not answer the AMQP handshake (is RabbitMQ behind it down?)"
-    if "ACCESS_REFUSED" in text:
+    # Connection-level refusals only: a channel's 403 (a missing permission) is not a wrong password.
+    closed = [cause for cause in causes if isinstance(cause, pika.exceptions.ConnectionClosedByBroker)]
+    if any(isinstance(cause, pika.exceptions.ProbableAuthenticationError) for cause in causes) or any(
+        cause.reply_code == 403 for cause in closed
+    ):
         return "login refused: wrong user name or password (403 ACCESS_REFUSED)"
-    if "NOT_ALLOWED" in text:
+    if any(isinstance(cause, pika.exceptions.ProbableAccessDeniedError) for cause in causes) or any(
+        cause.reply_code == 530 for cause in closed
+    ):
         found = re.search(r"NOT_ALLOWED[^'\"]*", text)
         return f"access refused ({found.group(0) if found else 'NOT_ALLOWED'}): check the virtual host in the URL"
     for cause in causes:

@@ -135,6 +135,12 @@ class Settings:
             if checked is not value:
                 object.__setattr__(self, field, checked)
 
+    def __repr__(self) -> str:
+        # Settings end up in tracebacks, test reports and a host's debug logs: no broker password there.
+        shown = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        shown["broker_url"] = redact_broker_url(self.broker_url)
+        return f"Settings({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
+
     @property
     def is_local(self) -> bool:
         return self.broker_url == LOCAL_BROKER

@@ -104,3 +104,10 @@ def test_dramatiq_worker_with_a_bad_broker_url_hides_the_password(settings: Sett
     assert result.returncode == 2, result.stderr
     _assert_no_secret(result)
     assert fragment in result.stderr, result.stderr
+
+
+def test_settings_repr_hides_the_broker_password() -> None:
+    settings = Settings(broker_url=f"amqp://user:{SECRET}@127.0.0.1:5672/;amqp://user:{SECRET}@127.0.0.2:5672/")
+
+    assert SECRET not in repr(settings) and "amqp://user:[REDACTED]@127.0.0.2:5672/" in repr(settings)
+    assert repr(settings).startswith("Settings(broker_url=")
