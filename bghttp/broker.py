@@ -105,8 +105,6 @@ class BghttpRabbitmqBroker(RabbitmqBroker):
     @property
     def connection(self) -> Any:
         """Dramatiq's per-thread connection; an error opening one is marked with ``CONNECT_FAILED_AT``."""
-        if getattr(self.state, "connection", None) is not None:
-            return super().connection
         try:
             return super().connection
         except _CONNECT_ERRORS as error:

@@ -39,7 +39,7 @@ _TERMINAL_ESCAPES = {**_CONTROL_ESCAPES, **_FORMAT_ESCAPES, 0x09: "\\t", 0x0A: "
 
 
 def terminal_safe(text: str) -> str:
-    """``text`` with every control character and bidi control shown as a visible escape (``\x1b``, ``\u202e``).
+    """``text`` with every control character and bidi control shown as a visible escape (``\\x1b``, ``\\u202e``).
 
     Everything else (letters of any script, emoji, backslashes) is left as it
     is. Only for output a person reads: ``--json`` and ``--body`` stay exact.

@@ -4,7 +4,7 @@ and the download progress shown on stderr while ``wait`` polls.
 Text for people passes through :func:`safe` (``quoting.terminal_safe``), the
 one escaping function of the CLI: a server's reason phrase, header values,
 URLs and error texts are shown with their control characters and bidi
-controls escaped (``\x1b``, ``\u202e``). ``--json`` output and ``--body``
+controls escaped (``\\x1b``, ``\\u202e``). ``--json`` output and ``--body``
 bytes stay exact.
 """
 
