@@ -111,3 +111,25 @@ def test_settings_repr_hides_the_broker_password() -> None:
 
     assert SECRET not in repr(settings) and "amqp://user:[REDACTED]@127.0.0.2:5672/" in repr(settings)
     assert repr(settings).startswith("Settings(broker_url=")
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("amqp://u:pw@h:5672/", "amqp://u:[REDACTED]@h:5672/"),
+        ("amqp://u:p%40w@h/", "amqp://u:[REDACTED]@h/"),
+        ("amqp://u:p@w@h/", "amqp://u:[REDACTED]@h/"),
+        ("amqp://u:p/w?x#y@h/", "amqp://u:[REDACTED]@h/"),
+        ("amqp://u:pw@[::1]:5672/", "amqp://u:[REDACTED]@[::1]:5672/"),
+        ("amqp://u:pw@[::1/", "amqp://u:[REDACTED]@[::1/"),
+        ("amqp://a:1@h1/;amqp://b:2@h2/", "amqp://a:[REDACTED]@h1/;amqp://b:[REDACTED]@h2/"),
+        ("amqp://u@h/", "amqp://u@h/"),
+        ("amqp://h:5672/?heartbeat=5", "amqp://h:5672/?heartbeat=5"),
+        ("local", "local"),
+    ],
+)
+def test_redact_broker_url(url: str, shown: str) -> None:
+    from bghttp.redaction import broker_url_secrets, redact_broker_url, scrub
+
+    assert redact_broker_url(url) == shown
+    assert scrub(url, broker_url_secrets(url)).count("[REDACTED]") >= shown.count("[REDACTED]")
