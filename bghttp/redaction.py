@@ -13,7 +13,8 @@ Two tools:
 Broker URLs (``BGHTTP_BROKER_URL``, a ``;`` list, possibly malformed) have their
 own pair: :func:`redact_broker_url` to show one in a message and
 :func:`broker_url_secrets` to scrub a message that may quote one (pika's and
-urllib's parse errors). Every message that names the broker goes through them.
+urllib's parse errors). Every message that names the broker goes through them;
+a connectivity probe's URL is shown through :func:`redact_userinfo`.
 """
 
 from __future__ import annotations
@@ -142,10 +143,12 @@ def broker_url_secrets(value: str) -> list[str]:
     return list(dict.fromkeys(secret for secret in secrets if secret))
 
 
+def redact_userinfo(url: str) -> str:
+    """One URL of a setting (a broker, a connectivity probe), however malformed, with its password replaced."""
+    parts = _broker_userinfo(url)
+    return url if parts is None else f"{parts[0]}{REDACTED}{parts[2]}"
+
+
 def redact_broker_url(value: str) -> str:
     """A broker URL (or a ``;`` list of them), however malformed, with every password replaced."""
-    shown = []
-    for url in value.split(";"):
-        parts = _broker_userinfo(url)
-        shown.append(url if parts is None else f"{parts[0]}{REDACTED}{parts[2]}")
-    return ";".join(shown)
+    return ";".join(redact_userinfo(url) for url in value.split(";"))

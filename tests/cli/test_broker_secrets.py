@@ -133,3 +133,40 @@ def test_redact_broker_url(url: str, shown: str) -> None:
 
     assert redact_broker_url(url) == shown
     assert scrub(url, broker_url_secrets(url)).count("[REDACTED]") >= shown.count("[REDACTED]")
+
+
+@pytest.mark.parametrize("probe", [f"http://u:{SECRET}@127.0.0.1:80x/", f"ftp://u:{SECRET}@h/", f"tcp://u:{SECRET}@h"])
+def test_bad_probe_url_error_hides_the_password(settings: Settings, probe: str) -> None:
+    result = run_cli(settings, "ls", env={"BGHTTP_CONNECTIVITY_PROBES": f"tcp://127.0.0.1:9,{probe}"})
+
+    assert_one_line_error(result, 2)
+    _assert_no_secret(result)
+    assert "BGHTTP_CONNECTIVITY_PROBES" in result.stderr and "u:[REDACTED]@" in result.stderr, result.stderr
+
+
+def test_worker_log_shows_probe_urls_without_password(settings: Settings, tmp_path: Path) -> None:
+    from tests.cli.helpers import BghttpWorker
+    from tests.support import free_port, wait_until
+
+    log_path = tmp_path / "worker.log"
+    worker = BghttpWorker(
+        settings,
+        "--processes",
+        "1",
+        log_path=log_path,
+        env={
+            "BGHTTP_BROKER_URL": f"amqp://guest:{SECRET}@127.0.0.1:{free_port()}/",
+            "BGHTTP_CONNECTIVITY_PROBES": f"http://u:{SECRET}@127.0.0.1:{free_port()}/health",
+            "BGHTTP_CONNECTIVITY_INTERVAL": "0.2",
+            "BGHTTP_LOG_FORMAT": "json",
+        },
+    )
+    try:
+        wait_until(lambda: "connectivity_monitor_started" in log_path.read_text(), timeout=30)
+        wait_until(lambda: "broker_unreachable" in log_path.read_text(), timeout=30)
+    finally:
+        worker.stop()
+    text = log_path.read_text()
+
+    assert SECRET not in text, text
+    assert "u:[REDACTED]@127.0.0.1" in text, text
