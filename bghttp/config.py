@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .redaction import broker_url_secrets, redact_broker_url, scrub
 
 LOCAL_BROKER = "local"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -134,6 +135,12 @@ class Settings:
             if checked is not value:
                 object.__setattr__(self, field, checked)
 
+    def __repr__(self) -> str:
+        # Settings end up in tracebacks, test reports and a host's debug logs: no broker password there.
+        shown = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        shown["broker_url"] = redact_broker_url(self.broker_url)
+        return f"Settings({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
+
     @property
     def is_local(self) -> bool:
         return self.broker_url == LOCAL_BROKER
@@ -181,9 +188,20 @@ class Settings:
 
 
 def _config_error(field: str, value: object, reason: str) -> ConfigError:
-    error = ConfigError(f"{_RULES[field].variable}={str(value)!r}: {reason}")
+    """The one-line error for a bad setting; a broker URL's passwords never appear in it.
+
+    pika's and urllib's parse errors may quote the URL, so the reason is
+    scrubbed too. ``shown`` is the value as the message shows it (the CLI
+    names its option with it).
+    """
+    shown = str(value)
+    if field == "broker_url":
+        secrets = broker_url_secrets(shown)
+        shown, reason = redact_broker_url(shown), scrub(reason, secrets)
+    error = ConfigError(f"{_RULES[field].variable}={shown!r}: {reason}")
     error.setting = field  # type: ignore[attr-defined]  # lets the CLI name its option instead
     error.reason = reason  # type: ignore[attr-defined]
+    error.shown = shown  # type: ignore[attr-defined]
     return error
 
 
@@ -332,7 +350,7 @@ def _check_broker_url(value: Any) -> str:
         try:
             pika.URLParameters(url.strip())
         except Exception as error:  # pika raises ValueError, IndexError … for a malformed URL
-            raise ValueError(f"{_BROKER_ACCEPTED}; {url.strip()!r}: {error}") from None
+            raise ValueError(f"{_BROKER_ACCEPTED}; {redact_broker_url(url.strip())!r}: {error}") from None
     return value
 
 

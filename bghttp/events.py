@@ -34,9 +34,9 @@ import pika.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from . import record_log
-from .broker import BROKER_ERRORS, BghttpRabbitmqBroker, describe_broker_error
+from .broker import BROKER_ERRORS, BghttpRabbitmqBroker, broker_unavailable
 from .config import Settings
-from .errors import BrokerUnavailable, StoreError
+from .errors import StoreError
 from .lifecycle import is_stale
 from .logs import get_logger
 from .models import RequestStatus, StatusRecord
@@ -224,8 +224,8 @@ class EventPublisher:
                 if refused_ok and refused:
                     raise _Refused(str(error)) from None
                 if attempt == PUBLISH_ATTEMPTS:
-                    reason = describe_broker_error(error)
-                    raise BrokerUnavailable(f"the broker did not confirm {what}: {reason}") from error
+                    unconfirmed, not_sent = f"the broker did not confirm {what}", f"{what} was not sent"
+                    raise broker_unavailable(error, unconfirmed, not_sent) from error
 
     def _drop_connection(self) -> None:
         self._declared.clear()

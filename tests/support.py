@@ -47,7 +47,6 @@ def unique_queue() -> str:
 def delete_queues(queue_name: str, url: str = RABBITMQ_URL) -> None:
     """Delete bghttp's queues of ``queue_name``: the work queue and the workers' intake queue, each with .DQ, .XQ."""
     bghttp.broker.delete_queues(url, queue_name)
-    bghttp.broker.delete_queues(url, f"{queue_name}.submit")
 
 
 def queue_counts(queue_name: str, url: str = RABBITMQ_URL) -> tuple[int, int]:

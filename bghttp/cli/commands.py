@@ -290,7 +290,8 @@ def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None 
     except ConfigError as error:
         setting = getattr(error, "setting", None)
         if setting in options:
-            raise ConfigError(f"{options[setting]} {overrides[setting]!s:.200}: {error.reason}") from None  # type: ignore[attr-defined]
+            shown = getattr(error, "shown", str(overrides[setting]))  # a broker URL without its password
+            raise ConfigError(f"{options[setting]} {shown:.200}: {error.reason}") from None  # type: ignore[attr-defined]
         raise
 
 
@@ -397,7 +398,7 @@ def _wait_and_report(
     else:
         code = f" (HTTP {record.last_status_code})" if record.last_status_code is not None else ""
         error = f": {record.last_error}" if record.last_error and record.status is not RequestStatus.COMPLETED else ""
-        print(f"{request_id} {record.status.value}{code}{error}", file=outcome_to or sys.stdout)
+        out.say(f"{request_id} {record.status.value}{code}{error}", outcome_to)
     return EXIT_OK if record.status is RequestStatus.COMPLETED else EXIT_FAILED
 
 
@@ -548,7 +549,7 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
                 refused[request_id] = str(error)
                 code = code or _exit_code(error)
                 if not args.json:
-                    print(f"bghttp: error: {error}", file=sys.stderr)
+                    out.say(f"bghttp: error: {error}", sys.stderr)
                 continue
             retried.append(request_id)
             if not args.json:
@@ -684,7 +685,7 @@ def _report(error: Exception, settings: Settings | None) -> int:
     message = str(error) or type(error).__name__
     if not isinstance(error, BghttpError):
         message = f"{type(error).__name__}: {message}"
-    print(f"bghttp: error: {message}", file=sys.stderr)
+    out.say(f"bghttp: error: {message}", sys.stderr)  # it may quote a stored URL or a server's text
     if settings is not None and settings.log_level == "DEBUG" and not isinstance(error, BghttpError):
         import traceback
 

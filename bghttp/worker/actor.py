@@ -16,7 +16,14 @@ import dramatiq
 import httpx
 from dramatiq.middleware import CurrentMessage, Middleware, Retries, ShutdownNotifications
 
-from ..broker import ACTOR_NAME, WORKER_PUBLISH_THREADS, check_queue, create_broker, publish_request
+from ..broker import (
+    ACTOR_NAME,
+    WORKER_PUBLISH_THREADS,
+    check_queue,
+    create_broker,
+    log_reconnects,
+    publish_request,
+)
 from ..config import Settings
 from ..errors import BrokerUnavailable, StoreError
 from ..events import EventPublisher
@@ -175,6 +182,8 @@ def setup_worker_broker(settings: Settings | None = None) -> tuple[dramatiq.Brok
     """Create the worker's broker, make it Dramatiq's global one, declare the actor."""
     settings = settings or Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
+    if not settings.is_local:
+        log_reconnects(settings.broker_url)  # one line per reconnect attempt, the URL redacted
     check_shared_store(settings.store_dir)  # a shared store with unsafe caches stops the worker here, in one line
     check_store_root(settings.store_dir)  # so does a store another user owns or may write
     # One monitor per worker process, shared by the gate and the runner.

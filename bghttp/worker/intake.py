@@ -31,7 +31,7 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import CurrentMessage, Middleware
 
-from ..broker import publish_request
+from ..broker import SUBMIT_QUEUE_SUFFIX, publish_request
 from ..config import Settings
 from ..errors import InvalidRequest, StoreError
 from ..events import REJECTED, EventPublisher, rejected_event
@@ -54,7 +54,7 @@ SPEC_KEYS = frozenset(
 
 def submit_queue_name(settings: Settings) -> str:
     """The queue the ``submit_request`` messages travel on: ``<BGHTTP_QUEUE>.submit``."""
-    return f"{settings.queue_name}.submit"
+    return f"{settings.queue_name}{SUBMIT_QUEUE_SUFFIX}"
 
 
 def parse_submit(spec: object, message_id: str, default_timeout: float) -> PreparedRequest:

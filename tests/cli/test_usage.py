@@ -98,7 +98,7 @@ def test_broker_unavailable_exits_4_and_keeps_nothing(offline_settings: Settings
     result = run_cli(offline_settings, "--broker", closed, "post", URL, "-d", "x")
 
     assert_one_line_error(result, 4)
-    assert "broker did not confirm" in result.stderr
+    assert "cannot connect to the broker" in result.stderr and "not submitted" in result.stderr
     assert _stored(offline_settings) == []
 
 
