@@ -21,6 +21,7 @@ stderr.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import logging.handlers
@@ -150,7 +151,9 @@ class _OneWriter:
         """Write what is queued and stop the thread (at exit, so no line is lost)."""
         if self.listener._thread is not None:
             self.listener.stop()
-        self.handler.flush()
+        # The stream may be gone already (closed by a test harness or the host); nothing left to write to.
+        with contextlib.suppress(ValueError, OSError):
+            self.handler.flush()
 
 
 def _restart_writer_after_fork() -> None:
