@@ -11,6 +11,8 @@ Exit codes (also in ``bghttp --help``)::
     4  the broker is unavailable (the request was not accepted)
     5  wait timed out before the request finished
     6  the store could not be read or written
+    7  the request ID is taken by a different request, or --replace may not replace it
+       (nothing was stored)
 
 Errors are one line on stderr (``bghttp: error: ...``), never a traceback.
 """
@@ -35,6 +37,7 @@ from ..errors import (
     BghttpError,
     BrokerUnavailable,
     InvalidRequest,
+    RequestExists,
     StoreError,
     UnknownRequest,
     WaitTimeout,
@@ -50,6 +53,7 @@ EXIT_NOT_FOUND = 3
 EXIT_BROKER = 4
 EXIT_TIMEOUT = 5
 EXIT_STORE = 6
+EXIT_CONFLICT = 7
 
 EXIT_CODES_HELP = """\
 exit codes:
@@ -62,6 +66,8 @@ exit codes:
   4  the broker is unavailable (the request was not accepted)
   5  wait timed out before the request finished
   6  the store could not be read or written
+  7  the request ID is taken by a different request, or --replace may not replace it
+     (nothing was stored)
 """
 
 #: Dramatiq CLI's "could not connect to the broker" exit code.
@@ -214,6 +220,12 @@ def _submit_options(metavar: str) -> argparse.ArgumentParser:
     submit.add_argument("--retries", type=int, default=0, metavar="N", help="retries after a failed attempt (0-10)")
     submit.add_argument("--id", dest="request_id", metavar="ID", help="request ID (default: a new UUID)")
     submit.add_argument(
+        "--replace",
+        action="store_true",
+        help="with --id: replace a different request under that ID if it is finished or still queued "
+        "and never attempted (exit 7 otherwise; the same request again is never sent twice)",
+    )
+    submit.add_argument(
         "--meta",
         action="append",
         default=[],
@@ -318,8 +330,13 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--wait-timeout needs --wait")
     options = request_options(args)
     waits = args.wait or settings.is_local
-    with BackgroundHttpClient(settings) as client:
-        info = client.request(args.method, args.url, **options)
+    with BackgroundHttpClient(settings, on_conflict="replace" if args.replace else "return") as client:
+        try:
+            info = client.request(args.method, args.url, **options)
+        except RequestExists as error:
+            if error.differences and not args.replace:
+                raise RequestExists(f"{error}, or give --replace", error.differences) from None
+            raise
         if args.json and not waits:
             out.print_json(
                 {
@@ -484,6 +501,7 @@ def _submit_flags(args: argparse.Namespace) -> dict[str, object]:
         "--timeout": args.timeout is not None,
         "--retries": args.retries,
         "--id": args.request_id is not None,
+        "--replace": args.replace,
         "--meta": args.meta,
         "--wait": args.wait,
         "--allow-body": args.allow_body,
@@ -703,6 +721,8 @@ def _exit_code(error: Exception) -> int:
         return EXIT_TIMEOUT
     if isinstance(error, StoreError):
         return EXIT_STORE
+    if isinstance(error, RequestExists):
+        return EXIT_CONFLICT
     return EXIT_FAILED
 
 

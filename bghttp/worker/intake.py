@@ -5,9 +5,11 @@ queue ``<BGHTTP_QUEUE>.submit``; ``spec`` is a JSON object (the contract is
 docs/messages.md). The intake validates it exactly as the client does
 (:func:`bghttp.validation.prepare_request`), stores it and publishes its first
 run through the client's one submit path (:mod:`bghttp.submission`), with
-``on_conflict="return"``: the same ``request_id`` twice is one request. Without
-a ``request_id`` the message's ``message_id`` is the ID, so a redelivered
-message is still one request.
+``on_conflict="return"``: the same request twice under one ``request_id`` is one
+request, and a different request under a taken ``request_id`` is rejected (the
+client's comparison and words: it raises ``RequestExists`` there). Without a
+``request_id`` the message's ``message_id`` is the ID, so a redelivered message
+is still one request.
 
 An invalid spec is not retried: it is acked, and a ``request.rejected`` event
 with the reason goes to the events exchange. A store or broker outage raises
@@ -33,12 +35,11 @@ from dramatiq.middleware import CurrentMessage, Middleware
 
 from ..broker import publish_request
 from ..config import Settings
-from ..errors import InvalidRequest, StoreError
+from ..errors import InvalidRequest, RequestExists
 from ..events import REJECTED, EventPublisher, rejected_event
 from ..logs import get_logger
 from ..quoting import quoted
 from ..store import FileStore, is_valid_request_id
-from ..store_api import Store
 from ..submission import Submission
 from ..validation import PreparedRequest, check_metadata, prepare_request
 
@@ -177,16 +178,14 @@ class Intake:
         except InvalidRequest as error:
             self._reject(args, message_id, str(error), log)
             return
-        submission = self.submission()
-        info = submission.submit(prepared)
-        if not _is_this_request(submission.store, prepared):
+        try:
+            info = self.submission().submit(prepared)
+        except RequestExists as error:
+            if not error.differences:
+                raise  # the ID keeps changing hands: retried, as a store outage is
             # The ID was taken by another request: ours was not stored, and a silent
             # "one request" would leave its producer believing it ran.
-            reason = (
-                f"request_id {prepared.spec.request_id!r} exists with a different request"
-                " (method, URL, headers, body or options differ); it was not submitted: use a new request_id"
-            )
-            self._reject(args, message_id, reason, log)
+            self._reject(args, message_id, str(error), log)
             return
         host = urllib.parse.urlsplit(prepared.spec.url).hostname
         log.info(
@@ -210,29 +209,6 @@ class Intake:
         if self.events is not None:
             event = rejected_event(message_id, request_id, reason, metadata, time.time())
             self.events.publish(REJECTED, event)  # BrokerUnavailable: retried, same event_id
-
-
-def _is_this_request(store: Store, prepared: PreparedRequest) -> bool:
-    """False if the request stored under ``prepared``'s ID is a different one (a redelivery is the same).
-
-    What the producer chose is compared, not what the submit adds (creation time,
-    generation, trace context). When the stored request cannot be read, it is
-    taken as the same: the submit's own "one request per ID" stands.
-    """
-    mine = prepared.spec
-    try:
-        stored = store.load_request(mine.request_id)
-        if stored is None:
-            return True  # removed meanwhile: nothing to tell apart
-        same = (
-            (stored.method, stored.url, [tuple(pair) for pair in stored.headers], stored.timeout)
-            == (mine.method, mine.url, [tuple(pair) for pair in mine.headers], mine.timeout)
-            and (stored.max_retries, stored.metadata, stored.on_complete, stored.has_body)
-            == (mine.max_retries, mine.metadata, mine.on_complete, mine.has_body)
-        )
-        return same and (not mine.has_body or store.read_request_body(mine.request_id) == prepared.body)
-    except (StoreError, ValueError):
-        return True
 
 
 class SubmitEnvelopeCheck(Middleware):
