@@ -158,7 +158,7 @@ class AsyncBackgroundHttpClient:
         self, request_id: str, timeout: float | None = None, **options: Unpack[WaitOptions]
     ) -> StatusRecord:
         """Wait until the request is terminal without blocking the loop; WaitTimeout after ``timeout`` s."""
-        waiting = self.sync.wait_for(request_id, timeout, **options)
+        waiting = self.sync._wait_loop(request_id, timeout, **options)
         return await waiting.run_async(functools.partial(self.get_request_status, request_id))
 
     # -------------------------------------------------------------- changes

@@ -29,9 +29,8 @@ import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
-from ..client import BackgroundHttpClient
 from ..config import ConfigError, Settings
 from ..errors import (
     BghttpError,
@@ -43,8 +42,20 @@ from ..errors import (
     WaitTimeout,
 )
 from ..models import RequestStatus, StatusRecord
+from ..reading import StoreReader
+from ..store import FileStore
 from . import output as out
 from .input import UsageError, request_options
+
+if TYPE_CHECKING:
+    from ..client import BackgroundHttpClient
+
+    #: What a command reads requests with: a reader, or the client it has anyway.
+    Reads = StoreReader | BackgroundHttpClient
+
+# The reading commands (status, response, wait, ls) use a StoreReader alone; the
+# client, and with it Dramatiq, pika, httpx and asyncio, is imported only by the
+# commands that submit or change requests (tests/cli/test_startup.py).
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -306,14 +317,26 @@ def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None 
         raise
 
 
-def _reader(settings: Settings) -> BackgroundHttpClient:
-    """A client for commands that only read or change the store: it never needs a broker."""
+def _reader(settings: Settings) -> StoreReader:
+    """What the reading commands read the store with: no broker, no client."""
+    _check_store_exists(settings)
+    return StoreReader(FileStore(settings.store_dir, fsync=settings.fsync))
+
+
+def _store_client(settings: Settings) -> BackgroundHttpClient:
+    """A client for commands that change the store (cancel, rm, gc): it never needs a broker."""
     from dramatiq.brokers.stub import StubBroker
 
+    from ..client import BackgroundHttpClient
+
+    _check_store_exists(settings)
+    return BackgroundHttpClient(settings, broker=StubBroker())
+
+
+def _check_store_exists(settings: Settings) -> None:
     if not settings.store_dir.is_dir():
         # A mistyped --store should say so, not create an empty store and report "not found".
         raise StoreError(f"no store at {settings.store_dir} (set --store or BGHTTP_STORE_DIR)")
-    return BackgroundHttpClient(settings, broker=StubBroker())
 
 
 # ---------------------------------------------------------------- submits
@@ -326,6 +349,8 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     process: leaving at once would strand the request) the progress and the
     outcome line go to stderr; ``--json`` prints one document instead.
     """
+    from ..client import BackgroundHttpClient
+
     if args.wait_timeout is not None and not args.wait:
         raise UsageError("--wait-timeout needs --wait")
     options = request_options(args)
@@ -398,7 +423,7 @@ def cmd_wait(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _wait_and_report(
-    client: BackgroundHttpClient,
+    client: Reads,
     request_id: str,
     timeout: float | None,
     *,
@@ -418,7 +443,7 @@ def _wait_and_report(
     return EXIT_OK if record.status is RequestStatus.COMPLETED else EXIT_FAILED
 
 
-def _wait(client: BackgroundHttpClient, request_id: str, timeout: float | None, show_progress: bool) -> StatusRecord:
+def _wait(client: Reads, request_id: str, timeout: float | None, show_progress: bool) -> StatusRecord:
     """The client's wait, showing how much of the response has been streamed so far."""
     progress = out.Progress(request_id) if show_progress else None
 
@@ -444,14 +469,14 @@ def cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def _spec_or_none(client: BackgroundHttpClient, request_id: str) -> Any:
+def _spec_or_none(client: Reads, request_id: str) -> Any:
     try:
         return client.store.load_request(request_id)
     except StoreError:
         return None  # a request deleted while listing
 
 
-def _existing(client: BackgroundHttpClient, request_id: str) -> StatusRecord:
+def _existing(client: Reads, request_id: str) -> StatusRecord:
     record = client.get_request_status(request_id)
     if record is None:
         raise UnknownRequest(f"no request {request_id!r} in the store {client.store.root}")
@@ -464,7 +489,7 @@ def _existing(client: BackgroundHttpClient, request_id: str) -> StatusRecord:
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
     """Exit 0 if the request was unfinished and is now cancelled; 1 if it had already
     finished, whatever its final status (cancelled included): this call changed nothing."""
-    with _reader(settings) as client:
+    with _store_client(settings) as client:
         before = _existing(client, args.request_id)
         record = before if before.is_terminal else client.cancel(args.request_id)
         cancelled = not before.is_terminal and record.status is RequestStatus.CANCELLED
@@ -509,7 +534,7 @@ def _submit_flags(args: argparse.Namespace) -> dict[str, object]:
 
 
 def cmd_rm(args: argparse.Namespace, settings: Settings) -> int:
-    with _reader(settings) as client:
+    with _store_client(settings) as client:
         if not client.remove(args.request_id):
             raise UnknownRequest(f"no request {args.request_id!r} in the store {client.store.root}")
     if args.json:
@@ -520,7 +545,7 @@ def cmd_rm(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
-    with _reader(settings) as client:
+    with _store_client(settings) as client:
         removed = client.gc(args.older_than, dry_run=args.dry_run)
     if args.json:
         out.print_json({"removed": len(removed), "dry_run": args.dry_run, "request_ids": removed})
@@ -535,6 +560,8 @@ def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
     if settings.is_local:
         raise UsageError("recover re-sends to RabbitMQ; in local mode `bghttp worker --local` recovers at start")
+    from ..client import BackgroundHttpClient
+
     with BackgroundHttpClient(settings) as client:
         count = client.recover()
     if args.json:
@@ -552,6 +579,8 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--since and --host select with --status; not with request IDs")
     if settings.is_local:
         raise UsageError("retry sends to RabbitMQ; in local mode call client.retry() in the process running the worker")
+    from ..client import BackgroundHttpClient
+
     retried: list[str] = []
     refused: dict[str, str] = {}
     code = EXIT_OK
@@ -685,12 +714,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _configure_logging(args: argparse.Namespace, settings: Settings) -> None:
-    from ..logs import configure_logging
-
     # Log lines go to stderr; stdout stays for results. Only the worker and
     # recover log at INFO: the other commands' output is their result.
     is_service = args.handler in (cmd_worker, cmd_recover)
-    configure_logging(settings.log_format, settings.log_level if is_service else "WARNING")
+    level = settings.log_level if is_service else "WARNING"
+    if args.handler in (cmd_status, cmd_response, cmd_wait, cmd_ls):
+        from .deferred_logging import configure_logging_on_first_record  # they start without structlog
+
+        configure_logging_on_first_record(settings.log_format, level)
+    else:
+        from ..logs import configure_logging
+
+        configure_logging(settings.log_format, level)
     if args.handler is not cmd_worker:
         # A broker failure is reported as one line with exit code 4; pika's own
         # connection errors would only repeat it at length.
