@@ -89,6 +89,19 @@ _POLL_SECONDS = 0.1
 _SUBMIT_METHODS = ("get", "post", "put", "patch", "delete", "head")
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the package version, read only when asked (importlib.metadata costs every command time)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
+        import bghttp
+
+        print(f"bghttp {bghttp.__version__}")
+        parser.exit(EXIT_OK)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One clear line instead of the usage block; --help shows the rest.
@@ -116,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],
     )
+    parser.add_argument("--version", action=_VersionAction, help="print the version of bghttp and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
@@ -459,7 +473,11 @@ def _wait(client: Reads, request_id: str, timeout: float | None, show_progress: 
 
 
 def cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
-    with _reader(settings) as client:
+    """A store that does not exist yet (a fresh machine) lists nothing and stays uncreated; stderr names it,
+    so that a mistyped ``--store`` still shows."""
+    if not settings.store_dir.is_dir():
+        print(f"bghttp: no store at {settings.store_dir} yet (nothing was submitted to it)", file=sys.stderr)
+    with StoreReader(FileStore(settings.store_dir, fsync=settings.fsync)) as client:
         records = client.list(status=args.status, limit=args.limit)
         rows = [(record, _spec_or_none(client, record.request_id)) for record in records]
         if args.json:
