@@ -161,6 +161,10 @@ class AsyncBackgroundHttpClient:
         waiting = self.sync._wait_loop(request_id, timeout, **options)
         return await waiting.run_async(functools.partial(self.get_request_status, request_id))
 
+    async def received_bytes(self, request_id: str) -> int | None:
+        """How much of the response a running attempt has streamed so far (None if nothing is streaming)."""
+        return await self._run(self.sync.received_bytes, request_id)
+
     # -------------------------------------------------------------- changes
     async def cancel(self, request_id: str) -> StatusRecord:
         return await self._run(self.sync.cancel, request_id)
