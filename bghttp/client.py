@@ -41,6 +41,7 @@ from .validation import (
     RequestOptions,
     SubmitOptions,
     prepare_request,
+    with_keyword_hints,
 )
 from .waiting import Wait, WaitOptions
 
@@ -91,12 +92,14 @@ class BackgroundHttpClient:
         self._events = EventPublisher.for_broker(self.broker, self.settings)
 
     # ------------------------------------------------------------- submits
+    @with_keyword_hints
     def request(
         self,
         method: str,
         url: str,
         *,
         data: Any = None,
+        json: Any = None,
         headers: HeadersArg = None,
         query_parameters: QueryArg = None,
         timeout: float | None = None,
@@ -110,6 +113,8 @@ class BackgroundHttpClient:
     ) -> RequestInfo:
         """Submit any request; returns once it is stored and the broker confirmed it.
 
+        ``data``: a dict or list is sent as JSON, a str as UTF-8 text, bytes as
+        they are; ``json``: any JSON value, sent as JSON (not with ``data``).
         ``metadata``: a small JSON object (at most 4 KiB) kept with the request and
         shown in its status and final event. ``on_complete={"queue": ..., "actor": ...}``:
         the final event is also sent to that Dramatiq actor (see docs/messages.md).
@@ -118,6 +123,7 @@ class BackgroundHttpClient:
             method,
             url,
             data=data,
+            json=json,
             headers=headers,
             query_parameters=query_parameters,
             timeout=timeout,

@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import json
 import threading
 import time
 import urllib.parse
@@ -68,10 +67,7 @@ def parse_submit(spec: object, message_id: str, default_timeout: float) -> Prepa
     for required in ("method", "url"):
         if required not in spec:
             raise InvalidRequest(f"the field {required!r} is required")
-    data, content_type = _body(spec)
-    headers = spec.get("headers")
-    if content_type is not None:
-        headers = _with_content_type(headers, content_type)
+    body = _body(spec)
     request_id = spec.get("request_id")
     if request_id is None and not is_valid_request_id(message_id):
         raise InvalidRequest(
@@ -81,8 +77,8 @@ def parse_submit(spec: object, message_id: str, default_timeout: float) -> Prepa
     return prepare_request(
         spec["method"],
         spec["url"],
-        data=data,
-        headers=headers,
+        **body,
+        headers=spec.get("headers"),
         query_parameters=spec.get("query_parameters"),
         timeout=spec.get("timeout"),
         request_id=message_id if request_id is None else request_id,
@@ -93,50 +89,24 @@ def parse_submit(spec: object, message_id: str, default_timeout: float) -> Prepa
     )
 
 
-def _body(spec: Mapping[str, Any]) -> tuple[Any, str | None]:
-    """``(data for prepare_request, a Content-Type it would not set itself)`` of the one body field."""
+def _body(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The body keyword of ``prepare_request`` for the one body field: ``json=`` (any JSON value) or ``data=``."""
     given = [key for key in BODY_KEYS if key in spec]
     if len(given) > 1:
         raise InvalidRequest(f"give at most one body field of json, text, base64; got {', '.join(given)}")
     if not given:
-        return None, None
+        return {}
     key, value = given[0], spec[given[0]]
     if key == "json":
-        if isinstance(value, dict | list):
-            return value, None  # encoded and typed by prepare_request, as the client's data=
-        return _json_scalar(value), "application/json"
+        return {"json": value}  # encoded and typed (application/json) by prepare_request, as the client's json=
     if not isinstance(value, str):
         raise InvalidRequest(f"the field {key!r} must be a string, not {_json_type(value)}")
     if key == "text":
-        return value, None
+        return {"data": value}
     try:
-        return base64.b64decode(value, validate=True), None
+        return {"data": base64.b64decode(value, validate=True)}
     except (binascii.Error, ValueError):
         raise InvalidRequest("the field 'base64' is not valid base64") from None
-
-
-def _json_scalar(value: object) -> bytes:
-    try:
-        return json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
-    except (TypeError, ValueError) as error:
-        raise InvalidRequest(f"the field 'json' cannot be encoded as JSON: {error}") from None
-
-
-def _with_content_type(headers: object, content_type: str) -> object:
-    """``headers`` with Content-Type added unless they name one; malformed headers are left to validation."""
-    if headers is None:
-        return [("Content-Type", content_type)]
-    if isinstance(headers, Mapping):
-        if any(isinstance(name, str) and name.lower() == "content-type" for name in headers):
-            return headers
-        return [*headers.items(), ("Content-Type", content_type)]
-    if isinstance(headers, list):
-        named = any(
-            isinstance(pair, list | tuple) and pair and isinstance(pair[0], str) and pair[0].lower() == "content-type"
-            for pair in headers
-        )
-        return headers if named else [*headers, ("Content-Type", content_type)]
-    return headers
 
 
 def _json_type(value: object) -> str:
