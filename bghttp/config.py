@@ -23,8 +23,9 @@ from .errors import ConfigError
 LOCAL_BROKER = "local"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 QUEUE_TYPES = ("classic", "quorum")
-#: RabbitMQ allows 255 bytes; the delay and dead-letter queues add ``.DQ``/``.XQ``.
-MAX_QUEUE_NAME_BYTES = 252
+#: RabbitMQ allows 255 bytes, and the longest of a worker's six queues adds ``.submit.XQ``
+#: (``<name>``, ``.DQ``, ``.XQ``, and the intake's ``.submit``, ``.submit.DQ``, ``.submit.XQ``).
+MAX_QUEUE_NAME_BYTES = 255 - len(".submit.XQ")
 #: Linux's IFNAMSIZ is 16 bytes with the terminating NUL.
 MAX_INTERFACE_NAME = 15
 

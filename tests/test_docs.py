@@ -84,3 +84,10 @@ def test_the_api_page_lists_every_method_of_both_clients() -> None:
     methods = re.search(r"^Methods: (.*?)\.(?: |$)", _section("api.md", "Async client"), re.M | re.S)
     assert methods is not None
     assert set(re.findall(r"`([a-z_]+)`", methods.group(1))) == _public_methods(AsyncBackgroundHttpClient)
+
+
+def test_the_queue_row_names_every_queue_a_worker_declares() -> None:
+    lines = (DOCS / "configuration.md").read_text().splitlines()
+    row = next(line for line in lines if line.startswith("| `BGHTTP_QUEUE` |"))
+    for suffix in (".DQ", ".XQ", ".submit", ".submit.DQ", ".submit.XQ"):
+        assert f"{suffix}`" in row, suffix
