@@ -238,10 +238,21 @@ def encode_body(data: Any) -> tuple[bytes | None, str | None]:
     )
 
 
+class _JsonNull:
+    """The JSON value ``null`` as a body: ``json=None`` means "no JSON body" (as in httpx)."""
+
+    def __repr__(self) -> str:
+        return "JSON_NULL"
+
+
+#: ``json=JSON_NULL`` sends the body ``null`` (a submit message's ``"json": null``).
+JSON_NULL: Any = _JsonNull()
+
+
 def encode_json(value: Any) -> tuple[bytes, str]:
-    """``json=``: any JSON value (object, array, string, number, boolean) as UTF-8 JSON."""
+    """``json=``: any JSON value (object, array, string, number, boolean; ``JSON_NULL``) as UTF-8 JSON."""
     try:
-        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        text = json.dumps(None if value is JSON_NULL else value, allow_nan=False, ensure_ascii=False)
         return text.encode("utf-8"), "application/json"
     except (TypeError, ValueError, UnicodeEncodeError) as error:
         raise InvalidRequest(f"json cannot be encoded as JSON: {error}") from None

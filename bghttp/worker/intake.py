@@ -40,7 +40,7 @@ from ..logs import get_logger
 from ..quoting import quoted
 from ..store import FileStore, is_valid_request_id
 from ..submission import Submission
-from ..validation import PreparedRequest, check_metadata, prepare_request
+from ..validation import JSON_NULL, PreparedRequest, check_metadata, prepare_request
 
 SUBMIT_ACTOR_NAME = "submit_request"
 ARITY = "submit_request takes exactly one argument, the request object (kwargs empty)"
@@ -98,7 +98,8 @@ def _body(spec: Mapping[str, Any]) -> dict[str, Any]:
         return {}
     key, value = given[0], spec[given[0]]
     if key == "json":
-        return {"json": value}  # encoded and typed (application/json) by prepare_request, as the client's json=
+        # Encoded and typed (application/json) by prepare_request, as the client's json=; null is a value here.
+        return {"json": JSON_NULL if value is None else value}
     if not isinstance(value, str):
         raise InvalidRequest(f"the field {key!r} must be a string, not {_json_type(value)}")
     if key == "text":
