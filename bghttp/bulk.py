@@ -46,6 +46,7 @@ class BulkRequest:
     method: str
     url: str
     data: Any = None
+    json: Any = None
     headers: HeadersArg = None
     query_parameters: QueryArg = None
     timeout: float | None = None

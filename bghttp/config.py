@@ -16,7 +16,7 @@ import pwd
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from .errors import ConfigError
 from .redaction import broker_url_secrets, redact_broker_url, scrub
@@ -24,8 +24,9 @@ from .redaction import broker_url_secrets, redact_broker_url, scrub
 LOCAL_BROKER = "local"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 QUEUE_TYPES = ("classic", "quorum")
-#: RabbitMQ allows 255 bytes; the delay and dead-letter queues add ``.DQ``/``.XQ``.
-MAX_QUEUE_NAME_BYTES = 252
+#: RabbitMQ allows 255 bytes, and the longest of a worker's six queues adds ``.submit.XQ``
+#: (``<name>``, ``.DQ``, ``.XQ``, and the intake's ``.submit``, ``.submit.DQ``, ``.submit.XQ``).
+MAX_QUEUE_NAME_BYTES = 255 - len(".submit.XQ")
 #: Linux's IFNAMSIZ is 16 bytes with the terminating NUL.
 MAX_INTERFACE_NAME = 15
 
@@ -300,10 +301,11 @@ def _check_networks(value: Any) -> tuple[str, ...]:
 
 
 def _check_probes(value: Any) -> tuple[str, ...]:
-    from .worker.connectivity import parse_probes  # connectivity imports this module
-
     probes = _strings(value)
-    parse_probes(probes)  # ConfigError naming the variable and the entry
+    if probes:  # the parser lives with the probes, which load httpx and psutil: only for something to parse
+        from .worker.connectivity import parse_probes  # connectivity imports this module
+
+        parse_probes(probes)  # ConfigError naming the variable and the entry
     return probes
 
 
@@ -340,18 +342,33 @@ def _check_broker_url(value: Any) -> str:
         raise ValueError(_BROKER_ACCEPTED)
     if value == LOCAL_BROKER:
         return value
-    import pika  # only a RabbitMQ URL needs it
-
     urls = value.split(";")
     for url in urls:
         parts = urlsplit(url.strip())
         if parts.scheme.lower() not in ("amqp", "amqps") or not parts.hostname:
             raise ValueError(f"{_BROKER_ACCEPTED}, e.g. amqp://user:password@host:5672/")
         try:
-            pika.URLParameters(url.strip())
+            if _pika_would_check_more(parts):
+                import pika  # loads asyncio: only for a URL with more to check than its port
+
+                pika.URLParameters(url.strip())
+            else:
+                parts.port  # noqa: B018 (raises ValueError for a bad port, as pika's parse of such a URL would)
         except Exception as error:  # pika raises ValueError, IndexError … for a malformed URL
             raise ValueError(f"{_BROKER_ACCEPTED}; {redact_broker_url(url.strip())!r}: {error}") from None
     return value
+
+
+def _pika_would_check_more(parts: SplitResult) -> bool:
+    """Whether pika's parse of this URL checks more than its scheme, host and port.
+
+    It does for query options, a TLS URL (it builds a TLS context) and a user
+    without a password; for other URLs (the default one) the port is all, and
+    the commands that never connect (``bghttp ls``) need not load pika to check it.
+    tests/unit/test_config.py holds this to pika's verdicts.
+    """
+    user_without_password = parts.username is not None and parts.password is None
+    return bool(parts.query) or parts.scheme.lower() == "amqps" or user_without_password
 
 
 def _check_store_dir(value: Any) -> Path:

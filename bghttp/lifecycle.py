@@ -283,6 +283,26 @@ def why_not_replay(record: StatusRecord) -> str | None:
     return f"request {record.request_id!r} is {state}: only failed and cancelled requests can be retried"
 
 
+def why_not_replace(record: StatusRecord) -> str | None:
+    """Why another request may not take ``record``'s ID (``on_conflict="replace"``), or None if it may.
+
+    A finished request's outcome is recorded (and announced); a queued one that
+    this run never attempted has done nothing yet: replacing either loses
+    nothing. Any other may have reached the server and has an outcome to come
+    (running, waiting for a retry or for the network, queued again after an
+    interrupted attempt): replacing it would lose that outcome unseen.
+    """
+    if record.is_terminal:
+        return None
+    if record.phase is Phase.QUEUED and len(record.attempts) <= record.earlier_attempts:
+        return None
+    state = f"{record.status.value}/{record.phase.value}"
+    return (
+        f"request {record.request_id!r} is {state} and has been attempted; only a finished request or one still"
+        " queued and never attempted can be replaced: cancel it first"
+    )
+
+
 def replay(record: StatusRecord) -> StatusRecord:
     """A failed or cancelled request runs again under its ID. Accepts failed and cancelled only.
 
@@ -447,6 +467,7 @@ __all__ = [
     "schedule_retry",
     "undo_replay",
     "wait_for_network",
+    "why_not_replace",
     "why_not_replay",
     "why_not_run",
 ]

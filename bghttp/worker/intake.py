@@ -5,9 +5,11 @@ queue ``<BGHTTP_QUEUE>.submit``; ``spec`` is a JSON object (the contract is
 docs/messages.md). The intake validates it exactly as the client does
 (:func:`bghttp.validation.prepare_request`), stores it and publishes its first
 run through the client's one submit path (:mod:`bghttp.submission`), with
-``on_conflict="return"``: the same ``request_id`` twice is one request. Without
-a ``request_id`` the message's ``message_id`` is the ID, so a redelivered
-message is still one request.
+``on_conflict="return"``: the same request twice under one ``request_id`` is one
+request, and a different request under a taken ``request_id`` is rejected (the
+client's comparison and words: it raises ``RequestExists`` there). Without a
+``request_id`` the message's ``message_id`` is the ID, so a redelivered message
+is still one request.
 
 An invalid spec is not retried: it is acked, and a ``request.rejected`` event
 with the reason goes to the events exchange. A store or broker outage raises
@@ -19,7 +21,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import json
 import threading
 import time
 import urllib.parse
@@ -33,14 +34,13 @@ from dramatiq.middleware import CurrentMessage, Middleware
 
 from ..broker import SUBMIT_QUEUE_SUFFIX, publish_request
 from ..config import Settings
-from ..errors import InvalidRequest, StoreError
+from ..errors import InvalidRequest, RequestExists
 from ..events import REJECTED, EventPublisher, rejected_event
 from ..logs import get_logger
 from ..quoting import quoted
 from ..store import is_valid_request_id
-from ..store_api import Store
 from ..submission import Submission
-from ..validation import PreparedRequest, check_metadata, prepare_request
+from ..validation import JSON_NULL, PreparedRequest, check_metadata, prepare_request
 from .process_store import process_store
 
 SUBMIT_ACTOR_NAME = "submit_request"
@@ -68,10 +68,7 @@ def parse_submit(spec: object, message_id: str, default_timeout: float) -> Prepa
     for required in ("method", "url"):
         if required not in spec:
             raise InvalidRequest(f"the field {required!r} is required")
-    data, content_type = _body(spec)
-    headers = spec.get("headers")
-    if content_type is not None:
-        headers = _with_content_type(headers, content_type)
+    body = _body(spec)
     request_id = spec.get("request_id")
     if request_id is None and not is_valid_request_id(message_id):
         raise InvalidRequest(
@@ -81,8 +78,8 @@ def parse_submit(spec: object, message_id: str, default_timeout: float) -> Prepa
     return prepare_request(
         spec["method"],
         spec["url"],
-        data=data,
-        headers=headers,
+        **body,
+        headers=spec.get("headers"),
         query_parameters=spec.get("query_parameters"),
         timeout=spec.get("timeout"),
         request_id=message_id if request_id is None else request_id,
@@ -93,50 +90,25 @@ def parse_submit(spec: object, message_id: str, default_timeout: float) -> Prepa
     )
 
 
-def _body(spec: Mapping[str, Any]) -> tuple[Any, str | None]:
-    """``(data for prepare_request, a Content-Type it would not set itself)`` of the one body field."""
+def _body(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The body keyword of ``prepare_request`` for the one body field: ``json=`` (any JSON value) or ``data=``."""
     given = [key for key in BODY_KEYS if key in spec]
     if len(given) > 1:
         raise InvalidRequest(f"give at most one body field of json, text, base64; got {', '.join(given)}")
     if not given:
-        return None, None
+        return {}
     key, value = given[0], spec[given[0]]
     if key == "json":
-        if isinstance(value, dict | list):
-            return value, None  # encoded and typed by prepare_request, as the client's data=
-        return _json_scalar(value), "application/json"
+        # Encoded and typed (application/json) by prepare_request, as the client's json=; null is a value here.
+        return {"json": JSON_NULL if value is None else value}
     if not isinstance(value, str):
         raise InvalidRequest(f"the field {key!r} must be a string, not {_json_type(value)}")
     if key == "text":
-        return value, None
+        return {"data": value}
     try:
-        return base64.b64decode(value, validate=True), None
+        return {"data": base64.b64decode(value, validate=True)}
     except (binascii.Error, ValueError):
         raise InvalidRequest("the field 'base64' is not valid base64") from None
-
-
-def _json_scalar(value: object) -> bytes:
-    try:
-        return json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
-    except (TypeError, ValueError) as error:
-        raise InvalidRequest(f"the field 'json' cannot be encoded as JSON: {error}") from None
-
-
-def _with_content_type(headers: object, content_type: str) -> object:
-    """``headers`` with Content-Type added unless they name one; malformed headers are left to validation."""
-    if headers is None:
-        return [("Content-Type", content_type)]
-    if isinstance(headers, Mapping):
-        if any(isinstance(name, str) and name.lower() == "content-type" for name in headers):
-            return headers
-        return [*headers.items(), ("Content-Type", content_type)]
-    if isinstance(headers, list):
-        named = any(
-            isinstance(pair, list | tuple) and pair and isinstance(pair[0], str) and pair[0].lower() == "content-type"
-            for pair in headers
-        )
-        return headers if named else [*headers, ("Content-Type", content_type)]
-    return headers
 
 
 def _json_type(value: object) -> str:
@@ -178,16 +150,14 @@ class Intake:
         except InvalidRequest as error:
             self._reject(args, message_id, str(error), log)
             return
-        submission = self.submission()
-        info = submission.submit(prepared)
-        if not _is_this_request(submission.store, prepared):
+        try:
+            info = self.submission().submit(prepared)
+        except RequestExists as error:
+            if not error.differences:
+                raise  # the ID keeps changing hands: retried, as a store outage is
             # The ID was taken by another request: ours was not stored, and a silent
             # "one request" would leave its producer believing it ran.
-            reason = (
-                f"request_id {prepared.spec.request_id!r} exists with a different request"
-                " (method, URL, headers, body or options differ); it was not submitted: use a new request_id"
-            )
-            self._reject(args, message_id, reason, log)
+            self._reject(args, message_id, str(error), log)
             return
         host = urllib.parse.urlsplit(prepared.spec.url).hostname
         log.info(
@@ -211,29 +181,6 @@ class Intake:
         if self.events is not None:
             event = rejected_event(message_id, request_id, reason, metadata, time.time())
             self.events.publish(REJECTED, event)  # BrokerUnavailable: retried, same event_id
-
-
-def _is_this_request(store: Store, prepared: PreparedRequest) -> bool:
-    """False if the request stored under ``prepared``'s ID is a different one (a redelivery is the same).
-
-    What the producer chose is compared, not what the submit adds (creation time,
-    generation, trace context). When the stored request cannot be read, it is
-    taken as the same: the submit's own "one request per ID" stands.
-    """
-    mine = prepared.spec
-    try:
-        stored = store.load_request(mine.request_id)
-        if stored is None:
-            return True  # removed meanwhile: nothing to tell apart
-        same = (
-            (stored.method, stored.url, [tuple(pair) for pair in stored.headers], stored.timeout)
-            == (mine.method, mine.url, [tuple(pair) for pair in mine.headers], mine.timeout)
-            and (stored.max_retries, stored.metadata, stored.on_complete, stored.has_body)
-            == (mine.max_retries, mine.metadata, mine.on_complete, mine.has_body)
-        )
-        return same and (not mine.has_body or store.read_request_body(mine.request_id) == prepared.body)
-    except (StoreError, ValueError):
-        return True
 
 
 class SubmitEnvelopeCheck(Middleware):

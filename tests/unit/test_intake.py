@@ -49,6 +49,7 @@ def test_a_message_id_that_cannot_be_a_request_id_is_refused_saying_so() -> None
     [
         ({"json": "just a string"}, b'"just a string"', "application/json"),
         ({"json": 7}, b"7", "application/json"),
+        ({"json": None}, b"null", "application/json"),  # null is a JSON value, not "no body"
         ({"json": [1, 2]}, b"[1, 2]", "application/json"),
         ({"text": "héllo"}, "héllo".encode(), "text/plain; charset=utf-8"),
         ({"base64": base64.b64encode(b"\x00\xffbytes").decode()}, b"\x00\xffbytes", "application/octet-stream"),

@@ -321,3 +321,21 @@ def test_on_a_store_a_refused_transition_leaves_the_record_as_it_is(tmp_path: Pa
     with pytest.raises(UnknownRequest):
         states.cancel("missing")
     assert not states.mark_published("missing", "g")
+
+
+# ------------------------------------------------------------------ replace
+@pytest.mark.parametrize("status", FINAL)
+def test_replace_takes_a_finished_request(status: RequestStatus) -> None:
+    assert lifecycle.why_not_replace(record(status=status, attempts=(finished_attempt(),))) is None
+
+
+def test_replace_takes_a_queued_request_this_run_never_attempted() -> None:
+    assert lifecycle.why_not_replace(record()) is None
+    replayed = record(attempts=(finished_attempt(),), earlier_attempts=1, replays=1)  # retry(): the old run ended
+    assert lifecycle.why_not_replace(replayed) is None
+
+
+@pytest.mark.parametrize("phase", UNFINISHED)
+def test_replace_refuses_a_request_with_an_attempt_behind_or_running(phase: Phase) -> None:
+    refusal = lifecycle.why_not_replace(record(phase, attempts=(finished_attempt(),)))
+    assert refusal is not None and f"in_progress/{phase.value}" in refusal and "cancel it first" in refusal
