@@ -22,7 +22,7 @@ import math
 import os
 import ssl
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
 import httpx
@@ -368,11 +368,7 @@ def _save_body(
         limits.check(httpx.ReadTimeout)  # the deadline and cancel, also while the data is already buffered
         return chunk
 
-    try:
-        out = store.open_response_part(request_id)
-    except OSError as error:
-        raise ResponseNotSaved() from error
-    with out:
+    with _response_sink(store, request_id) as out:
         for raw in raw_chunks:
             raw_size += len(raw)
             for chunk in decoder.feed(raw) if decoder is not None else (raw,):
@@ -380,16 +376,39 @@ def _save_body(
         if decoder is not None:
             for chunk in decoder.finish() if raw_size else ():
                 _write(out, admit(chunk))
-        try:
-            out.flush()  # made durable by commit_response
-        except OSError as error:
-            raise ResponseNotSaved() from error
     decoded = decoder is not None and raw_size > 0
     try:
         store.commit_response(request_id, _metadata(response, raw_headers, size, raw_size, decoded, started))
     except (OSError, StoreError) as error:
         raise ResponseNotSaved() from error
     return size
+
+
+@contextlib.contextmanager
+def _response_sink(store: Store, request_id: str) -> Iterator[IO[bytes]]:
+    """The ``.part`` file the body streams into, closed (flushed) when the block ends.
+
+    Every OSError of the sink's life (open, write, the flush in ``close()``) is
+    ``ResponseNotSaved``: a full disk is ``disk_full`` wherever it shows. A small
+    body sits in the file's buffer until the flush, and a failed flush fails
+    again in ``close()``: that second error must not replace the first. When
+    something else ended the body (a cancel, the size limit), that stays the
+    outcome; the buffered bytes go with the ``.part`` file.
+    """
+    try:
+        out = store.open_response_part(request_id)
+    except (OSError, StoreError) as error:
+        raise ResponseNotSaved() from error
+    try:
+        yield out
+    except BaseException:
+        with contextlib.suppress(OSError):
+            out.close()
+        raise
+    try:
+        out.close()  # flushes; made durable by commit_response
+    except OSError as error:
+        raise ResponseNotSaved() from error
 
 
 def _write(out: IO[bytes], chunk: bytes) -> None:
