@@ -259,6 +259,7 @@ class RequestRunner:
             status_code=result.status_code,
             retry_after=result.retry_after,
             max_retry_after=self.settings.max_retry_after,
+            final=result.final,
         )
         verdict = decision.verdict
         if verdict is Verdict.COMPLETE:
