@@ -42,10 +42,11 @@ from .retry_policy import RETRY_AFTER_STATUSES, Outcome, Verdict, decide, interr
 
 #: A message may arrive this early (clock skew between hosts) and still run.
 EARLY_TOLERANCE_SECONDS = 0.05
-#: How long a newer message waits for the claim its predecessor is about to release.
+#: How long the next run waits for the claim its predecessor is about to release
+#: (then it publishes itself again, 1 s later, and the message we hold is acked).
 SUCCESSOR_CLAIM_WAIT_SECONDS = 10.0
-#: How long a message with the current token waits for a claim held by another
-#: message before it concludes that the holder is running this very run.
+#: How long a message waits for a claim held by another message, while the record
+#: shows this message's own run under way, before it concludes that it is a duplicate.
 DUPLICATE_CLAIM_GRACE_SECONDS = 1.0
 Publish = Callable[[str, int, "float | None"], None]
 #: Called after a run that wrote or met its request's final status, its writes durable:
@@ -145,14 +146,20 @@ class RequestRunner:
                         log.info("message_dropped", reason="request replaced")
                         return None, None
                     return self._with_response(self._run_claimed(spec, record, token, log))
-                if token == record.token and time.monotonic() - started > DUPLICATE_CLAIM_GRACE_SECONDS:
-                    # The holder has run this very run for a while: this message is a duplicate.
-                    # (A stale message holds the claim only for the moment it takes to see that
-                    # it is stale; dropping at once would lose the current run behind it.)
+                if (
+                    lifecycle.is_running_under(record, token)
+                    and time.monotonic() - started > DUPLICATE_CLAIM_GRACE_SECONDS
+                ):
+                    # The record shows this very run's attempt under way, for a while: this
+                    # message is a duplicate. (A stale message holds the claim only for the
+                    # moment it takes to see that it is stale; dropping at once would lose
+                    # the current run behind it, were its worker dead.)
                     log.info("message_dropped", reason="duplicate of a running attempt")
                     return None, None
-            # A newer message whose predecessor still holds the claim while it
-            # finishes: wait for it rather than drop the only message left.
+            # The next run, whose predecessor still holds the claim while it finishes
+            # (the record may name our token already: the predecessor published us,
+            # recorded us, and has yet to let go): wait for it rather than drop the
+            # only message left.
             if time.monotonic() > deadline:
                 self.publish(request_id, token, 1.0)
                 log.info("message_deferred", reason="claim still held")
