@@ -31,6 +31,13 @@ the record's ``token`` is the newest one that may run the request. A message
 with a smaller token is stale (a redelivered or recovered duplicate) and is
 dropped. A next run is published with ``next_token`` *before* the record names
 it, so a crash between the two leaves a message that is still accepted.
+
+The run that hands over (a retry, a hand-back, a re-check) still holds the
+request's claim when the record names the next token, and a slow thread may
+hold it a while longer. So a message that finds the claim held and the record
+naming its own token is a duplicate only if the record shows that very run's
+attempt under way (:func:`is_running_under`); otherwise it is the next run, and
+it waits for the claim.
 """
 
 from __future__ import annotations
@@ -86,6 +93,16 @@ def next_token(record: StatusRecord) -> int:
 def is_stale(record: StatusRecord, token: int) -> bool:
     """True if a newer message than ``token`` has been published for this request."""
     return token < record.token
+
+
+def is_running_under(record: StatusRecord, token: int) -> bool:
+    """True if an attempt of the run ``token`` names is under way (or its worker died in it)."""
+    return (
+        record.token == token
+        and record.phase is Phase.RUNNING
+        and bool(record.attempts)
+        and record.attempts[-1].finished_at is None
+    )
 
 
 def why_not_run(record: StatusRecord | None, token: int) -> str | None:
@@ -450,6 +467,7 @@ __all__ = [
     "fail",
     "finish",
     "hold_for_network",
+    "is_running_under",
     "is_same_request",
     "is_stale",
     "is_unconfirmed",

@@ -75,12 +75,21 @@ def worker_env(env: dict[str, str]) -> dict[str, str]:
 class WorkerProcess:
     """A real ``dramatiq bghttp.actors`` worker group in a subprocess."""
 
-    def __init__(self, env: dict[str, str], *, processes: int = 1, threads: int = 4, log_path: Path) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        *,
+        processes: int = 1,
+        threads: int = 4,
+        log_path: Path,
+        modules: tuple[str, ...] = (),
+    ) -> None:
+        """``modules``: more modules each worker process imports (Dramatiq's CLI), e.g. a test's fault injection."""
         self.log_path = log_path
         self._log = open(log_path, "ab")
         self.process = subprocess.Popen(
             [
-                *(sys.executable, "-m", "dramatiq", "bghttp.actors"),
+                *(sys.executable, "-m", "dramatiq", "bghttp.actors", *modules),
                 *("--processes", str(processes), "--threads", str(threads)),
             ],
             cwd=PROJECT_ROOT,

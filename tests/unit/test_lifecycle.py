@@ -62,6 +62,16 @@ def test_a_message_runs_only_with_a_current_token_of_an_unfinished_request() -> 
     assert lifecycle.why_not_run(None, 1) == "gone"
 
 
+def test_a_run_is_under_way_only_while_the_record_shows_its_own_attempt_unfinished() -> None:
+    assert lifecycle.is_running_under(running(token=2), 2)
+    assert not lifecycle.is_running_under(running(token=2), 3)  # the next run, published, not yet running
+    # Handed back (for a busy host, or early): the record names the next token, and nothing runs.
+    assert not lifecycle.is_running_under(lifecycle.defer(record(), 2), 2)
+    # A dead worker's attempt closed, then handed back: still "running" by phase, but no attempt is under way.
+    closed = lifecycle.close_interrupted(running(token=1), [finished_attempt()])
+    assert not lifecycle.is_running_under(lifecycle.defer(closed, 2), 2)
+
+
 def test_a_spec_of_another_generation_is_another_request() -> None:
     assert lifecycle.is_same_request(spec("g1"), record())
     assert not lifecycle.is_same_request(spec("g2"), record())

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from bghttp.config import Settings
-from bghttp.models import Phase, RequestStatus
+from bghttp.models import AttemptRecord, Phase, RequestStatus
 from bghttp.recovery import recover_pending
 from bghttp.store import FileStore
 from bghttp.validation import prepare_request
@@ -99,8 +99,9 @@ def test_a_duplicate_of_a_running_attempt_is_dropped(tmp_path: Path) -> None:
     calls: list[httpx.Request] = []
     runner, published = make_runner(tmp_path, httpx.MockTransport(lambda r: calls.append(r) or httpx.Response(200)))
     submit(runner)
-    with runner.store.claim("r1") as claimed:  # another worker runs token 1
+    with runner.store.claim("r1") as claimed:  # another worker runs token 1's attempt
         assert claimed
+        runner.lifecycle.mark_running("r1", 1, AttemptRecord(number=1, started_at=time.time()))
         runner.run("r1", 1)
     assert calls == [] and published == []
 
