@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import logging
+import math
 import re
 import socket
 import threading
@@ -234,7 +235,8 @@ def publish_request(
     """
     if delay_seconds is not None:
         delay_seconds = min(delay_seconds, MAX_MESSAGE_DELAY_SECONDS)
-    delay_ms = None if not delay_seconds or delay_seconds <= 0 else max(1, int(delay_seconds * 1000))
+    # Rounded up: a message must never become due before the time it was published for.
+    delay_ms = None if not delay_seconds or delay_seconds <= 0 else max(1, math.ceil(delay_seconds * 1000))
     try:
         broker.declare_queue(queue_name)  # a no-op once declared; StubBroker needs it
         broker.enqueue(request_message(queue_name, request_id, token), delay=delay_ms)

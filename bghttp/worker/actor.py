@@ -25,6 +25,7 @@ from ..shared_fs import check as check_shared_store
 from ..store import FileStore, is_valid_request_id
 from ..store_api import Store
 from .connectivity import ConnectivityMonitor, MonitorHolder
+from .delays import PromptDelayedMessages
 from .egress import egress_transport
 from .execution import build_http_client
 from .gate import ConnectivityGate
@@ -56,6 +57,7 @@ def worker_middleware(settings: Settings, connectivity: MonitorHolder | None = N
         ShutdownNotifications(),
         CurrentMessage(),
         ConnectivityGate(settings, connectivity or MonitorHolder(settings)),
+        PromptDelayedMessages(),  # retries start when due, not at the delay queue's next 1 s wake-up
         Retries(
             retry_when=retry_internal_failure,
             min_backoff=INTERNAL_MIN_BACKOFF_MS,
