@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import ctypes
 import logging
 import math
 import re
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
@@ -81,6 +82,7 @@ class BghttpRabbitmqBroker(RabbitmqBroker):
     def __init__(self, *, queue_type: str = "classic", publish_threads: int = 0, **options: Any) -> None:
         super().__init__(**options)
         self.queue_type = queue_type
+        self._message_limits: dict[str, tuple[int, Callable[[str, bytes], bytes]]] = {}
         # Dramatiq opens a RabbitMQ connection for every thread that publishes, and a
         # worker process has hundreds of threads (one per attempt in flight): that
         # many connections exhausted RabbitMQ's file descriptors. A worker's broker
@@ -90,6 +92,22 @@ class BghttpRabbitmqBroker(RabbitmqBroker):
             if publish_threads > 0
             else None
         )
+
+    def limit_messages(self, queue_name: str, max_bytes: int, replace: Callable[[str, bytes], bytes]) -> None:
+        """Messages on ``queue_name`` over ``max_bytes`` reach Dramatiq as ``replace(queue_name, body)``.
+
+        Before Dramatiq decodes them: a message's JSON decoding holds two more copies
+        of it (the text and the decoded strings), so a huge message is refused as the
+        raw bytes pika received, not decoded first (bghttp.worker.intake).
+        """
+        self._message_limits[queue_name] = (max_bytes, replace)
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
+        consumer = super().consume(queue_name, prefetch=prefetch, timeout=timeout)
+        limit = self._message_limits.get(queue_name)
+        if limit is not None and hasattr(consumer, "iterator"):
+            consumer.iterator = _limited(consumer.iterator, queue_name, *limit)
+        return consumer
 
     def on_publish_thread(self, call: Callable[[], T]) -> T:
         """``call()`` on one of the broker's publishing threads (here, if it has none or this is one)."""
@@ -130,6 +148,27 @@ class BghttpRabbitmqBroker(RabbitmqBroker):
                 raise
             del self.channel  # RabbitMQ closed it; the next caller opens a new one
             raise queue_mismatch_error(self.queue_type, str(error.reply_text)) from None
+
+
+def _limited(
+    deliveries: Iterator[Any], queue_name: str, max_bytes: int, replace: Callable[[str, bytes], bytes]
+) -> Iterator[Any]:
+    """pika's ``(method, properties, body)`` deliveries, a body over ``max_bytes`` replaced (and dropped)."""
+    for method, properties, body in deliveries:
+        if method is not None and len(body) > max_bytes:
+            body = replace(queue_name, body)
+            _return_free_memory()
+        yield method, properties, body
+
+
+def _return_free_memory() -> None:
+    """Give the memory of a huge message just dropped back to the system (glibc keeps freed heap memory).
+
+    pika assembles a body from 128 KiB frames on the heap; without this, each worker
+    process kept about one such message's worth of memory after refusing it.
+    """
+    with contextlib.suppress(OSError, AttributeError):  # AttributeError: not glibc
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def queue_mismatch_error(queue_type: str, reply_text: str) -> ConfigError:
