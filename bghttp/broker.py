@@ -16,7 +16,7 @@ import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import dramatiq
@@ -27,6 +27,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name, xq_name
 from dramatiq.middleware import Middleware
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
+from pika.channel import ContentFrameAssembler
 
 from .config import Settings
 from .errors import BrokerUnavailable, ConfigError
@@ -82,7 +83,7 @@ class BghttpRabbitmqBroker(RabbitmqBroker):
     def __init__(self, *, queue_type: str = "classic", publish_threads: int = 0, **options: Any) -> None:
         super().__init__(**options)
         self.queue_type = queue_type
-        self._message_limits: dict[str, tuple[int, Callable[[str, bytes], bytes]]] = {}
+        self._message_limits: dict[str, tuple[int, Callable[[], OversizedBody]]] = {}
         # Dramatiq opens a RabbitMQ connection for every thread that publishes, and a
         # worker process has hundreds of threads (one per attempt in flight): that
         # many connections exhausted RabbitMQ's file descriptors. A worker's broker
@@ -93,20 +94,26 @@ class BghttpRabbitmqBroker(RabbitmqBroker):
             else None
         )
 
-    def limit_messages(self, queue_name: str, max_bytes: int, replace: Callable[[str, bytes], bytes]) -> None:
-        """Messages on ``queue_name`` over ``max_bytes`` reach Dramatiq as ``replace(queue_name, body)``.
+    def limit_messages(self, queue_name: str, max_bytes: int, oversized: Callable[[], OversizedBody]) -> None:
+        """A message on ``queue_name`` over ``max_bytes`` reaches Dramatiq as ``oversized()``'s stand-in.
 
-        Before Dramatiq decodes them: a message's JSON decoding holds two more copies
-        of it (the text and the decoded strings), so a huge message is refused as the
-        raw bytes pika received, not decoded first (bghttp.worker.intake).
+        Its body is never held: each body frame is fed to ``oversized()`` and let
+        go as it arrives (pika would keep every frame and then join them, twice the
+        message; Dramatiq's JSON decoding two copies more). See bghttp.worker.intake.
         """
-        self._message_limits[queue_name] = (max_bytes, replace)
+        self._message_limits[queue_name] = (max_bytes, oversized)
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
         consumer = super().consume(queue_name, prefetch=prefetch, timeout=timeout)
         limit = self._message_limits.get(queue_name)
-        if limit is not None and hasattr(consumer, "iterator"):
-            consumer.iterator = _limited(consumer.iterator, queue_name, *limit)
+        if limit is None:
+            return consumer
+        channel: Any = getattr(getattr(consumer, "channel", None), "_impl", None)
+        if isinstance(getattr(channel, "_content_assembler", None), ContentFrameAssembler):
+            # Before the consumer's first delivery: Dramatiq starts consuming on its first next().
+            channel._content_assembler = _BoundedAssembler(queue_name, *limit)
+        elif hasattr(consumer, "iterator"):  # another pika: replace the body once it is whole, at least
+            consumer.iterator = _replacing(consumer.iterator, queue_name, *limit)
         return consumer
 
     def on_publish_thread(self, call: Callable[[], T]) -> T:
@@ -150,22 +157,56 @@ class BghttpRabbitmqBroker(RabbitmqBroker):
             raise queue_mismatch_error(self.queue_type, str(error.reply_text)) from None
 
 
-def _limited(
-    deliveries: Iterator[Any], queue_name: str, max_bytes: int, replace: Callable[[str, bytes], bytes]
+def _replacing(
+    deliveries: Iterator[Any], queue_name: str, max_bytes: int, oversized: Callable[[], OversizedBody]
 ) -> Iterator[Any]:
-    """pika's ``(method, properties, body)`` deliveries, a body over ``max_bytes`` replaced (and dropped)."""
     for method, properties, body in deliveries:
         if method is not None and len(body) > max_bytes:
-            body = replace(queue_name, body)
-            _return_free_memory()
+            reading = oversized()
+            reading.feed(body)
+            body = reading.stand_in(queue_name)
         yield method, properties, body
 
 
-def _return_free_memory() -> None:
-    """Give the memory of a huge message just dropped back to the system (glibc keeps freed heap memory).
+class OversizedBody(Protocol):
+    """Reads a body too big to keep, piece by piece, and gives the small message that stands in for it."""
 
-    pika assembles a body from 128 KiB frames on the heap; without this, each worker
-    process kept about one such message's worth of memory after refusing it.
+    def feed(self, piece: bytes) -> None: ...
+    def stand_in(self, queue_name: str) -> bytes: ...
+
+
+class _BoundedAssembler(ContentFrameAssembler):  # type: ignore[misc]
+    """pika's assembler of a delivery's frames, keeping none of a body over ``max_bytes`` (see ``limit_messages``)."""
+
+    def __init__(self, queue_name: str, max_bytes: int, oversized: Callable[[], OversizedBody]) -> None:
+        super().__init__()
+        self._queue_name = queue_name
+        self._max_bytes = max_bytes
+        self._oversized = oversized
+        self._reading: OversizedBody | None = None
+
+    def _handle_body_frame(self, body_frame: Any) -> Any:
+        size = self._header_frame.body_size
+        if size <= self._max_bytes:
+            return super()._handle_body_frame(body_frame)
+        if self._reading is None:
+            self._reading = self._oversized()
+        self._seen_so_far += len(body_frame.fragment)
+        self._reading.feed(body_frame.fragment)
+        if self._seen_so_far < size:
+            return None
+        content = (self._method_frame, self._header_frame, self._reading.stand_in(self._queue_name))
+        self._reading = None
+        self._reset()
+        _return_free_memory()
+        return content
+
+
+def _return_free_memory() -> None:
+    """Give the memory of a huge message just read back to the system (glibc keeps freed heap memory).
+
+    pika reads it as 128 KiB frames on the heap; without this, a worker process kept
+    memory after refusing it.
     """
     with contextlib.suppress(OSError, AttributeError):  # AttributeError: not glibc
         ctypes.CDLL(None).malloc_trim(0)

@@ -297,25 +297,53 @@ def max_message_bytes(settings: Settings) -> int:
     return 4 * -(-settings.max_submit_body // 3) + ENVELOPE_ALLOWANCE
 
 
-def oversized_message(queue_name: str, raw: bytes) -> bytes:
-    """A small stand-in for a submit message too big to decode: the actor refuses it (one ``request.rejected``).
+class OversizedMessage:
+    """A submit message too big to decode, read as it streams in: only the IDs its refusal names are kept.
 
-    Its IDs are found in the raw bytes without decoding them: JSON escapes every
-    quote inside a string, so ``"message_id": "…"`` only matches a key (the last
-    such key, Dramatiq writes the envelope's after ``args``).
+    ``feed`` takes its bytes in pieces (pika's body frames), ``stand_in`` gives
+    the small Dramatiq message the actor refuses (one ``request.rejected``). JSON
+    escapes every quote inside a string, so ``"message_id": "…"`` only matches a
+    key: the last ``message_id`` (Dramatiq writes the envelope's after ``args``)
+    and the first ``request_id`` are taken.
     """
-    message_ids = _MESSAGE_ID.findall(raw[-4096:]) or _MESSAGE_ID.findall(raw[:4096])
-    request_id = _REQUEST_ID.search(raw)
-    envelope: dict[str, Any] = {
-        "queue_name": queue_name,
-        "actor_name": SUBMIT_ACTOR_NAME,
-        "args": [],
-        "kwargs": {OVERSIZED: {"bytes": len(raw), "request_id": request_id and request_id.group(1).decode()}},
-        "options": {},
-        "message_id": message_ids[-1].decode() if message_ids else uuid.uuid4().hex,
-        "message_timestamp": int(time.time() * 1000),
-    }
-    return json.dumps(envelope).encode()
+
+    #: Bytes of one piece kept for the next, so an ID split between two pieces is still found.
+    OVERLAP = 256
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.message_id: str | None = None
+        self.request_id: str | None = None
+        self._tail = b""
+
+    def feed(self, piece: bytes) -> None:
+        self.size += len(piece)
+        window = self._tail + piece
+        for found in _MESSAGE_ID.finditer(window):
+            self.message_id = found.group(1).decode()
+        if self.request_id is None and (found_request := _REQUEST_ID.search(window)) is not None:
+            self.request_id = found_request.group(1).decode()
+        self._tail = window[-self.OVERLAP :]
+
+    def stand_in(self, queue_name: str) -> bytes:
+        envelope: dict[str, Any] = {
+            "queue_name": queue_name,
+            "actor_name": SUBMIT_ACTOR_NAME,
+            "args": [],
+            "kwargs": {OVERSIZED: {"bytes": self.size, "request_id": self.request_id}},
+            "options": {},
+            "message_id": self.message_id or uuid.uuid4().hex,
+            "message_timestamp": int(time.time() * 1000),
+        }
+        return json.dumps(envelope).encode()
+
+
+def oversized_message(queue_name: str, raw: bytes) -> bytes:
+    """The stand-in for ``raw``, a whole submit message too big to decode (see :class:`OversizedMessage`)."""
+    message = OversizedMessage()
+    for start in range(0, len(raw), 1024 * 1024):
+        message.feed(raw[start : start + 1024 * 1024])
+    return message.stand_in(queue_name)
 
 
 #: Submit messages a worker process holds at once (each as big as ``BGHTTP_MAX_SUBMIT_BODY``
@@ -354,7 +382,7 @@ def declare_intake_actor(broker: dramatiq.Broker, settings: Settings) -> dramati
     broker.add_middleware(SubmitPrefetch(settings))
     if isinstance(broker, BghttpRabbitmqBroker):
         # A message too big to carry an allowed body is refused without being decoded.
-        broker.limit_messages(submit_queue_name(settings), max_message_bytes(settings), oversized_message)
+        broker.limit_messages(submit_queue_name(settings), max_message_bytes(settings), OversizedMessage)
 
     def submit_request(*args: Any, **kwargs: Any) -> None:
         message = CurrentMessage.get_current_message()
@@ -374,6 +402,7 @@ def declare_intake_actor(broker: dramatiq.Broker, settings: Settings) -> dramati
 __all__ = [
     "SUBMIT_ACTOR_NAME",
     "Intake",
+    "OversizedMessage",
     "SubmitEnvelopeCheck",
     "SubmitPrefetch",
     "declare_intake_actor",

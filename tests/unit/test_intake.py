@@ -10,7 +10,7 @@ import dramatiq
 import pytest
 
 from bghttp.errors import InvalidRequest
-from bghttp.worker.intake import OVERSIZED, oversized_message, parse_submit
+from bghttp.worker.intake import OVERSIZED, OversizedMessage, oversized_message, parse_submit
 from tests.messaging import submit_message
 
 URL = "http://service.test/orders"
@@ -149,3 +149,9 @@ def test_an_oversized_message_becomes_a_small_one_the_intake_refuses_with_its_id
     assert (stand_in.actor_name, stand_in.args, stand_in.message_id) == ("submit_request", (), "mid-7")
     assert stand_in.kwargs == {OVERSIZED: {"bytes": len(raw), "request_id": "big-1"}}
     assert len(oversized_message("q.submit", raw)) < 1000
+    # Read in pieces (pika's frames) whatever where they split, the IDs are found.
+    for piece in (7, 100, 1001):
+        streamed = OversizedMessage()
+        for start in range(0, len(raw), piece):
+            streamed.feed(raw[start : start + piece])
+        assert (streamed.size, streamed.message_id, streamed.request_id) == (len(raw), "mid-7", "big-1")
