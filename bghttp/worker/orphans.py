@@ -27,7 +27,7 @@ import time
 from ..logs import get_logger
 
 #: Seconds an orphaned worker process gives its running attempts before it exits.
-GRACE_SECONDS = 3.0
+GRACE_SECONDS = 1.5
 #: How often the watcher looks at the parent.
 POLL_SECONDS = 0.25
 #: Exit code of a process that ended because its master was gone.
