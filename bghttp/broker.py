@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import ctypes
 import logging
+import math
 import re
 import socket
 import threading
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import dramatiq
@@ -25,6 +27,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name, xq_name
 from dramatiq.middleware import Middleware
 from pika.adapters.utils.connection_workflow import AMQPConnectorException, AMQPConnectorStackTimeout
+from pika.channel import ContentFrameAssembler
 
 from .config import Settings
 from .errors import BrokerUnavailable, ConfigError
@@ -92,6 +95,7 @@ class BghttpRabbitmqBroker(RabbitmqBroker):
         self.queue_type = queue_type
         #: The broker URL(s) as messages show them: passwords redacted.
         self.shown_url = shown_url
+        self._message_limits: dict[str, tuple[int, Callable[[], OversizedBody]]] = {}
         # Dramatiq opens a RabbitMQ connection for every thread that publishes, and a
         # worker process has hundreds of threads (one per attempt in flight): that
         # many connections exhausted RabbitMQ's file descriptors. A worker's broker
@@ -115,6 +119,28 @@ class BghttpRabbitmqBroker(RabbitmqBroker):
     @connection.deleter
     def connection(self) -> None:
         RabbitmqBroker.connection.fdel(self)  # type: ignore[attr-defined]
+
+    def limit_messages(self, queue_name: str, max_bytes: int, oversized: Callable[[], OversizedBody]) -> None:
+        """A message on ``queue_name`` over ``max_bytes`` reaches Dramatiq as ``oversized()``'s stand-in.
+
+        Its body is never held: each body frame is fed to ``oversized()`` and let
+        go as it arrives (pika would keep every frame and then join them, twice the
+        message; Dramatiq's JSON decoding two copies more). See bghttp.worker.intake.
+        """
+        self._message_limits[queue_name] = (max_bytes, oversized)
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
+        consumer = super().consume(queue_name, prefetch=prefetch, timeout=timeout)
+        limit = self._message_limits.get(queue_name)
+        if limit is None:
+            return consumer
+        channel: Any = getattr(getattr(consumer, "channel", None), "_impl", None)
+        if isinstance(getattr(channel, "_content_assembler", None), ContentFrameAssembler):
+            # Before the consumer's first delivery: Dramatiq starts consuming on its first next().
+            channel._content_assembler = _BoundedAssembler(queue_name, *limit)
+        elif hasattr(consumer, "iterator"):  # another pika: replace the body once it is whole, at least
+            consumer.iterator = _replacing(consumer.iterator, queue_name, *limit)
+        return consumer
 
     def on_publish_thread(self, call: Callable[[], T]) -> T:
         """``call()`` on one of the broker's publishing threads (here, if it has none or this is one)."""
@@ -155,6 +181,61 @@ class BghttpRabbitmqBroker(RabbitmqBroker):
                 raise
             del self.channel  # RabbitMQ closed it; the next caller opens a new one
             raise queue_mismatch_error(self.queue_type, str(error.reply_text)) from None
+
+
+def _replacing(
+    deliveries: Iterator[Any], queue_name: str, max_bytes: int, oversized: Callable[[], OversizedBody]
+) -> Iterator[Any]:
+    for method, properties, body in deliveries:
+        if method is not None and len(body) > max_bytes:
+            reading = oversized()
+            reading.feed(body)
+            body = reading.stand_in(queue_name)
+        yield method, properties, body
+
+
+class OversizedBody(Protocol):
+    """Reads a body too big to keep, piece by piece, and gives the small message that stands in for it."""
+
+    def feed(self, piece: bytes) -> None: ...
+    def stand_in(self, queue_name: str) -> bytes: ...
+
+
+class _BoundedAssembler(ContentFrameAssembler):  # type: ignore[misc]
+    """pika's assembler of a delivery's frames, keeping none of a body over ``max_bytes`` (see ``limit_messages``)."""
+
+    def __init__(self, queue_name: str, max_bytes: int, oversized: Callable[[], OversizedBody]) -> None:
+        super().__init__()
+        self._queue_name = queue_name
+        self._max_bytes = max_bytes
+        self._oversized = oversized
+        self._reading: OversizedBody | None = None
+
+    def _handle_body_frame(self, body_frame: Any) -> Any:
+        size = self._header_frame.body_size
+        if size <= self._max_bytes:
+            return super()._handle_body_frame(body_frame)
+        if self._reading is None:
+            self._reading = self._oversized()
+        self._seen_so_far += len(body_frame.fragment)
+        self._reading.feed(body_frame.fragment)
+        if self._seen_so_far < size:
+            return None
+        content = (self._method_frame, self._header_frame, self._reading.stand_in(self._queue_name))
+        self._reading = None
+        self._reset()
+        _return_free_memory()
+        return content
+
+
+def _return_free_memory() -> None:
+    """Give the memory of a huge message just read back to the system (glibc keeps freed heap memory).
+
+    pika reads it as 128 KiB frames on the heap; without this, a worker process kept
+    memory after refusing it.
+    """
+    with contextlib.suppress(OSError, AttributeError):  # AttributeError: not glibc
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def queue_mismatch_error(queue_type: str, reply_text: str) -> ConfigError:
@@ -261,7 +342,8 @@ def publish_request(
     """
     if delay_seconds is not None:
         delay_seconds = min(delay_seconds, MAX_MESSAGE_DELAY_SECONDS)
-    delay_ms = None if not delay_seconds or delay_seconds <= 0 else max(1, int(delay_seconds * 1000))
+    # Rounded up: a message must never become due before the time it was published for.
+    delay_ms = None if not delay_seconds or delay_seconds <= 0 else max(1, math.ceil(delay_seconds * 1000))
     try:
         broker.declare_queue(queue_name)  # a no-op once declared; StubBroker needs it
         broker.enqueue(request_message(queue_name, request_id, token), delay=delay_ms)

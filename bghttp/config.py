@@ -123,6 +123,9 @@ class Settings:
     #: Attempts one worker process runs at once against one (scheme, host, port);
     #: more wait for a free place without spending a retry.
     max_in_flight_per_host: int = 256
+    #: Largest body (bytes, decoded) a submit message (``<BGHTTP_QUEUE>.submit``) may carry;
+    #: a larger one is one ``request.rejected``. Bounds what the intake holds per message.
+    max_submit_body: int = 16 * 1024 * 1024
 
     def __post_init__(self) -> None:
         for field, rule in _RULES.items():
@@ -430,6 +433,9 @@ _RULES: dict[str, _Rule] = {
     "propagate_trace": _Rule("BGHTTP_PROPAGATE_TRACE", _parse_bool, _check_bool),
     "max_in_flight": _Rule("BGHTTP_MAX_IN_FLIGHT", *_whole("a whole number from 1 to 4096", 1, 4096)),
     "max_in_flight_per_host": _Rule("BGHTTP_MAX_IN_FLIGHT_PER_HOST", *_POSITIVE_INT),
+    "max_submit_body": _Rule(
+        "BGHTTP_MAX_SUBMIT_BODY", *_whole("a whole number of bytes from 0 to 100663296 (96 MiB)", 0, 96 * 1024 * 1024)
+    ),
 }
 
 #: Each setting's ``BGHTTP_*`` variable.

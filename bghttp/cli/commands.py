@@ -660,6 +660,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from dramatiq.cli import main as dramatiq_main
     from dramatiq.cli import make_argument_parser
 
+    from ..worker.http_env import load_http_environment
+
+    # A proxy or CA variable httpx cannot use stops the group here, in one line
+    # (each worker process checks again, for `dramatiq bghttp.actors`).
+    load_http_environment(use_proxies=not settings.block_private_addresses)
     # Worker processes read their settings from the environment (bghttp/actors.py).
     os.environ.update(settings.to_env())
     metrics_dir: str | None = None

@@ -22,7 +22,7 @@ import math
 import os
 import ssl
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, Any
 
 import h11
@@ -115,10 +115,12 @@ def build_http_client(
     transport: httpx.BaseTransport | None = None,
     trust_env: bool = True,
     verify: ssl.SSLContext | bool = True,
+    mounts: Mapping[str, httpx.BaseTransport | None] | None = None,
 ) -> httpx.Client:
     """The one httpx client a worker process shares between its threads (keeps no cookies).
 
     Redirects are followed by ``perform_attempt`` (see ``redirects``), not by httpx.
+    ``mounts`` routes URL patterns to other transports (a worker's proxies: ``http_env``).
     """
     client = httpx.Client(
         follow_redirects=False,
@@ -127,6 +129,7 @@ def build_http_client(
         trust_env=trust_env,
         verify=verify,
         cookies=_NoCookieJar(),
+        mounts=mounts,
     )
     return limit_client_io(client)
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import json
+import re
 import threading
 import time
 import urllib.parse
@@ -30,9 +32,10 @@ from typing import Any
 
 import dramatiq
 from dramatiq.broker import MessageProxy
+from dramatiq.common import dq_name
 from dramatiq.middleware import CurrentMessage, Middleware
 
-from ..broker import SUBMIT_QUEUE_SUFFIX, publish_request
+from ..broker import SUBMIT_QUEUE_SUFFIX, BghttpRabbitmqBroker, publish_request
 from ..config import Settings
 from ..errors import InvalidRequest, RequestExists
 from ..events import REJECTED, EventPublisher, rejected_event
@@ -57,8 +60,14 @@ def submit_queue_name(settings: Settings) -> str:
     return f"{settings.queue_name}{SUBMIT_QUEUE_SUFFIX}"
 
 
-def parse_submit(spec: object, message_id: str, default_timeout: float) -> PreparedRequest:
-    """The request a submit message's ``spec`` describes, validated as the client validates; else InvalidRequest."""
+def parse_submit(
+    spec: object, message_id: str, default_timeout: float, *, max_body: int | None = None
+) -> PreparedRequest:
+    """The request a submit message's ``spec`` describes, validated as the client validates; else InvalidRequest.
+
+    A body over ``max_body`` bytes (``BGHTTP_MAX_SUBMIT_BODY``) is refused, a
+    ``base64`` or ``text`` one before it is decoded or encoded.
+    """
     if not isinstance(spec, Mapping):
         raise InvalidRequest(f"the message's one argument must be a JSON object, not {_json_type(spec)}")
     unknown = sorted(str(key) for key in spec if key not in SPEC_KEYS)
@@ -68,14 +77,14 @@ def parse_submit(spec: object, message_id: str, default_timeout: float) -> Prepa
     for required in ("method", "url"):
         if required not in spec:
             raise InvalidRequest(f"the field {required!r} is required")
-    body = _body(spec)
+    body = _body(spec, max_body)
     request_id = spec.get("request_id")
     if request_id is None and not is_valid_request_id(message_id):
         raise InvalidRequest(
             f"the message has no request_id, and its message_id {message_id[:140]!r} cannot be one"
             " (1-128 characters of A-Z a-z 0-9 . _ -): give a request_id"
         )
-    return prepare_request(
+    prepared = prepare_request(
         spec["method"],
         spec["url"],
         **body,
@@ -88,10 +97,23 @@ def parse_submit(spec: object, message_id: str, default_timeout: float) -> Prepa
         on_complete=spec.get("on_complete"),
         default_timeout=default_timeout,
     )
+    if max_body is not None and prepared.body is not None and len(prepared.body) > max_body:
+        raise _body_too_large(f"the body is {len(prepared.body)} bytes", max_body)
+    return prepared
 
 
-def _body(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The body keyword of ``prepare_request`` for the one body field: ``json=`` (any JSON value) or ``data=``."""
+def _body_too_large(what: str, max_body: int) -> InvalidRequest:
+    return InvalidRequest(
+        f"{what}, over BGHTTP_MAX_SUBMIT_BODY={max_body} bytes (the largest body a submit message may carry):"
+        " submit a bigger body with the client (Python API or CLI), which stores it without a message"
+    )
+
+
+def _body(spec: Mapping[str, Any], max_body: int | None = None) -> dict[str, Any]:
+    """The body keyword of ``prepare_request`` for the one body field: ``json=`` (any JSON value) or ``data=``.
+
+    A ``text`` or ``base64`` body over ``max_body`` is refused before it is encoded or decoded.
+    """
     given = [key for key in BODY_KEYS if key in spec]
     if len(given) > 1:
         raise InvalidRequest(f"give at most one body field of json, text, base64; got {', '.join(given)}")
@@ -103,8 +125,12 @@ def _body(spec: Mapping[str, Any]) -> dict[str, Any]:
         return {"json": JSON_NULL if value is None else value}
     if not isinstance(value, str):
         raise InvalidRequest(f"the field {key!r} must be a string, not {_json_type(value)}")
+    if max_body is not None and key == "text" and len(value) > max_body:  # UTF-8 has at least a byte a character
+        raise _body_too_large(f"the text body is at least {len(value)} bytes", max_body)
     if key == "text":
         return {"data": value}
+    if max_body is not None and len(value) > 4 * -(-max_body // 3):  # refused before decoding
+        raise _body_too_large(f"the base64 body decodes to about {len(value) // 4 * 3} bytes", max_body)
     try:
         return {"data": base64.b64decode(value, validate=True)}
     except (binascii.Error, ValueError):
@@ -143,10 +169,20 @@ class Intake:
 
     def take(self, args: tuple[Any, ...], kwargs: dict[str, Any], message_id: str) -> None:
         log = get_logger(message_id=message_id)
+        oversized = kwargs.get(OVERSIZED) if not args and len(kwargs) == 1 else None
+        if isinstance(oversized, dict):
+            size = oversized.get("bytes")
+            what = f"the message is {size} bytes, more than such a body takes in base64 (not decoded)"
+            reason = str(_body_too_large(what, self.settings.max_submit_body))
+            given = oversized.get("request_id")
+            self._reject(({"request_id": given},) if isinstance(given, str) else (), message_id, reason, log)
+            return
         try:
             if kwargs or len(args) != 1:
                 raise InvalidRequest(ARITY)
-            prepared = parse_submit(args[0], message_id, self.settings.default_timeout)
+            prepared = parse_submit(
+                args[0], message_id, self.settings.default_timeout, max_body=self.settings.max_submit_body
+            )
         except InvalidRequest as error:
             self._reject(args, message_id, str(error), log)
             return
@@ -200,10 +236,105 @@ class SubmitEnvelopeCheck(Middleware):
             message._message = message._message.copy(kwargs={"kwargs": message.kwargs})
 
 
+#: Room a submit message may take beyond its base64 body (method, URL, headers, metadata, envelope).
+ENVELOPE_ALLOWANCE = 1024 * 1024
+#: The keyword argument an oversized message reaches the actor with, instead of its contents.
+OVERSIZED = "__bghttp_oversized_message__"
+_MESSAGE_ID = re.compile(rb'"message_id"\s*:\s*"([A-Za-z0-9._:-]{1,128})"')
+_REQUEST_ID = re.compile(rb'"request_id"\s*:\s*"([A-Za-z0-9._-]{1,128})"')
+
+
+def max_message_bytes(settings: Settings) -> int:
+    """The largest submit message decoded at all: a ``BGHTTP_MAX_SUBMIT_BODY`` body in base64, plus the rest."""
+    return 4 * -(-settings.max_submit_body // 3) + ENVELOPE_ALLOWANCE
+
+
+class OversizedMessage:
+    """A submit message too big to decode, read as it streams in: only the IDs its refusal names are kept.
+
+    ``feed`` takes its bytes in pieces (pika's body frames), ``stand_in`` gives
+    the small Dramatiq message the actor refuses (one ``request.rejected``). JSON
+    escapes every quote inside a string, so ``"message_id": "…"`` only matches a
+    key: the last ``message_id`` (Dramatiq writes the envelope's after ``args``)
+    and the first ``request_id`` are taken.
+    """
+
+    #: Bytes of one piece kept for the next, so an ID split between two pieces is still found.
+    OVERLAP = 256
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.message_id: str | None = None
+        self.request_id: str | None = None
+        self._tail = b""
+
+    def feed(self, piece: bytes) -> None:
+        self.size += len(piece)
+        window = self._tail + piece
+        for found in _MESSAGE_ID.finditer(window):
+            self.message_id = found.group(1).decode()
+        if self.request_id is None and (found_request := _REQUEST_ID.search(window)) is not None:
+            self.request_id = found_request.group(1).decode()
+        self._tail = window[-self.OVERLAP :]
+
+    def stand_in(self, queue_name: str) -> bytes:
+        envelope: dict[str, Any] = {
+            "queue_name": queue_name,
+            "actor_name": SUBMIT_ACTOR_NAME,
+            "args": [],
+            "kwargs": {OVERSIZED: {"bytes": self.size, "request_id": self.request_id}},
+            "options": {},
+            "message_id": self.message_id or uuid.uuid4().hex,
+            "message_timestamp": int(time.time() * 1000),
+        }
+        return json.dumps(envelope).encode()
+
+
+def oversized_message(queue_name: str, raw: bytes) -> bytes:
+    """The stand-in for ``raw``, a whole submit message too big to decode (see :class:`OversizedMessage`)."""
+    message = OversizedMessage()
+    for start in range(0, len(raw), 1024 * 1024):
+        message.feed(raw[start : start + 1024 * 1024])
+    return message.stand_in(queue_name)
+
+
+#: Submit messages a worker process holds at once (each as big as ``BGHTTP_MAX_SUBMIT_BODY``
+#: in base64, or bigger until refused); the work queue's prefetch is hundreds.
+SUBMIT_PREFETCH = 1
+#: Delayed submit messages (Dramatiq's retries after a store or broker outage) held at
+#: once: a few, so one far from due does not hold back the others. Each is within the limit.
+SUBMIT_DELAY_PREFETCH = 4
+
+
+class SubmitPrefetch(Middleware):
+    """Bounds the submit queue's prefetch, so the intake's memory is bounded whatever arrives.
+
+    Dramatiq gives every queue's consumer the work queue's prefetch (hundreds of
+    messages), and RabbitMQ delivers that many at once: 8 submit messages of
+    48 MiB took a worker from 45 to 867 MiB. A prefetch of one per process means
+    one such message in memory (a body over the limit is refused before its base64
+    is decoded); AMQP has no prefetch by bytes that RabbitMQ honours.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.queue = submit_queue_name(settings)
+
+    def after_consumer_thread_boot(self, broker: dramatiq.Broker, thread: Any) -> None:
+        # In the consumer thread, before it consumes: the prefetch it asks RabbitMQ for.
+        if thread.queue_name == self.queue:
+            thread.prefetch = SUBMIT_PREFETCH
+        elif thread.queue_name == dq_name(self.queue):
+            thread.prefetch = min(thread.prefetch, SUBMIT_DELAY_PREFETCH)
+
+
 def declare_intake_actor(broker: dramatiq.Broker, settings: Settings) -> dramatiq.Actor[..., None]:
     """Declare ``submit_request`` on ``<BGHTTP_QUEUE>.submit``: the worker then consumes that queue too."""
     intake = Intake(settings, broker)
     broker.add_middleware(SubmitEnvelopeCheck())
+    broker.add_middleware(SubmitPrefetch(settings))
+    if isinstance(broker, BghttpRabbitmqBroker):
+        # A message too big to carry an allowed body is refused without being decoded.
+        broker.limit_messages(submit_queue_name(settings), max_message_bytes(settings), OversizedMessage)
 
     def submit_request(*args: Any, **kwargs: Any) -> None:
         message = CurrentMessage.get_current_message()
@@ -223,7 +354,9 @@ def declare_intake_actor(broker: dramatiq.Broker, settings: Settings) -> dramati
 __all__ = [
     "SUBMIT_ACTOR_NAME",
     "Intake",
+    "OversizedMessage",
     "SubmitEnvelopeCheck",
+    "SubmitPrefetch",
     "declare_intake_actor",
     "parse_submit",
     "submit_queue_name",

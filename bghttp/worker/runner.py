@@ -41,7 +41,8 @@ from .execution import AttemptResult, perform_attempt
 from .in_flight import InFlightLimits
 from .retry_policy import RETRY_AFTER_STATUSES, Outcome, Verdict, decide, interrupted_failure, parse_retry_after
 
-#: A message may arrive this early (clock skew between hosts) and still run.
+#: A message that arrives at most this early (Dramatiq's millisecond etas, clock skew
+#: between hosts) waits here until it is due; an earlier one is handed back for the rest.
 EARLY_TOLERANCE_SECONDS = 0.05
 #: How long the next run waits for the claim its predecessor is about to release
 #: (then it publishes itself again, 1 s later, and the message we hold is acked).
@@ -251,6 +252,10 @@ class RequestRunner:
             token = lifecycle.next_token(record)
             self.publish(spec.request_id, token, record.next_attempt_at - now)
             return self.lifecycle.defer(spec.request_id, token)
+        if record.next_attempt_at is not None and record.next_attempt_at > now:
+            # Due within the tolerance: wait for it here, so an attempt never starts early.
+            time.sleep(record.next_attempt_at - now)
+            now = time.time()
         if any(attempt.finished_at is None for attempt in record.attempts):
             # The claim is ours, so the worker that ran this attempt is gone.
             record, settled = self._close_interrupted(spec, record, log)
@@ -346,9 +351,11 @@ class RequestRunner:
             retry_number, delay = decision.retry_number, decision.delay
             log.warning("attempt_failed", error=result.error, retry=retry_number, retry_in_s=delay)
             new_token = lifecycle.next_token(record)
-            due = time.time() + delay
+            # Due exactly as documented (AttemptRecord.due_at): the attempt's end plus the
+            # delay, however long judging it took; the message waits only for what is left.
+            due = (attempt.finished_at or time.time()) + delay
             try:
-                self.publish(request_id, new_token, delay)
+                self.publish(request_id, new_token, max(0.0, due - time.time()))
             except BrokerUnavailable:
                 # Spend the retry and record the due time under the *current*
                 # token: the message we hold comes back (redelivered, or retried by

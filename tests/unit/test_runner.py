@@ -58,11 +58,13 @@ def test_retry_is_published_before_the_status_names_it(tmp_path: Path) -> None:
     runner.publish = publish
     submit(runner)
     runner.run("r1", 1)
-    assert published == [("r1", 2, 2.0)]
+    ((request_id, token, delay),) = published
+    assert (request_id, token) == ("r1", 2) and delay is not None and 1.9 < delay <= 2.0  # what is left of 2 s
     assert seen_status_at_publish == [Phase.RUNNING]  # the message exists before the record points at it
     record = runner.store.read_status("r1")
     assert record is not None
     assert (record.phase, record.token, record.retries_used) == (Phase.WAITING_RETRY, 2, 1)
+    assert record.next_attempt_at == record.attempts[0].finished_at + 2.0  # due: the attempt's end + 2 s
 
 
 def test_stale_and_terminal_messages_are_dropped(tmp_path: Path) -> None:
