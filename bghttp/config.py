@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from .errors import ConfigError
-from .redaction import broker_url_secrets, redact_broker_url, scrub
+from .redaction import broker_url_secrets, redact_broker_url, redact_userinfo, scrub
 
 LOCAL_BROKER = "local"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -140,9 +140,10 @@ class Settings:
                 object.__setattr__(self, field, checked)
 
     def __repr__(self) -> str:
-        # Settings end up in tracebacks, test reports and a host's debug logs: no broker password there.
+        # Settings end up in tracebacks, test reports and a host's debug logs: no broker or probe password there.
         shown = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         shown["broker_url"] = redact_broker_url(self.broker_url)
+        shown["connectivity_probes"] = tuple(redact_userinfo(probe) for probe in self.connectivity_probes)
         return f"Settings({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
 
     @property

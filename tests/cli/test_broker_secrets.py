@@ -113,6 +113,14 @@ def test_settings_repr_hides_the_broker_password() -> None:
     assert repr(settings).startswith("Settings(broker_url=")
 
 
+def test_settings_repr_hides_a_connectivity_probe_password() -> None:
+    settings = Settings(connectivity_probes=(f"http://probe:{SECRET}@127.0.0.1:9/health", "tcp://127.0.0.1:9"))
+
+    assert SECRET not in repr(settings), repr(settings)
+    assert "'http://probe:[REDACTED]@127.0.0.1:9/health'" in repr(settings)
+    assert "'tcp://127.0.0.1:9'" in repr(settings)
+
+
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
