@@ -20,7 +20,7 @@ import dataclasses
 
 import httpx
 
-from ..redaction import is_secret_header
+from ..redaction import is_secret_header, redact_url
 
 MAX_REDIRECTS = 20
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -55,12 +55,13 @@ def next_hop(
 ) -> Hop:
     """The hop that ``response`` (a redirect answering ``method url``) asks for."""
     location = response.headers["location"]
+    shown = redact_url(location)[:200]  # a Location may carry a password like any URL
     try:
         target = url.join(location)
     except (httpx.InvalidURL, ValueError, UnicodeError) as error:
-        raise RedirectRefused(f"redirect to an invalid URL {location[:200]!r}: {error}") from None
+        raise RedirectRefused(f"redirect to an invalid URL {shown!r}: {error}") from None
     if target.scheme not in _DEFAULT_PORTS or not target.host:
-        raise RedirectRefused(f"redirect to {location[:200]!r}: only http and https URLs are followed")
+        raise RedirectRefused(f"redirect to {shown!r}: only http and https URLs are followed")
     if url.fragment and not target.fragment:
         target = target.copy_with(fragment=url.fragment)
 

@@ -1,0 +1,55 @@
+"""A redirect's Location is a URL too: its password is never printed (status, wait, logs)."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bghttp import Settings
+from tests.cli.helpers import json_output, run_cli
+
+SECRET = "l0cati0n-s3cret"
+
+
+@pytest.fixture
+def redirecting_server() -> Iterator[str]:
+    """Redirects every GET to a non-HTTP URL whose userinfo holds SECRET (a redirect bghttp refuses)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", f"ftp://mirror:{SECRET}@127.0.0.1:1/file")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/download"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_refused_redirect_never_prints_the_location_password(redirecting_server: str, tmp_path: Path) -> None:
+    settings = Settings(broker_url="local", store_dir=tmp_path / "store", fsync=False)
+
+    submitted = run_cli(settings, "--local", "get", redirecting_server, "--id", "redirected")
+    status = run_cli(settings, "status", "redirected")
+    waited = run_cli(settings, "wait", "redirected")
+    record = json_output(run_cli(settings, "status", "--json", "redirected"))
+
+    assert submitted.returncode == 1, submitted.stderr
+    assert record["status"] == "failed" and "only http and https URLs are followed" in record["last_error"]
+    assert "ftp://mirror:[REDACTED]@127.0.0.1:1/file" in record["last_error"]
+    for output in (submitted.stdout + submitted.stderr, status.stdout, waited.stdout, str(record)):
+        assert SECRET not in output, output
