@@ -132,8 +132,16 @@ def missing_scheme_message(url: str) -> str | None:
     """The one line for a URL written without its scheme (``example.com/x``); None if that is not its problem."""
     if "://" in url or not url or any(ch.isspace() for ch in url):
         return None  # a URL, or something the other checks describe better
-    meant = shown_url("https://" + url)[1:-1]  # its password hidden, its length bounded
-    return f"URL {meant.removeprefix('https://')!r} has no scheme (http:// or https://); did you mean {meant} ?"
+    # "//host/x" and "http:/host/x" or "https:host" have a broken scheme, not none: keep the one written.
+    broken = _BROKEN_SCHEME.match(url)
+    scheme, rest = ((broken.group(1) or "https").lower(), url[broken.end() :]) if broken else ("https", url)
+    meant = shown_url(f"{scheme}://{rest}")[1:-1]  # its password hidden, its length bounded
+    given = url[: broken.end()] + meant.removeprefix(f"{scheme}://") if broken else meant.removeprefix("https://")
+    return f"URL {given!r} has no scheme (http:// or https://); did you mean {meant} ?"
+
+
+#: A scheme written wrong: "//", "http:/", "https:" followed by no or one slash.
+_BROKEN_SCHEME = re.compile(r"(?i)(?:(https?):/{0,2}|//)(?!/)")
 
 
 @dataclasses.dataclass(frozen=True)

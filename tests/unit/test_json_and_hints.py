@@ -133,3 +133,27 @@ def test_a_url_without_a_scheme_gets_the_clis_hint(client: BackgroundHttpClient,
     assert str(raised.value) == str(cli_raised.value)
     assert f"did you mean https://{url} ?" in str(raised.value)
     assert client.list() == []
+
+
+@pytest.mark.parametrize(
+    ("url", "meant"),
+    [
+        ("//user:s3cret@example.com/x", "https://user:[REDACTED]@example.com/x"),
+        ("http:/user:s3cret@example.com/x", "http://user:[REDACTED]@example.com/x"),
+        ("https:user:s3cret@example.com/x", "https://user:[REDACTED]@example.com/x"),
+        ("http:example.com/x", "http://example.com/x"),
+        ("user:s3cret@example.com/x", "https://user:[REDACTED]@example.com/x"),
+    ],
+)
+def test_a_url_with_a_broken_scheme_gets_a_hint_without_its_password(
+    client: BackgroundHttpClient, url: str, meant: str
+) -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        client.get(url)
+    args = type("Args", (), {"url": url})()
+    with pytest.raises(UsageError) as cli_raised:
+        request_options(args)  # type: ignore[arg-type]
+    assert str(raised.value) == str(cli_raised.value)
+    assert "s3cret" not in str(raised.value)
+    assert str(raised.value).endswith(f"did you mean {meant} ?"), str(raised.value)
+    assert client.list() == []
