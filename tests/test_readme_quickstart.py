@@ -42,7 +42,8 @@ def quickstart_blocks(readme: str) -> list[tuple[str, str]]:
 def quickstart_script(blocks: list[tuple[str, str]], workdir: Path) -> str:
     """One bash script: the shell blocks verbatim, each Python block run from a file."""
     # The test's own lines: stop at the first failure, and then stop the background jobs too.
-    lines = ["set -e", "trap 'kill $(jobs -p) 2>/dev/null' EXIT"]
+    # set -m: job control as in a terminal, where `kill %N` signals the job's whole process group.
+    lines = ["set -e -m", "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT"]
     for number, (language, code) in enumerate(blocks):
         if language == "sh":
             lines.append(code)
@@ -52,6 +53,7 @@ def quickstart_script(blocks: list[tuple[str, str]], workdir: Path) -> str:
             lines.append(f"python {path}")
         else:
             raise AssertionError(f"a quickstart block in {language!r}: the test runs only sh and python")
+    lines.append("wait")  # for what the quickstart stopped, as a terminal shows them end (not the trap's kill)
     return "\n".join(lines) + "\n"
 
 
@@ -121,6 +123,9 @@ def test_readme_quickstart_works_verbatim_in_a_fresh_clone(tmp_path: Path) -> No
     assert out.count("# bghttp") == 2, stdout
     assert any(re.fullmatch(r"completed 200 \S+/responses/[0-9a-f]{32}\.body", line) for line in out), stdout
     assert stderr.count('"GET /README.md HTTP/1.1" 200') == 2, stderr[-4000:]
+    # The quickstart's way to stop the worker lets it stop as SIGTERM does: a process that gets a second
+    # SIGTERM (the group's, then its master's) quits at once, cutting its running attempts.
+    assert "Killing worker process" not in stderr and "Stopping worker process" in stderr, stderr[-4000:]
 
 
 def _stop_what_is_left(session: int) -> None:
