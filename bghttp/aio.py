@@ -33,7 +33,7 @@ from typing import Any, TypeVar, Unpack
 import dramatiq
 
 from .bulk import BulkRequest
-from .client import BackgroundHttpClient, OnConflict
+from .client import REMOVE_WAIT_SECONDS, BackgroundHttpClient, OnConflict
 from .config import Settings
 from .errors import BghttpError, InvalidArgument
 from .models import RequestInfo, RequestStatus, Response, StatusRecord
@@ -173,8 +173,9 @@ class AsyncBackgroundHttpClient:
         """Replay a failed or cancelled request (see ``BackgroundHttpClient.retry``)."""
         return await self._run(self.sync.retry, request_id)
 
-    async def remove(self, request_id: str) -> bool:
-        return await self._run(self.sync.remove, request_id)
+    async def remove(self, request_id: str, *, wait: float = REMOVE_WAIT_SECONDS) -> bool:
+        """Remove every file of a request; False if it was unknown (see ``BackgroundHttpClient.remove``)."""
+        return await self._run(self.sync.remove, request_id, wait=wait)
 
     async def gc(self, older_than: float, *, dry_run: bool = False) -> builtins.list[str]:
         """Remove finished requests older than ``older_than`` seconds (see ``BackgroundHttpClient.gc``)."""

@@ -131,6 +131,30 @@ def test_the_async_client_has_every_public_method_of_the_sync_one_as_a_coroutine
         assert inspect.iscoroutinefunction(getattr(AsyncBackgroundHttpClient, name)), name
 
 
+def test_every_async_method_takes_the_sync_ones_keywords() -> None:
+    """Same names, same keywords: a sync call's keyword (``remove(id, wait=30)``) works when awaited too.
+
+    ``**options`` of the verbs stands for the sync methods' explicit keywords (RequestOptions).
+    """
+    import inspect
+
+    from bghttp import BackgroundHttpClient
+    from bghttp.client import RequestOptions
+
+    def keywords(method: object) -> set[str]:
+        names: set[str] = set()
+        for parameter in inspect.signature(method).parameters.values():  # type: ignore[arg-type]
+            if parameter.kind is parameter.VAR_KEYWORD:
+                names |= set(RequestOptions.__annotations__)
+            elif parameter.name != "self":
+                names.add(parameter.name)
+        return names
+
+    for name in _public_methods(BackgroundHttpClient):
+        sync_method, async_method = getattr(BackgroundHttpClient, name), getattr(AsyncBackgroundHttpClient, name)
+        assert keywords(async_method) == keywords(sync_method), name
+
+
 def test_async_received_bytes_mirrors_the_client(tmp_path: Path) -> None:
     settings = Settings(store_dir=tmp_path / "store", fsync=False)
 
