@@ -451,6 +451,9 @@ def describe_broker_error(error: BaseException) -> str:
     ):
         found = re.search(r"NOT_ALLOWED[^'\"]*", text)
         return f"access refused ({found.group(0) if found else 'NOT_ALLOWED'}): check the virtual host in the URL"
+    if any(isinstance(cause, pika.exceptions.IncompatibleProtocolError) for cause in causes):
+        # It closed or answered something else (HTTP: the management UI's 15672) to the AMQP protocol header.
+        return "the server at that port does not speak AMQP 0-9-1 (is it RabbitMQ's AMQP port, 5672 by default?)"
     for cause in causes:
         if isinstance(cause, ConnectionRefusedError):
             return "connection refused (is RabbitMQ running and listening on that port?)"

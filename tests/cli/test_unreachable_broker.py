@@ -7,6 +7,7 @@ attempt with the URL, the reason and when it tries next.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import itertools
 import json
@@ -44,6 +45,36 @@ def test_closed_port_names_the_url_and_the_reason(settings: Settings) -> None:
     assert "did not confirm" not in result.stderr, result.stderr
     assert "not submitted" in result.stderr, result.stderr
     assert list(FileStore(settings.store_dir).request_ids()) == []
+
+
+@pytest.mark.parametrize("answer", [b"", b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"])
+def test_a_port_that_does_not_speak_amqp_is_named_so(settings: Settings, answer: bytes) -> None:
+    """A first-time user's typo: the management UI's port (HTTP), or another service; it closes or answers HTTP."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = listener.accept()
+                with connection:
+                    connection.recv(64)
+                    connection.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        result = run_cli(settings, "--broker", f"amqp://guest:{SECRET}@127.0.0.1:{port}/", "get", URL)
+    finally:
+        listener.close()
+
+    assert_one_line_error(result, 4)
+    assert SECRET not in result.stderr, result.stderr
+    assert f"amqp://guest:[REDACTED]@127.0.0.1:{port}/" in result.stderr, result.stderr
+    assert "does not speak AMQP" in result.stderr and "StreamLostError" not in result.stderr, result.stderr
+    assert "not submitted" in result.stderr, result.stderr
 
 
 def test_wrong_password_names_the_url_and_the_reason(settings: Settings) -> None:
