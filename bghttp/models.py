@@ -364,6 +364,8 @@ class Response:
     http_version: str | None = None
     elapsed_ms: float | None = None
     size: int | None = None
+    #: The status line's reason phrase as the server sent it (any text: escape it for a terminal).
+    reason_phrase: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.headers, Headers):  # a list of pairs, as before Headers existed

@@ -48,6 +48,7 @@ class StoreReader:
             http_version=metadata.get("http_version"),
             elapsed_ms=metadata.get("elapsed_ms"),
             size=metadata.get("size"),
+            reason_phrase=metadata.get("reason"),
         )
 
     def received_bytes(self, request_id: str) -> int | None:

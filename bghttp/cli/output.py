@@ -96,15 +96,15 @@ def response_json(response: Response) -> dict[str, Any]:
         "url": response.url,
         "http_version": response.http_version,
         "elapsed_ms": response.elapsed_ms,
+        "reason_phrase": response.reason_phrase,
         "error": response.error,
     }
 
 
 def reason_phrase(response: Response) -> str:
     """The status line's reason phrase: the saved one if the store has it, else the standard one ('' if none)."""
-    saved = getattr(response, "reason_phrase", None)
-    if isinstance(saved, str) and saved:
-        return saved
+    if response.reason_phrase:
+        return response.reason_phrase
     try:
         return http.HTTPStatus(response.status_code).phrase
     except ValueError:

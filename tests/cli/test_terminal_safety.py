@@ -126,6 +126,18 @@ def test_human_reads_escape_server_text(local_settings: Settings, finished: tupl
         assert "\\x1b[2J" in outputs["wait"].stdout, outputs["wait"].stdout
 
 
+def test_response_shows_the_servers_reason_phrase_escaped(local_settings: Settings, finished: tuple[str, str]) -> None:
+    """The status line shows what the server said (escaped), not the standard phrase for its code."""
+    request_id, _ = finished
+
+    first_line = run_cli(local_settings, "response", request_id).stdout.splitlines()[0]
+    response = json_output(run_cli(local_settings, "response", request_id, "--json"))
+
+    _assert_safe(first_line)
+    assert first_line.startswith(f"HTTP/1.0 {request_id[-3:]} Oops\\x1b[2J\\x1b]0;pwned\\x07\\x07  ("), first_line
+    assert response["reason_phrase"] == REASON
+
+
 def test_json_output_stays_exact(local_settings: Settings, finished: tuple[str, str]) -> None:
     request_id, _ = finished
 
