@@ -258,10 +258,14 @@ def differences(store: Store, prepared: PreparedRequest, stored: RequestSpec) ->
     return tuple(differing)
 
 
+#: The names of :func:`differences` that take a plural verb ("headers differ").
+_PLURAL_NAMES = frozenset({"headers", "fields", "files"})
+
+
 def conflict_message(request_id: str, differing: Sequence[str]) -> str:
     """The one line every way in says for a different request under a taken ID."""
     what = differing[0] if len(differing) == 1 else ", ".join(differing[:-1]) + " and " + differing[-1]
-    verb = "differs" if len(differing) == 1 else "differ"
+    verb = "differs" if len(differing) == 1 and differing[0] not in _PLURAL_NAMES else "differ"
     return (
         f"request_id {request_id!r} exists with a different request ({what} {verb});"
         " it was not submitted: use a new request_id"

@@ -331,3 +331,19 @@ def test_the_intake_refuses_with_the_same_comparison_and_words_as_the_client(
         client.post("http://service.test/refund", data={"n": 5}, request_id="order-7")
     assert rejected[0]["reason"] == str(raised.value)
     assert raised.value.differences == ("URL",)
+
+
+@pytest.mark.parametrize(
+    ("differing", "said"),
+    [
+        (("headers",), "(headers differ)"),
+        (("files",), "(files differ)"),
+        (("URL",), "(URL differs)"),
+        (("metadata",), "(metadata differs)"),
+        (("URL", "headers"), "(URL and headers differ)"),
+    ],
+)
+def test_the_conflict_line_agrees_with_what_differs(differing: tuple[str, ...], said: str) -> None:
+    from bghttp.submission import conflict_message
+
+    assert said in conflict_message("order-7", differing)
