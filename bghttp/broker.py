@@ -359,11 +359,26 @@ def broker_unavailable(error: BaseException, unconfirmed: str, not_sent: str) ->
     A request whose message never left has not been "unconfirmed": the message
     then says where the broker was looked for and why it could not be reached.
     """
-    failed = next((cause for cause in _causes(error) if hasattr(cause, CONNECT_FAILED_AT)), None)
+    causes = _causes(error)
+    failed = next((cause for cause in causes if hasattr(cause, CONNECT_FAILED_AT)), None)
     if failed is not None:
         where, reason = getattr(failed, CONNECT_FAILED_AT), describe_broker_error(failed)
         return BrokerUnavailable(f"cannot connect to the broker at {where}: {reason}; {not_sent}")
+    refusal = _refusal(causes)
+    if refusal is not None:
+        # The broker answered the publish (or the commit) with a no: certainly not accepted.
+        return BrokerUnavailable(f"the broker refused the publish ({refusal}); {not_sent}")
     return BrokerUnavailable(f"{unconfirmed}: {describe_broker_error(error)}")
+
+
+def _refusal(causes: list[BaseException]) -> str | None:
+    """What the broker said when it refused a publish (a nack, or a channel closed on it); None if it did not."""
+    for cause in causes:
+        if isinstance(cause, pika.exceptions.NackError | pika.exceptions.UnroutableError):
+            return "it nacked the message: a queue at its length limit with overflow reject-publish, or a policy"
+        if isinstance(cause, pika.exceptions.ChannelClosedByBroker):
+            return f"{cause.reply_code} {cause.reply_text}"
+    return None
 
 
 def _causes(error: BaseException) -> list[BaseException]:

@@ -11,7 +11,11 @@ import contextlib
 import datetime
 import itertools
 import json
+import re
+import shutil
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +23,7 @@ import pytest
 from bghttp import BackgroundHttpClient, BrokerUnavailable, Settings
 from bghttp.store import FileStore
 from tests.cli.helpers import BghttpWorker, assert_one_line_error, run_cli
-from tests.support import RABBITMQ_URL, free_port, require_rabbitmq, unique_queue, wait_until
+from tests.support import RABBITMQ_URL, delete_queues, free_port, require_rabbitmq, unique_queue, wait_until
 
 SECRET = "Wr0ng-s3cret"
 URL = "http://127.0.0.1:9/x"
@@ -134,3 +138,36 @@ def test_worker_logs_one_line_per_reconnect_attempt(settings: Settings, tmp_path
     # One line per attempt, not one per consumer (the worker has four): the rounds are seconds apart.
     times = [datetime.datetime.fromisoformat(str(line["timestamp"]).replace("Z", "+00:00")) for line in logged]
     assert all((later - earlier).total_seconds() >= 1.5 for earlier, later in itertools.pairwise(times)), logged
+
+
+@pytest.fixture
+def refusing_queue(settings: Settings) -> Iterator[str]:
+    """A RabbitMQ policy that makes this test's work queue refuse every publish (max-length 0, reject-publish)."""
+    require_rabbitmq()
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("needs rabbitmqctl to set a policy")
+    name = f"bghttp-test-refuse-{settings.queue_name}"
+    policy = json.dumps({"max-length": 0, "overflow": "reject-publish"})
+    pattern = f"^{re.escape(settings.queue_name)}$"
+    subprocess.run(["rabbitmqctl", "-q", "set_policy", name, pattern, policy, "--apply-to", "queues"], check=True)
+    try:
+        yield settings.queue_name
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "clear_policy", name], check=False)
+        delete_queues(settings.queue_name)
+
+
+def test_a_refused_publish_says_the_request_was_not_submitted(settings: Settings, refusing_queue: str) -> None:
+    """The broker answered and said no (a nack): not "did not confirm", and nothing is stored."""
+    result = run_cli(settings, "get", URL, "--id", "refused-1")
+
+    assert_one_line_error(result, 4)
+    assert "did not confirm" not in result.stderr, result.stderr
+    assert "request refused-1 was not submitted" in result.stderr and "refused" in result.stderr, result.stderr
+    assert "NACKed" not in result.stderr, result.stderr
+    assert list(FileStore(settings.store_dir).request_ids()) == []
+
+    with BackgroundHttpClient(settings) as client, pytest.raises(BrokerUnavailable) as raised:
+        client.submit_many([{"method": "GET", "url": URL, "request_id": "refused-2"}])
+    assert "none of the 1 requests was submitted" in str(raised.value), raised.value
+    assert list(FileStore(settings.store_dir).request_ids()) == []
