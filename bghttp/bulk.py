@@ -36,7 +36,16 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from .broker import BROKER_ERRORS, broker_unavailable, request_message
 from .errors import InvalidRequest
-from .validation import FieldsArg, FilesArg, HeadersArg, PreparedRequest, QueryArg, RequestDict, prepare_request
+from .validation import (
+    FieldsArg,
+    FilesArg,
+    HeadersArg,
+    PreparedRequest,
+    QueryArg,
+    RequestDict,
+    prepare_request,
+    with_keyword_hints,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +67,9 @@ class BulkRequest:
     metadata: Mapping[str, Any] | None = None
     on_complete: Mapping[str, str] | None = None
 
+
+# BulkRequest(url, params=…) says "did you mean query_parameters=?" as client.get does, not a bare TypeError.
+BulkRequest.__init__ = with_keyword_hints(BulkRequest.__init__)  # type: ignore[method-assign]
 
 #: A bulk item: a BulkRequest, or a mapping with the same keys (``method`` and ``url`` required).
 RequestLike = BulkRequest | RequestDict

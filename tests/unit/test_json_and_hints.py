@@ -108,6 +108,8 @@ def test_a_wrong_keyword_gets_a_did_you_mean_in_every_api(
         client.request("GET", URL, **{keyword: {"a": "1"}})  # type: ignore[arg-type]
     with pytest.raises(InvalidRequest, match=expected):
         client.submit_many([{"method": "GET", "url": URL, keyword: {"a": "1"}}])  # type: ignore[misc]
+    with pytest.raises(InvalidRequest, match=expected):
+        BulkRequest("GET", URL, **{keyword: {"a": "1"}})  # type: ignore[arg-type]
 
     async def scenario() -> None:
         async with AsyncBackgroundHttpClient(client=client) as aclient:
