@@ -60,20 +60,41 @@ def request_secrets(headers: Iterable[tuple[str, str]], url: str) -> list[str]:
 
 
 def _userinfo_secrets(url: str) -> list[str]:
+    """The credential of ``url``'s userinfo: its password, or its user name when it has no password.
+
+    A user name alone authenticates nothing, so a URL without a password that has
+    one carries its credential there: a token (``https://ghp_…@host/``) or an API
+    key (Stripe's ``https://sk_live_…:@api…``). httpx sends either as Basic
+    authorization, whose base64 is a secret too.
+    """
+    userinfo = _userinfo(url)
+    if userinfo is None:
+        return []
+    user, _, password = userinfo.partition(":")
+    # A short user name is looked for in no free text ("u" would garble every error); a URL still hides it.
+    secret = password or (user if len(user) >= _SCRUB_MIN_CHARS else "")
+    if not secret:
+        return []
+    plain = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
+    return [secret, urllib.parse.unquote(secret), base64.b64encode(plain.encode("utf-8")).decode("ascii")]
+
+
+def _userinfo(url: str) -> str | None:
+    """The userinfo of ``url`` as written (``user:password``), or None if it has none.
+
+    Between "//" and the last "@" of the authority; urlsplit is asked first, so an
+    "@" in a well-formed URL's path or query is not taken for one.
+    """
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError:
         parts = None
-    if parts is not None and parts.password is None:
-        return []
-    # urlsplit failed or found a password: take what lies between "//" and the last "@".
+    if parts is not None and parts.netloc and "@" not in parts.netloc:
+        return None
     authority = url.partition("//")[2].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
-    userinfo = authority.rpartition("@")[0]
-    user, _, password = userinfo.partition(":")
-    if not password:
-        return []
-    plain = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
-    return [password, urllib.parse.unquote(password), base64.b64encode(plain.encode("utf-8")).decode("ascii")]
+    if "@" not in authority:
+        return None
+    return authority.rpartition("@")[0]
 
 
 def _forms(secret: str) -> set[str]:
@@ -101,8 +122,27 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with the password of its userinfo (if any) replaced, for messages."""
-    return scrub(url, _userinfo_secrets(url))
+    """``url`` with the credential of its userinfo (if any) replaced, for messages.
+
+    The password is replaced where it stands (``user:[REDACTED]@``), or the user
+    name when it is the credential (``[REDACTED]@``); the rest of the URL is
+    scrubbed of it only where it is long enough not to be ordinary URL text.
+    """
+    userinfo = _userinfo(url)
+    if not userinfo:
+        return url
+    secrets = _userinfo_secrets(url)
+    head, _, rest = url.partition("//")
+    user, colon, password = userinfo.partition(":")
+    if not password and not user:
+        return url
+    shown = f"{user}:{REDACTED}" if password else f"{REDACTED}{colon}"
+    tail = rest[len(userinfo) :]
+    return f"{head}//{shown}{scrub(tail, [secret for secret in secrets if len(secret) >= _SCRUB_MIN_CHARS])}"
+
+
+#: A credential shorter than this is not looked for outside the userinfo: "p" would garble "/pap?p=1".
+_SCRUB_MIN_CHARS = 4
 
 
 def _broker_userinfo(url: str) -> tuple[str, str, str] | None:

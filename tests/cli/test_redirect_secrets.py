@@ -53,3 +53,55 @@ def test_a_refused_redirect_never_prints_the_location_password(redirecting_serve
     assert "ftp://mirror:[REDACTED]@127.0.0.1:1/file" in record["last_error"]
     for output in (submitted.stdout + submitted.stderr, status.stdout, waited.stdout, str(record)):
         assert SECRET not in output, output
+
+
+@pytest.mark.parametrize(
+    ("userinfo", "shown"),
+    [
+        ("sk_live_4eC39HqLyjWDarjtT1zdp7dc:", "[REDACTED]:"),  # Stripe's form: the key as user name, no password
+        ("ghp_16C7e42F292c6912E7710c838347Ae178B4a", "[REDACTED]"),  # a token as the user name
+    ],
+)
+def test_a_user_name_that_is_the_credential_is_never_printed(userinfo: str, shown: str, tmp_path: Path) -> None:
+    """A URL with a user name and no password authenticates with the user name: it is the secret."""
+    settings = Settings(broker_url="local", store_dir=tmp_path / "store", fsync=False)
+    secret = userinfo.rstrip(":")
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ok) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            url = f"http://{userinfo}@127.0.0.1:{server.server_address[1]}/v1/charges"
+            submitted = run_cli(settings, "--local", "get", url, "--id", "keyed")
+        finally:
+            server.shutdown()
+    outputs = [
+        submitted.stdout + submitted.stderr,
+        run_cli(settings, "status", "keyed").stdout,
+        run_cli(settings, "ls").stdout,
+        run_cli(settings, "status", "--json", "keyed").stdout,
+        run_cli(settings, "response", "--json", "keyed").stdout,
+    ]
+
+    assert submitted.returncode == 0, submitted.stderr
+    assert f"http://{shown}@127.0.0.1:" in outputs[1], outputs[1]
+    for output in outputs:
+        assert secret not in output, output
+
+
+def test_a_short_password_hides_only_the_password() -> None:
+    from bghttp.redaction import redact_url
+
+    assert redact_url("http://u:p@host/pap?p=1") == "http://u:[REDACTED]@host/pap?p=1"
+    assert redact_url("http://u@host/upload") == "http://[REDACTED]@host/upload"
+    assert redact_url("http://host/u:p@x") == "http://host/u:p@x"  # no userinfo: an '@' in the path
+
+
+class _Ok(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
