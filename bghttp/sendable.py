@@ -15,7 +15,7 @@ import h11
 import httpx
 
 from .errors import InvalidRequest
-from .redaction import redact_url, request_secrets, scrub
+from .redaction import broker_url_secrets, redact_url, redact_userinfo, request_secrets, scrub
 
 #: bghttp frames the body itself (httpx computes the length from what it sends);
 #: a caller's own framing header would contradict it, or smuggle a second one.
@@ -25,9 +25,18 @@ _SHOWN_URL_CHARS = 200
 
 
 def shown_url(url: str) -> str:
-    """``url`` as a message may quote it: password hidden, length bounded."""
-    url = redact_url(url)
+    """``url`` as a message may quote it: password hidden, length bounded.
+
+    Also a password with an unencoded '/', '?' or '#' (urllib ends the authority
+    there): a URL quoted in an error may be malformed in just that way.
+    """
+    url = redact_userinfo(redact_url(url))
     return repr(url if len(url) <= _SHOWN_URL_CHARS else url[:_SHOWN_URL_CHARS] + "…")
+
+
+def scrubbed_parse_error(error: Exception, url: str) -> str:
+    """A URL parser's message about ``url`` without the pieces of a password it cut ("… as 's3cr'")."""
+    return scrub(str(error), [*broker_url_secrets(url), *request_secrets([], url)])
 
 
 def check_url(url: str) -> httpx.URL:

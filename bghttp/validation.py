@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from .errors import InvalidRequest
 from .models import FilePart, MultipartFile, RequestSpec
 from .quoting import quoted
-from .sendable import check_header, check_request, check_url, shown_url
+from .sendable import check_header, check_request, check_url, scrubbed_parse_error, shown_url
 from .store import validate_request_id
 
 METHODS = frozenset({"GET", "HEAD", "DELETE", "POST", "PUT", "PATCH", "OPTIONS"})
@@ -345,7 +345,7 @@ def _url(url: object, query: QueryArg) -> str:
         parts = urlsplit(url)
         port = parts.port  # raises ValueError for a port out of range, which httpx lets through
     except ValueError as error:
-        raise InvalidRequest(f"malformed URL {shown_url(url)}: {error}") from None
+        raise InvalidRequest(f"malformed URL {shown_url(url)}: {scrubbed_parse_error(error, url)}") from None
     if parts.scheme.lower() not in {"http", "https"}:
         raise InvalidRequest(
             f"URL scheme must be http or https, got {quoted(parts.scheme or 'none')} in {shown_url(url)}"

@@ -159,3 +159,14 @@ def test_a_url_with_a_broken_scheme_gets_a_hint_without_its_password(
     assert "s3cret" not in str(raised.value)
     assert str(raised.value).endswith(f"did you mean {meant} ?"), str(raised.value)
     assert client.list() == []
+
+
+@pytest.mark.parametrize("url", ["http://u:s3cr/et@example.com/x", "http://u:s3c?ret@example.com/", "http://u:s3c#ret@h/"])
+def test_a_password_with_an_unencoded_delimiter_is_not_printed(client: BackgroundHttpClient, url: str) -> None:
+    """urllib ends the authority at the password's '/', '?' or '#' and quotes the rest as a port."""
+    with pytest.raises(InvalidRequest) as raised:
+        client.get(url)
+
+    assert "s3c" not in str(raised.value), str(raised.value)
+    assert "[REDACTED]" in str(raised.value), str(raised.value)
+    assert client.list() == []
