@@ -121,6 +121,8 @@ class Settings:
     #: Attempts one worker process runs at once against one (scheme, host, port);
     #: more wait for a free place without spending a retry.
     max_in_flight_per_host: int = 256
+    #: Seconds between a worker process's heartbeats in the store (``workers/``); 0: none.
+    heartbeat_interval: float = 5.0
 
     def __post_init__(self) -> None:
         for field, rule in _RULES.items():
@@ -395,6 +397,7 @@ _RULES: dict[str, _Rule] = {
     "propagate_trace": _Rule("BGHTTP_PROPAGATE_TRACE", _parse_bool, _check_bool),
     "max_in_flight": _Rule("BGHTTP_MAX_IN_FLIGHT", *_whole("a whole number from 1 to 4096", 1, 4096)),
     "max_in_flight_per_host": _Rule("BGHTTP_MAX_IN_FLIGHT_PER_HOST", *_POSITIVE_INT),
+    "heartbeat_interval": _Rule("BGHTTP_HEARTBEAT_INTERVAL", *_NON_NEGATIVE),
 }
 
 #: Each setting's ``BGHTTP_*`` variable.
