@@ -105,3 +105,19 @@ def test_no_heartbeat_when_the_interval_is_zero(store_dir: object) -> None:
         client.wait(client.get("http://127.0.0.1:9/", retries=0).request_id, timeout=30)
         assert _records(settings) == []
         assert not (settings.store_dir / "workers").exists()
+
+
+def test_an_offline_worker_says_so_and_since_when(store_dir: object) -> None:
+    settings = dataclasses.replace(
+        local_settings(store_dir),  # type: ignore[arg-type]
+        heartbeat_interval=INTERVAL,
+        network_interfaces=("bghttp-none0",),  # an interface no machine has: offline
+        connectivity_interval=0.1,
+        offline_after_failures=1,
+    )
+    before = datetime.now(UTC)
+    with BackgroundHttpClient(settings) as client:
+        client.get("http://127.0.0.1:9/", retries=0)  # starts the in-process worker
+        [record] = wait_until(lambda: [r for r in _records(settings) if not r.online])
+        assert record.offline_since is not None
+        assert before - timedelta(seconds=1) <= record.offline_since <= datetime.now(UTC)
