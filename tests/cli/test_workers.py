@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -91,6 +92,28 @@ def test_workers_warns_about_clocks_more_than_a_second_off(tmp_path: Path) -> No
     assert json.loads(run_cli(settings, "workers", "--json").stdout)["clock_warnings"] == [
         "the clock of worker fast pid 1 is 120.0 s ahead of the store's"
     ]
+
+
+#: A ``sitecustomize`` that sets a process's wall clock off by ``BGHTTP_TEST_CLOCK_OFFSET`` seconds.
+SKEWED_CLOCK = Path(__file__).parent / "skewed_clock"
+
+
+@pytest.mark.rabbitmq
+def test_a_real_worker_whose_clock_is_two_minutes_behind_is_reported(
+    rabbitmq_settings: Settings, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    settings = dataclasses.replace(rabbitmq_settings, heartbeat_interval=0.5)
+    # The worker's wall clock 120 s behind; the kernel still stamps its files with the real time.
+    clock = {"PYTHONPATH": str(SKEWED_CLOCK), "BGHTTP_TEST_CLOCK_OFFSET": "-120"}
+    start_worker(settings, extra_env=clock)
+    wait_until(lambda: (settings.store_dir / "workers").is_dir() and any((settings.store_dir / "workers").iterdir()))
+    result = run_cli(settings, "workers")
+    assert result.returncode == 0
+    [warning] = result.stderr.splitlines()
+    behind = r"warning: the clock of worker \S+ pid \d+ is 1(19|20)\.\d s behind the store's"
+    assert re.fullmatch(behind, warning), warning
+    [row] = result.stdout.splitlines()[1:]
+    assert row.split()[3] == "live" and re.search(r" -1(19|20)\.\ds ", row), row
 
 
 def test_workers_on_an_empty_store_and_on_no_store(tmp_path: Path) -> None:
