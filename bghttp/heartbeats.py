@@ -56,6 +56,9 @@ MAX_RECORD_BYTES = 1 << 20
 FORMAT = 1
 
 _UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]")
+#: Record paths of this process's running writers: two local-mode clients in one process get two records.
+_paths_in_use: set[Path] = set()
+_paths_lock = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,9 +299,22 @@ def broker_hosts(broker_url: str) -> str:
     return ",".join(hosts)
 
 
-def record_name(host: str, pid: int) -> str:
-    """The file name of a worker's record: ``<host>-<pid>.json``, the host made safe for a file name."""
-    return f"{_UNSAFE_NAME_CHARACTERS.sub('_', host)[:200] or 'host'}-{pid}.json"
+def record_name(host: str, pid: int, number: int = 1) -> str:
+    """The file name of a worker's record: ``<host>-<pid>.json``, the host made safe for a file name.
+
+    A second writer in one process (two local-mode clients) is ``<host>-<pid>-2.json``.
+    """
+    suffix = "" if number == 1 else f"-{number}"
+    return f"{_UNSAFE_NAME_CHARACTERS.sub('_', host)[:200] or 'host'}-{pid}{suffix}.json"
+
+
+def _claim_path(directory: Path, host: str, pid: int) -> Path:
+    with _paths_lock:
+        number = 1
+        while (path := directory / record_name(host, pid, number)) in _paths_in_use:
+            number += 1
+        _paths_in_use.add(path)
+        return path
 
 
 def _package_version() -> str:
@@ -347,7 +363,7 @@ class HeartbeatWriter:
         self.on_error = on_error
         self.host = host or socket.gethostname()
         self.pid = os.getpid() if pid is None else pid
-        self.path = self.directory / record_name(self.host, self.pid)
+        self.path = _claim_path(self.directory, self.host, self.pid)
         self.version = _package_version()
         self.started_at = time.time()
         self._stop = threading.Event()
@@ -372,6 +388,8 @@ class HeartbeatWriter:
         if remove:
             with self._lock, contextlib.suppress(OSError):
                 os.unlink(self.path)
+        with _paths_lock:
+            _paths_in_use.discard(self.path)
 
     def beat(self) -> bool:
         """Write the record now; False (and ``on_error`` once per failing spell) when it could not be written."""

@@ -122,3 +122,14 @@ def test_broker_hosts_never_carry_a_password() -> None:
     assert broker_hosts("amqp://u:p@[::1]/vhost") == "::1:5672"
     assert broker_hosts("local") == "local"
     assert "pw" not in broker_hosts("amqp://u:pw@host:notaport/")
+
+
+def test_two_writers_in_one_process_keep_two_records(tmp_path: Path) -> None:
+    first, second = writer(tmp_path), writer(tmp_path)
+    first.start()
+    second.start()
+    assert sorted(p.name for p in (tmp_path / "workers").iterdir()) == ["host_a-4242-2.json", "host_a-4242.json"]
+    first.stop()
+    assert [h.pid for h in read_heartbeats(tmp_path)] == [4242]  # the other client's record stays
+    second.stop()
+    assert read_heartbeats(tmp_path) == []
