@@ -141,7 +141,7 @@ class WorkerHeartbeat:
         for name, value in data.items():
             if isinstance(value, datetime):
                 data[name] = value.isoformat()
-        data["skew_s"] = round(self.skew, 3)
+        data["skew_s"] = round(self.skew, 3) + 0.0  # no "-0.0"
         return data
 
 

@@ -89,7 +89,7 @@ def print_workers(heartbeats: list[WorkerHeartbeat], now: datetime, stream: IO[s
                 str(heartbeat.taken),
                 str(heartbeat.completed),
                 str(heartbeat.failed),
-                f"{heartbeat.skew:+.1f}s",
+                f"{round(heartbeat.skew, 1) + 0.0:+.1f}s",  # + 0.0: no "-0.0s"
                 visible(heartbeat.broker),
             )
         )
