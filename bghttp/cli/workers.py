@@ -25,7 +25,6 @@ QUEUED_NOTICE_SECONDS = 5.0
 
 #: Characters a terminal would act on instead of showing: C0/C1 controls, DEL, and
 #: the bidirectional formatting characters that reorder what follows them.
-_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def visible(text: str) -> str:
