@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit docs bench clean
+.PHONY: demo test lint unit rules docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,11 +20,17 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# The Prometheus rules' promtool checks and unit tests run in `test` as
+# tests/prometheus/test_rules.py (skipped without promtool, failed when CI=true).
 test: lint
 	$(BIN)/pytest -q -ra
 
 unit: $(STAMP)
 	$(BIN)/pytest -q -m "not rabbitmq and not slow"
+
+rules:
+	promtool check rules docker/prometheus/bghttp-rules.yml
+	promtool test rules docker/prometheus/bghttp-rules.test.yml
 
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict --site-dir site

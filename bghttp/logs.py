@@ -20,8 +20,12 @@ stderr.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import logging.handlers
+import os
+import queue
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -31,6 +35,7 @@ import structlog
 from .redaction import REDACTED, SECRET_HEADERS, redact_headers
 
 _configured = False
+_writer: _OneWriter | None = None
 
 
 def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -89,13 +94,98 @@ def _event_of_record(_: Any, __: str, event: MutableMapping[str, Any]) -> Mutabl
     return event
 
 
+class _HandOff(logging.handlers.QueueHandler):
+    """Hands a record to the one writer thread without taking a lock.
+
+    The stock ``Handler.handle`` takes the handler's lock around ``emit``; with
+    hundreds of in-flight attempts logging at once that lock was a measured
+    contention point. ``SimpleQueue.put`` is atomic, so no lock is needed here,
+    and rendering (JSON, console colours) happens on the writer thread.
+    """
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        if self.filter(record):
+            self.emit(record)
+            return True
+        return False
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        # Merge the arguments now (they may change after the call); keep exc_info for the writer to render.
+        record.msg = record.getMessage()
+        record.args = None
+        return record
+
+
+class _OneWriter:
+    """A queue and the one thread that renders its records to stderr (restarted in a forked child)."""
+
+    def __init__(self, handler: logging.Handler) -> None:
+        self.handler = handler
+        self.queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        self.hand_off = _HandOff(self.queue)
+        self.listener = logging.handlers.QueueListener(self.queue, handler)
+        self.listener.start()
+        _stop_writer_at_exit(self)
+
+    def restart_after_fork(self) -> None:
+        # The writer thread does not exist in a forked child (Dramatiq forks its worker processes):
+        # records queued before the fork belong to the parent, which writes them.
+        self.queue = queue.SimpleQueue()
+        self.hand_off.queue = self.queue
+        self.listener = logging.handlers.QueueListener(self.queue, self.handler)
+        self.listener.start()
+        _stop_writer_at_exit(self)
+
+    def stop(self) -> None:
+        """Write what is queued and stop the thread (at exit, so no line is lost)."""
+        if self.listener._thread is not None:
+            self.listener.stop()
+        self.handler.flush()
+
+
+def _restart_writer_after_fork() -> None:
+    if _writer is not None:
+        _writer.restart_after_fork()
+
+
+def _stop_writer() -> None:
+    if _writer is not None:
+        _writer.stop()
+
+
+def _stop_writer_at_exit(writer: _OneWriter) -> None:
+    """Write the queued records when the process ends.
+
+    At interpreter exit (``atexit``); and at the end of a ``multiprocessing``
+    child (Dramatiq's worker processes), which leaves by ``os._exit`` and runs
+    only multiprocessing's finalizers. A child forked by multiprocessing clears
+    the finalizers it inherits, so the finalizer is registered again there.
+    """
+    import multiprocessing.util
+
+    atexit.register(_stop_writer)
+    _finalize_at_process_end(writer)
+    multiprocessing.util.register_after_fork(writer, _finalize_at_process_end)
+
+
+def _finalize_at_process_end(_: _OneWriter) -> None:
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(None, _stop_writer, exitpriority=-1000)
+
+
+os.register_at_fork(after_in_child=_restart_writer_after_fork)
+
+
 def configure_logging(log_format: str = "auto", level: str = "INFO", *, force: bool = False) -> None:
     """Render every log record of this process on stderr, as JSON lines or console text.
 
     Only for processes bghttp runs itself (the CLI, workers): it replaces the
     root logger's handlers. A library never calls it. Safe to call more than once.
+    Records are rendered and written by one writer thread (off the attempts' hot
+    path); it writes what is queued before the process exits.
     """
-    global _configured
+    global _configured, _writer
     if _configured and not force:
         return
     use_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
@@ -113,8 +203,11 @@ def configure_logging(log_format: str = "auto", level: str = "INFO", *, force: b
         )
     )
     numeric_level = logging.getLevelName(level.upper())
+    if _writer is not None:
+        _writer.stop()
+    _writer = _OneWriter(handler)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_writer.hand_off]
     root.setLevel(max(numeric_level, logging.INFO))
     logging.getLogger(LOGGER_NAME).setLevel(numeric_level)
     logging.getLogger("pika").setLevel(logging.WARNING)

@@ -23,7 +23,7 @@ from ..events import EventPublisher
 from ..lifecycle import parse_message_args
 from ..logs import configure_logging, get_logger
 from ..shared_fs import check as check_shared_store
-from ..store import FileStore, is_valid_request_id
+from ..store import is_valid_request_id
 from ..store_api import Store
 from .connectivity import ConnectivityMonitor, MonitorHolder
 from .egress import egress_transport
@@ -32,6 +32,7 @@ from .gate import ConnectivityGate
 from .in_flight import InFlightLimits, WorkerSlots
 from .intake import declare_intake_actor, submit_queue_name
 from .metrics import metrics_middleware, observe_attempt
+from .process_store import process_store
 from .runner import RequestRunner
 
 #: Internal failures (a bug) are retried a few times by Dramatiq's own Retries
@@ -123,7 +124,7 @@ class RunnerHolder:
             if self._shared is None:
                 if self.in_flight is None:
                     self.in_flight = InFlightLimits(self.settings.max_in_flight, self.settings.max_in_flight_per_host)
-                store = self.store or FileStore(self.settings.store_dir, fsync=self.settings.fsync)
+                store = self.store or process_store(self.settings)
                 # One TLS context (CA certificates loaded once) for every thread's client.
                 self._shared = (store, httpx.create_ssl_context(), self._connectivity())
             return self._shared

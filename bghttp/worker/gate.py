@@ -30,9 +30,9 @@ from ..config import Settings
 from ..errors import BghttpError, UnknownRequest
 from ..lifecycle import RequestLifecycle, is_stale, parse_message_args
 from ..logs import get_logger
-from ..store import FileStore
 from ..store_api import Store
 from .connectivity import MonitorHolder
+from .process_store import process_store
 
 #: The hold wakes this often to notice a worker shutdown.
 SHUTDOWN_POLL_SECONDS = 0.5
@@ -89,7 +89,7 @@ class ConnectivityGate(Middleware):
     def _store_for_status(self) -> Store:
         with self._store_lock:
             if self._store is None:
-                self._store = FileStore(self.settings.store_dir, fsync=self.settings.fsync)
+                self._store = process_store(self.settings)
             return self._store
 
     def _mark_waiting(self, request_id: str, token: int, log: Any) -> bool:

@@ -37,10 +37,11 @@ from ..errors import InvalidRequest, StoreError
 from ..events import REJECTED, EventPublisher, rejected_event
 from ..logs import get_logger
 from ..quoting import quoted
-from ..store import FileStore, is_valid_request_id
+from ..store import is_valid_request_id
 from ..store_api import Store
 from ..submission import Submission
 from ..validation import PreparedRequest, check_metadata, prepare_request
+from .process_store import process_store
 
 SUBMIT_ACTOR_NAME = "submit_request"
 ARITY = "submit_request takes exactly one argument, the request object (kwargs empty)"
@@ -158,7 +159,7 @@ class Intake:
         if self._submission is None:
             with self._lock:
                 if self._submission is None:
-                    store = FileStore(self.settings.store_dir, fsync=self.settings.fsync)
+                    store = process_store(self.settings)
                     publish_one = functools.partial(publish_request, self.broker, self.settings.queue_name)
 
                     def publish_many(messages: list[tuple[str, int]]) -> None:
