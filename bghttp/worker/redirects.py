@@ -20,16 +20,13 @@ import dataclasses
 
 import httpx
 
+from ..core.outcomes import RedirectRefused
 from ..redaction import is_secret_header
 
 MAX_REDIRECTS = 20
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _BODY_HEADERS = frozenset({"content-length", "transfer-encoding", "content-type"})
-
-
-class RedirectRefused(Exception):
-    """The redirect cannot be followed (a URL httpx cannot send, a scheme that is not HTTP)."""
 
 
 @dataclasses.dataclass(frozen=True)

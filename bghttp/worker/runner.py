@@ -29,6 +29,7 @@ import httpx
 
 from .. import lifecycle, record_log, tracing
 from ..config import Settings
+from ..core.outcomes import Judgement, Outcome, judge_status
 from ..errors import BrokerUnavailable, StoreError, UnknownRequest
 from ..lifecycle import RequestLifecycle
 from ..logs import get_logger
@@ -38,7 +39,7 @@ from ..store_api import Store
 from .cancel_watch import CancelWatch
 from .execution import AttemptResult, perform_attempt
 from .in_flight import InFlightLimits
-from .retry_policy import RETRY_AFTER_STATUSES, Outcome, Verdict, decide, interrupted_failure, parse_retry_after
+from .retry_policy import Verdict, decide, interrupted_failure
 
 #: A message may arrive this early (clock skew between hosts) and still run.
 EARLY_TOLERANCE_SECONDS = 0.05
@@ -335,11 +336,9 @@ class RequestRunner:
         closed = [_interrupted(attempt, now) for attempt in unfinished[:-1]]
         last = unfinished[-1]
         saved = self._answer_saved_during(spec.request_id, last)
-        answer, retry_after = saved if saved is not None else (None, None)
-        if answer is not None:
-            outcome = Outcome.SUCCESS if answer < 400 else Outcome.HTTP_ERROR
-            error = None if answer < 400 else f"HTTP {answer}"
-            result = AttemptResult(outcome, answer, error, retry_after=retry_after)
+        if saved is not None:
+            status_code, answer = saved
+            result = AttemptResult(answer.outcome, status_code, answer.error, retry_after=answer.retry_after)
         else:
             result = AttemptResult(Outcome.INTERRUPTED, None, _interrupted(last, now).error)
         attempt = dataclasses.replace(
@@ -348,20 +347,21 @@ class RequestRunner:
             outcome=result.outcome.value,
             status_code=result.status_code,
             error=result.error,
-            counted=answer is not None or last.sent_at is not None,
+            counted=saved is not None or last.sent_at is not None,
             retry_after=result.retry_after,
         )
         record = self.lifecycle.close_interrupted(spec.request_id, [*closed, attempt])
         if record.is_terminal:
             return record, True
         log = log.bind(attempt=attempt.number)
-        log.warning("attempt_interrupted", sent=last.sent_at is not None, status_code=answer)
+        log.warning("attempt_interrupted", sent=last.sent_at is not None, status_code=result.status_code)
         if not attempt.counted:
             return record, False  # never sent: run it again now, no retry spent
         return self._settle(spec, record, attempt, result, log), True
 
-    def _answer_saved_during(self, request_id: str, attempt: AttemptRecord) -> tuple[int, float | None] | None:
-        """``(status code, Retry-After seconds)`` of a response the attempt saved before its worker died, if it did."""
+    def _answer_saved_during(self, request_id: str, attempt: AttemptRecord) -> tuple[int, Judgement] | None:
+        """The status code of a response the attempt saved before its worker died, if it did, judged as
+        the attempt would have judged it (its Retry-After counted from now: never earlier than asked)."""
         try:
             metadata = self.store.read_response_metadata(request_id)
         except StoreError:
@@ -371,13 +371,8 @@ class RequestRunner:
         status_code = metadata.get("status_code")
         if not isinstance(status_code, int):
             return None
-        retry_after = None
-        if status_code in RETRY_AFTER_STATUSES:
-            # The server's wait still holds (counted from now: never earlier than it asked).
-            headers = metadata.get("headers") or []
-            values = [str(pair[1]) for pair in headers if len(pair) == 2 and str(pair[0]).lower() == "retry-after"]
-            retry_after = parse_retry_after(values[0] if values else None, time.time())
-        return status_code, retry_after
+        headers = [(str(pair[0]), str(pair[1])) for pair in metadata.get("headers") or [] if len(pair) == 2]
+        return status_code, judge_status(status_code, str(metadata.get("reason") or ""), headers)
 
     def _finish(self, request_id: str, attempt: AttemptRecord, status: RequestStatus) -> StatusRecord:
         return self.lifecycle.record_attempt(request_id, attempt, lambda r: lifecycle.finish(r, attempt, status))
