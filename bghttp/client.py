@@ -23,6 +23,7 @@ from . import bulk, lifecycle
 from .broker import create_broker, publish_request
 from .bulk import BulkRequest
 from .config import Settings
+from .core.response_meta import ResponseMeta
 from .errors import BrokerUnavailable, InvalidArgument, RequestRunning, RetryRefused, UnknownRequest
 from .events import EventPublisher
 from .lifecycle import RequestLifecycle
@@ -196,17 +197,18 @@ class BackgroundHttpClient:
         record = self.store.read_status(request_id)
         if metadata is None or record is None:
             return None
+        meta = ResponseMeta.from_json(metadata)
         return Response(
             request_id=request_id,
-            status_code=metadata["status_code"],
-            headers=Headers((str(k), str(v)) for k, v in metadata["headers"]),
+            status_code=meta.status_code,
+            headers=Headers(meta.headers),
             response_file_path=self.store.response_file_path(request_id),
             status=record.status,
             error=record.last_error if record.status is not RequestStatus.COMPLETED else None,
-            url=None if metadata.get("url") is None else redact_url(str(metadata["url"])),  # also older stores' files
-            http_version=metadata.get("http_version"),
-            elapsed_ms=metadata.get("elapsed_ms"),
-            size=metadata.get("size"),
+            url=None if meta.url is None else redact_url(meta.url),  # also older stores' files
+            http_version=meta.http_version,
+            elapsed_ms=meta.elapsed_ms,
+            size=meta.size,
         )
 
     def wait(self, request_id: str, timeout: float | None = None, **options: Unpack[WaitOptions]) -> StatusRecord:

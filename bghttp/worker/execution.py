@@ -43,6 +43,7 @@ from ..core.outcomes import (
     judge_error,
     judge_status,
 )
+from ..core.response_meta import ResponseMeta
 from ..errors import StoreError
 from ..models import RequestSpec
 from ..redaction import redact_url
@@ -349,7 +350,8 @@ def _save_body(
                 _write(out, admit(chunk))
     decoded = decoder is not None and raw_size > 0
     try:
-        store.commit_response(request_id, _metadata(response, raw_headers, size, raw_size, decoded, started))
+        meta = _metadata(response, raw_headers, size, raw_size, decoded, started)
+        store.commit_response(request_id, meta.to_json())
     except (OSError, StoreError) as error:
         raise ResponseNotSaved() from error
     return size
@@ -396,25 +398,26 @@ def _metadata(
     raw_size: int,
     decoded: bool,
     started: float,
-) -> dict[str, Any]:
+) -> ResponseMeta:
     """The saved headers describe the saved file; when it was decoded, the server's own stay in ``raw_headers``."""
     headers = raw_headers
-    metadata: dict[str, Any] = {}
+    decoded_from = raw = None
     if decoded:
         dropped = {"content-encoding", "content-length"}
         headers = [(k, v) for k, v in raw_headers if k.lower() not in dropped] + [("Content-Length", str(size))]
-        metadata["decoded_content_encoding"] = ", ".join(v for k, v in raw_headers if k.lower() == "content-encoding")
-        metadata["raw_headers"] = [list(pair) for pair in raw_headers]
-    return {
-        "status_code": response.status_code,
-        "reason": response.reason_phrase,
-        "headers": [list(pair) for pair in headers],
+        decoded_from = ", ".join(v for k, v in raw_headers if k.lower() == "content-encoding")
+        raw = tuple(raw_headers)
+    return ResponseMeta(
+        status_code=response.status_code,
+        reason=response.reason_phrase,
+        headers=tuple(headers),
         # The URL's password, like a secret header, is kept only where the worker needs it (the request file).
-        "url": redact_url(str(response.url)),
-        "http_version": response.http_version,
-        "elapsed_ms": round((time.monotonic() - started) * 1000, 3),
-        "size": size,
-        "raw_size": raw_size,
-        **metadata,
-        "saved_at": time.time(),
-    }
+        url=redact_url(str(response.url)),
+        http_version=response.http_version,
+        elapsed_ms=round((time.monotonic() - started) * 1000, 3),
+        size=size,
+        raw_size=raw_size,
+        decoded_content_encoding=decoded_from,
+        raw_headers=raw,
+        saved_at=time.time(),
+    )

@@ -22,7 +22,6 @@ import functools
 import json
 import threading
 import time
-import urllib.parse
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -33,6 +32,7 @@ from dramatiq.middleware import CurrentMessage, Middleware
 
 from ..broker import publish_request
 from ..config import Settings
+from ..core.urls import url_host
 from ..errors import InvalidRequest, StoreError
 from ..events import REJECTED, EventPublisher, rejected_event
 from ..logs import get_logger
@@ -189,7 +189,7 @@ class Intake:
             )
             self._reject(args, message_id, reason, log)
             return
-        host = urllib.parse.urlsplit(prepared.spec.url).hostname
+        host = url_host(prepared.spec.url)
         log.info(
             "request_submitted_by_message",
             request_id=info.request_id,
