@@ -47,6 +47,10 @@ from .waiting import Wait, WaitOptions
 
 #: How long ``remove`` waits for a cancelled attempt to stop before raising RequestRunning.
 REMOVE_WAIT_SECONDS = 10.0
+#: How long the store remembers that it removed a request (so that a late message of it is
+#: dropped, not dead-lettered as another store's); ``gc`` forgets older removals. No
+#: message of a removed request lives this long (the longest delay is BGHTTP_MAX_RETRY_AFTER).
+REMOVAL_MEMORY_SECONDS = 7 * 24 * 3600.0
 #: How long ``retry`` waits for a claim held by another (a concurrent replay, a stopping attempt).
 REPLAY_CLAIM_WAIT_SECONDS = 2.0
 
@@ -327,7 +331,8 @@ class BackgroundHttpClient:
         Each is removed only if it is still finished and old under the store's
         locks (it may have been submitted again since it was listed). A cancelled
         request whose attempt is still stopping is left for the next gc.
-        ``dry_run`` only lists what would be removed.
+        ``dry_run`` only lists what would be removed. Also forgets the store's
+        removals older than 7 days (``REMOVAL_MEMORY_SECONDS``).
         """
         if isinstance(older_than, bool) or not isinstance(older_than, int | float) or not older_than >= 0:
             raise InvalidArgument(f"older_than must be a number of seconds >= 0, not {older_than!r}")
@@ -342,6 +347,8 @@ class BackgroundHttpClient:
                 continue
             if dry_run or self._remove_if(record.request_id, finished_before_cutoff):
                 removed.append(record.request_id)
+        if not dry_run:
+            self.store.prune_removal_marks(REMOVAL_MEMORY_SECONDS)
         return removed
 
     def _remove_if(self, request_id: str, only_if: Callable[[StatusRecord | None], bool]) -> bool:

@@ -9,6 +9,9 @@ Layout under the store root (directories 0700, files 0600)::
     responses/<id>.meta.log   the last response's metadata, a record log too
     responses/<id>.body       the last response's body
     locks/ids.<nn>.lock       the ID locks: creation and removal of an ID hold one
+    removed/<digest>          an empty mark: this store removed the request (``delete``), so a
+                              late message of it is dropped, not taken for another store's
+                              (named by a digest: a removed ID leaves no file named after it)
 
 Readers never see half a file that counts. A request file is created in place,
 but counts only once its status record exists (the status record is written
@@ -39,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -70,6 +74,8 @@ _LOCATIONS = {
     "response_part": ("responses", ".body.part"),
 }
 _DIRECTORIES = sorted({location for location, _ in _LOCATIONS.values()} | {"locks"})
+#: Where ``delete`` marks the IDs it removed (made by the first removal).
+REMOVED_DIRECTORY = "removed"
 
 #: ID locks are spread over this many lock files (one per ID would pile up forever).
 ID_LOCK_STRIPES = 64
@@ -677,6 +683,8 @@ class FileStore:
                     return True
                 if not is_untouched(record):
                     return False
+                # Its message may have got through unconfirmed: dropped when it comes, not dead-lettered.
+                self._mark_removed(request_id)
                 self._remove_request_files(request_id)
                 return True
         except RequestRunning:
@@ -702,8 +710,49 @@ class FileStore:
             if only_if is not None and not only_if(self.read_status(request_id)):
                 return False
             existed = self.status_path_exists(request_id) or self.request_path(request_id).exists()
+            if existed:
+                self._mark_removed(request_id)
             self._remove_request_files(request_id)
             return existed
+
+    def _mark_removed(self, request_id: str) -> None:
+        """Leave the mark that says this store removed ``request_id`` (before its files go).
+
+        Best effort: without it, a late message of the request is taken for
+        another store's and dead-lettered with an error, which is loud, not lossy.
+        """
+        marks = self.root / REMOVED_DIRECTORY
+        path = self._removal_mark(request_id)
+        with contextlib.suppress(OSError):
+            marks.mkdir(mode=0o700, exist_ok=True)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600))
+            os.utime(path)  # gc prunes marks by age: the newest removal counts
+
+    def was_removed(self, request_id: str) -> bool:
+        """Whether this store removed ``request_id`` (and gc has not pruned the mark since)."""
+        return os.path.lexists(self._removal_mark(request_id))
+
+    def _removal_mark(self, request_id: str) -> Path:
+        digest = hashlib.sha256(validate_request_id(request_id).encode()).hexdigest()[:40]
+        return self.root / REMOVED_DIRECTORY / digest
+
+    def prune_removal_marks(self, older_than: float) -> int:
+        """Forget removals older than ``older_than`` seconds (no message of them is left by then); the count."""
+        cutoff = time.time() - older_than
+        pruned = 0
+        try:
+            entries = os.scandir(self.root / REMOVED_DIRECTORY)
+        except FileNotFoundError:
+            return 0
+        except OSError as error:
+            raise StoreError(f"cannot list {self.root / REMOVED_DIRECTORY}: {error}") from error
+        with entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                        os.unlink(entry.path)
+                        pruned += 1
+        return pruned
 
     def _remove_request_files(self, request_id: str) -> None:
         # The status record goes first: a runner that finds the request file gone

@@ -14,6 +14,7 @@ from typing import Any
 
 import dramatiq
 import httpx
+from dramatiq.broker import MessageProxy
 from dramatiq.middleware import CurrentMessage, Middleware, Retries, ShutdownNotifications
 
 from ..broker import ACTOR_NAME, WORKER_PUBLISH_THREADS, check_queue, create_broker, publish_request
@@ -33,7 +34,7 @@ from .in_flight import InFlightLimits, WorkerSlots
 from .intake import declare_intake_actor, submit_queue_name
 from .metrics import metrics_middleware, observe_attempt
 from .process_store import process_store
-from .runner import RequestRunner
+from .runner import RequestNotInStore, RequestRunner
 
 #: Internal failures (a bug) are retried a few times by Dramatiq's own Retries
 #: middleware; request errors never reach it: the runner schedules those itself
@@ -157,7 +158,13 @@ def declare_actor(broker: dramatiq.Broker, settings: Settings, holder: RunnerHol
                 "not_a_request_message", args=reprlib.repr(args), kwargs=reprlib.repr(kwargs)
             )
             return
-        holder.get().run(*run)
+        try:
+            holder.get().run(*run)
+        except RequestNotInStore:
+            # Not acked away, not retried: nacked, RabbitMQ moves it to the .XQ (the runner logged why).
+            current = CurrentMessage.get_current_message()  # the worker's MessageProxy
+            if isinstance(current, MessageProxy):
+                current.fail()
 
     return dramatiq.Actor(
         execute_request,

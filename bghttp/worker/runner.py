@@ -56,6 +56,13 @@ Publish = Callable[[str, int, "float | None"], None]
 AfterRun = Callable[[StatusRecord, "Path | None"], object]
 
 
+class RequestNotInStore(Exception):
+    """The message names a request this store neither holds nor removed: maybe another group's.
+
+    Not to be acked away (its request would wait for ever): the actor dead-letters it.
+    """
+
+
 class Connectivity(Protocol):
     def is_online(self) -> bool: ...
     def check_now(self) -> bool: ...
@@ -119,7 +126,7 @@ class RequestRunner:
         log = get_logger(request_id=request_id, token=token)
         spec, unreadable = self._load_request(request_id)
         if spec is None and unreadable is None:
-            log.warning("request_missing", store_dir=self.store.location, reason="not in this store; message dropped")
+            self._not_here(request_id, log)
             return None, None
         if spec is not None:
             log = log.bind(method=spec.method, host=url_host(spec.url))
@@ -135,19 +142,15 @@ class RequestRunner:
                     # No valid version in the whole file: no retry can help, and nothing can be recorded.
                     log.error("request_unreadable_status_not_written", error=str(error), store=self.store.location)
                     return None, None
+                if record is None:
+                    self._not_here(request_id, log)
+                    return None, None
                 why_not = lifecycle.why_not_run(record, token)
-                if record is None or why_not is not None:
+                if why_not is not None:
                     log.info("message_dropped", reason=why_not)
                     return self._with_response(record)  # a final one is announced again (at least once)
                 if claimed:
-                    if spec is None:
-                        return self._with_response(self._fail_unreadable(request_id, str(unreadable), log))
-                    if not lifecycle.is_same_request(spec, record):
-                        # The request was removed and its ID submitted again after we
-                        # read the spec: ours is not the request that is there now.
-                        log.info("message_dropped", reason="request replaced")
-                        return None, None
-                    return self._with_response(self._run_claimed(spec, record, token, log))
+                    return self._with_response(self._run_owned(spec, unreadable, record, token, log))
                 if (
                     lifecycle.is_running_under(record, token)
                     and time.monotonic() - started > DUPLICATE_CLAIM_GRACE_SECONDS
@@ -167,6 +170,34 @@ class RequestRunner:
                 log.info("message_deferred", reason="claim still held")
                 return None, None
             time.sleep(0.01)
+
+    def _run_owned(
+        self, spec: RequestSpec | None, unreadable: str | None, record: StatusRecord, token: int, log: Any
+    ) -> StatusRecord | None:
+        """The claim is ours and ``token`` may run: run the request (or fail it if its file is unreadable)."""
+        if spec is None:
+            return self._fail_unreadable(record.request_id, str(unreadable), log)
+        if not lifecycle.is_same_request(spec, record):
+            # The request was removed and its ID submitted again after we
+            # read the spec: ours is not the request that is there now.
+            log.info("message_dropped", reason="request replaced")
+            return None
+        return self._run_claimed(spec, record, token, log)
+
+    def _not_here(self, request_id: str, log: Any) -> None:
+        """A message whose request is not in this store: dropped if the store removed it, else RequestNotInStore."""
+        if self.store.was_removed(request_id):
+            log.info("message_dropped", reason="removed")
+            return
+        # A client on another store (or a mistyped --store) shares this queue: acking
+        # would leave its request queued for ever, with nobody the wiser.
+        log.error(
+            "request_not_in_store",
+            store=self.store.location,
+            queue=self.settings.queue_name,
+            reason="not in this store and not removed here: dead-lettered (is a client using another store?)",
+        )
+        raise RequestNotInStore(request_id)
 
     def _load_request(self, request_id: str) -> tuple[RequestSpec | None, str | None]:
         """(spec, None); (None, why) if the request file holds no valid request; (None, None) if it is gone.
@@ -420,4 +451,4 @@ def _interrupted(attempt: AttemptRecord, now: float) -> AttemptRecord:
     )
 
 
-__all__ = ["EARLY_TOLERANCE_SECONDS", "RequestRunner"]
+__all__ = ["EARLY_TOLERANCE_SECONDS", "RequestNotInStore", "RequestRunner"]
