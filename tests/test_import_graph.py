@@ -129,10 +129,16 @@ CORE_FORBIDDEN = re.compile(
 
 
 def _imported_names(path: Path) -> set[str]:
-    """Every module ``path`` names in an import (any depth, TYPE_CHECKING included), as an absolute name."""
+    """Every module ``path`` imports at run time (at any depth, functions included; not the imports
+    under ``if TYPE_CHECKING:``, which only name types), as absolute names."""
     package = ["bghttp", *path.parent.relative_to(PACKAGE).parts]
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -142,6 +148,10 @@ def _imported_names(path: Path) -> set[str]:
                 base = node.module or ""
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
     return names
 
 

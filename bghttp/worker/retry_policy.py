@@ -22,13 +22,10 @@ from collections.abc import Callable
 from ..core.outcomes import Outcome as Outcome
 from ..core.retry_after import RETRY_AFTER_STATUSES as RETRY_AFTER_STATUSES
 from ..core.retry_after import parse_retry_after as parse_retry_after
+from ..core.run_plan import MAX_INTERRUPTED_ATTEMPTS as MAX_INTERRUPTED_ATTEMPTS
+from ..core.run_plan import interrupted_failure as interrupted_failure
 
 MAX_BACKOFF_SECONDS = 512
-#: Attempts during which the worker died (killed, out of memory) *before sending*
-#: do not spend a retry; this many interrupted attempts fail the request, so a
-#: request that kills every worker cannot loop forever. (One interrupted after
-#: sending spends a retry like any error: it may have reached the server.)
-MAX_INTERRUPTED_ATTEMPTS = 5
 #: Methods a server may receive twice with the effect of once (RFC 9110, 9.2.2).
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
@@ -126,9 +123,3 @@ def decide(
         return Decision(Verdict.RETRY, retry_number, delay)
     return Decision(Verdict.FAIL)
 
-
-def interrupted_failure(unfinished_attempts: int) -> str | None:
-    """The error that fails a request whose attempts keep killing the worker, or None to run it again."""
-    if unfinished_attempts >= MAX_INTERRUPTED_ATTEMPTS:
-        return f"the worker died during {unfinished_attempts} attempts"
-    return None

@@ -30,6 +30,7 @@ from .. import lifecycle, record_log, tracing
 from ..config import Settings
 from ..core.outcomes import Judgement, Outcome, judge_status
 from ..core.response_meta import ResponseMeta
+from ..core.run_plan import EARLY_TOLERANCE_SECONDS, RunPlan, Step, plan_run
 from ..core.urls import url_host
 from ..errors import BrokerUnavailable, StoreError, UnknownRequest
 from ..lifecycle import RequestLifecycle
@@ -40,10 +41,8 @@ from ..store_api import Store
 from .cancel_watch import CancelWatch
 from .execution import AttemptResult, perform_attempt
 from .in_flight import InFlightLimits
-from .retry_policy import Verdict, decide, interrupted_failure
+from .retry_policy import Verdict, decide
 
-#: A message may arrive this early (clock skew between hosts) and still run.
-EARLY_TOLERANCE_SECONDS = 0.05
 #: How long the next run waits for the claim its predecessor is about to release
 #: (then it publishes itself again, 1 s later, and the message we hold is acked).
 SUCCESSOR_CLAIM_WAIT_SECONDS = 10.0
@@ -145,9 +144,9 @@ class RequestRunner:
                 if record is None:
                     self._not_here(request_id, log)
                     return None, None
-                why_not = lifecycle.why_not_run(record, token)
-                if why_not is not None:
-                    log.info("message_dropped", reason=why_not)
+                plan = self._plan(record, token)
+                if plan.step is Step.DROP:
+                    log.info("message_dropped", reason=plan.reason)
                     return self._with_response(record)  # a final one is announced again (at least once)
                 if claimed:
                     return self._with_response(self._run_owned(spec, unreadable, record, token, log))
@@ -232,28 +231,35 @@ class RequestRunner:
             return None
 
     # ---------------------------------------------------------- under claim
+    def _plan(self, record: StatusRecord | None, token: int) -> RunPlan:
+        online = self.connectivity is None or self.connectivity.is_online()
+        return plan_run(record, token, now=time.time(), online=online)
+
     def _run_claimed(self, spec: RequestSpec, record: StatusRecord, token: int, log: Any) -> StatusRecord:
-        """Run the request under its claim; its record as this run left it."""
-        now = time.time()
-        if record.next_attempt_at is not None and record.next_attempt_at - now > EARLY_TOLERANCE_SECONDS:
-            # Never run early: hand the message back for the time that is left.
-            # Keep the due time whatever the phase (the gate may have marked it waiting_network).
-            token = lifecycle.next_token(record)
-            self.publish(spec.request_id, token, record.next_attempt_at - now)
-            return self.lifecycle.defer(spec.request_id, token)
-        if any(attempt.finished_at is None for attempt in record.attempts):
+        """Carry out the request's run plan under its claim; its record as this run left it."""
+        plan = self._plan(record, token)
+        if plan.step is Step.CLOSE_INTERRUPTED:
             # The claim is ours, so the worker that ran this attempt is gone.
             record, settled = self._close_interrupted(spec, record, log)
             if settled:
                 return record
-        if self.connectivity is not None and not self.connectivity.is_online():
+            plan = self._plan(record, token)  # it was never sent: what now, with the attempt closed
+        if plan.step is Step.DEFER_UNTIL_DUE:
+            # Never run early: hand the message back for the time that is left.
+            request_id, delay = spec.request_id, plan.delay
+            return lifecycle.hand_over(
+                record, lambda t: self.publish(request_id, t, delay), lambda t: self.lifecycle.defer(request_id, t)
+            )
+        if plan.step is Step.WAIT_FOR_NETWORK:
             return self._wait_for_network(spec, record, log)
-
-        error = interrupted_failure(sum(1 for a in record.run_attempts if a.outcome is Outcome.INTERRUPTED))
-        if error is not None:
+        if plan.step is Step.FAIL:
+            error = plan.reason or "failed"
             log.error("request_failed", error=error)
             return self.lifecycle.fail(spec.request_id, error)
+        if plan.step is not Step.START:  # DROP: the record was read under this claim, and allowed the run
+            return record
 
+        now = time.time()
         if not self.in_flight.acquire(spec.url):
             return self._defer_for_busy_host(spec, record, log)
         number = record.attempt_count + 1
@@ -335,17 +341,19 @@ class RequestRunner:
         if verdict is Verdict.RETRY:
             retry_number, delay = decision.retry_number, decision.delay
             log.warning("attempt_failed", error=result.error, retry=retry_number, retry_in_s=delay)
-            new_token = lifecycle.next_token(record)
             due = time.time() + delay
             try:
-                self.publish(request_id, new_token, delay)
+                return lifecycle.hand_over(
+                    record,
+                    lambda t: self.publish(request_id, t, delay),
+                    lambda t: self._schedule_retry(request_id, attempt, retry_number, due, t),
+                )
             except BrokerUnavailable:
                 # Spend the retry and record the due time under the *current*
                 # token: the message we hold comes back (redelivered, or retried by
                 # Dramatiq) and then waits until it is due, as the new one would have.
                 self._schedule_retry(request_id, attempt, retry_number, due, None)
                 raise
-            return self._schedule_retry(request_id, attempt, retry_number, due, new_token)
         log.error("request_failed", error=result.error, retries_used=record.retries_used)
         return self._finish(request_id, attempt, RequestStatus.FAILED)
 
@@ -417,9 +425,12 @@ class RequestRunner:
 
     def _wait_for_network(self, spec: RequestSpec, record: StatusRecord, log: Any) -> StatusRecord:
         log.info("waiting_for_network", recheck_in_s=self.settings.connectivity_interval)
-        token = lifecycle.next_token(record)
-        self.publish(spec.request_id, token, self.settings.connectivity_interval)
-        return self.lifecycle.wait_for_network(spec.request_id, token)
+        request_id, delay = spec.request_id, self.settings.connectivity_interval
+        return lifecycle.hand_over(
+            record,
+            lambda t: self.publish(request_id, t, delay),
+            lambda t: self.lifecycle.wait_for_network(request_id, t),
+        )
 
     def _defer_for_busy_host(self, spec: RequestSpec, record: StatusRecord, log: Any) -> StatusRecord:
         """Hand the message back for a little while: its host has all its places taken here.
@@ -430,10 +441,10 @@ class RequestRunner:
         would take itself for a duplicate of a running attempt and drop, and the
         request would be left with no message.)
         """
-        delay = self.in_flight.defer_delay(spec.url)
-        token = lifecycle.next_token(record)
-        self.publish(spec.request_id, token, delay)
-        record = self.lifecycle.defer(spec.request_id, token)
+        request_id, delay = spec.request_id, self.in_flight.defer_delay(spec.url)
+        record = lifecycle.hand_over(
+            record, lambda t: self.publish(request_id, t, delay), lambda t: self.lifecycle.defer(request_id, t)
+        )
         log.info("message_deferred", reason="host busy", retry_in_s=round(delay, 3))
         return record
 

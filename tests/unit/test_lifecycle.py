@@ -331,3 +331,23 @@ def test_on_a_store_a_refused_transition_leaves_the_record_as_it_is(tmp_path: Pa
     with pytest.raises(UnknownRequest):
         states.cancel("missing")
     assert not states.mark_published("missing", "g")
+
+
+def test_hand_over_publishes_the_next_token_before_the_record_names_it() -> None:
+    steps: list[tuple[str, int]] = []
+    current = record(Phase.WAITING_RETRY)
+
+    def write(token: int) -> StatusRecord:
+        steps.append(("write", token))
+        return lifecycle.defer(current, token)
+
+    new = lifecycle.hand_over(current, lambda token: steps.append(("publish", token)), write)
+    assert steps == [("publish", current.token + 1), ("write", current.token + 1)] and new.token == current.token + 1
+
+    def refused(token: int) -> None:
+        raise OSError("broker down")
+
+    steps.clear()
+    with pytest.raises(OSError, match="broker down"):
+        lifecycle.hand_over(current, refused, write)
+    assert steps == []  # a message that was not published is never named by the record
