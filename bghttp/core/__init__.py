@@ -2,6 +2,11 @@
 
 Nothing here opens a socket, touches the store or knows Dramatiq (a test in
 ``tests/test_import_graph.py`` holds it to that). The worker's runner and
-attempt drive it: :mod:`.outcomes` judges errors and answers, :mod:`.retry_after`
-reads ``Retry-After`` and :mod:`.decoding` decodes a body in bounded steps.
+attempt drive it:
+
+* :mod:`.outcomes`: the outcome types and the one judge of an attempt's end;
+* :mod:`.response_meta`: a saved response's metadata, typed;
+* :mod:`.redirects`, :mod:`.body`, :mod:`.decoding`, :mod:`.retry_after`: the attempt flow;
+* :mod:`.run_plan`: what a message does now;
+* :mod:`.urls`: URL to host.
 """

@@ -29,7 +29,8 @@ import h11
 import httpcore
 import httpx
 
-from ..core.decoding import BodyDecoder, can_decode, content_codings
+from ..core.body import BodySink
+from ..core.decoding import content_codings
 from ..core.outcomes import (
     AttemptCancelled,
     ClientErrors,
@@ -37,7 +38,6 @@ from ..core.outcomes import (
     Outcome,
     RequestUnsendable,
     ResponseNotSaved,
-    ResponseTooLarge,
     SendNotRecorded,
     TooManyRedirects,
     judge_error,
@@ -323,32 +323,18 @@ def _save_body(
     # The names as the server spelled them (multi_items() lower-cases them).
     encoding = response.headers.encoding
     raw_headers = [(name.decode(encoding), value.decode(encoding)) for name, value in response.headers.raw]
-    codings = content_codings(raw_headers)
-    decoder = BodyDecoder(codings) if can_decode(codings) else None
-    if response.is_stream_consumed:  # built in memory (httpx.MockTransport): httpx has read and decoded it
-        raw_chunks: Iterable[bytes] = [response.content]
-        decoder = None
-    else:
-        raw_chunks = response.iter_raw()
-    size = raw_size = 0
-
-    def admit(chunk: bytes) -> bytes:
-        nonlocal size
-        size += len(chunk)
-        if max_bytes is not None and max(size, raw_size) > max_bytes:
-            raise ResponseTooLarge(f"response body passed BGHTTP_MAX_RESPONSE_BYTES={max_bytes}")
-        limits.check(httpx.ReadTimeout)  # the deadline and cancel, also while the data is already buffered
-        return chunk
-
+    in_memory = response.is_stream_consumed  # built in memory (httpx.MockTransport): httpx has read and decoded it
+    sink = BodySink(content_codings(raw_headers), max_bytes, decode=not in_memory)
+    raw_chunks: Iterable[bytes] = [response.content] if in_memory else response.iter_raw()
     with _response_sink(store, request_id) as out:
         for raw in raw_chunks:
-            raw_size += len(raw)
-            for chunk in decoder.feed(raw) if decoder is not None else (raw,):
-                _write(out, admit(chunk))
-        if decoder is not None:
-            for chunk in decoder.finish() if raw_size else ():
-                _write(out, admit(chunk))
-    decoded = decoder is not None and raw_size > 0
+            for chunk in sink.feed(raw):
+                limits.check(httpx.ReadTimeout)  # the deadline and cancel, also while the data is already buffered
+                _write(out, chunk)
+        for chunk in sink.finish():
+            limits.check(httpx.ReadTimeout)
+            _write(out, chunk)
+    size, raw_size, decoded = sink.size, sink.raw_size, sink.decoded
     try:
         meta = _metadata(response, raw_headers, size, raw_size, decoded, started)
         store.commit_response(request_id, meta.to_json())
