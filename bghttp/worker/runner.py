@@ -10,10 +10,12 @@ decides the next step under that claim:
                          record ``waiting_retry``;
 * network down        -> publish a re-check, record ``waiting_network``; no retry spent.
 
-What to do after an attempt is the retry policy's :func:`~bghttp.retry_policy.decide`;
-every status change and the token rules are :mod:`bghttp.lifecycle`'s. This
-module only carries them out, in the order that keeps a request safe: the next
-message is published *before* the status record names its token.
+What a message does before an attempt is the core's run plan
+(:func:`~bghttp.core.run_plan.plan_run`); what to do after one is the retry
+policy's :func:`~bghttp.worker.retry_policy.decide`; every status change and the
+token rule (:func:`~bghttp.lifecycle.hand_over`: the next message is published
+*before* the status record names its token) are :mod:`bghttp.lifecycle`'s. This
+module only carries them out.
 """
 
 from __future__ import annotations
