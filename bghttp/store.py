@@ -810,18 +810,3 @@ def _is_at(fd: int, path: Path) -> bool:
         return False
     opened = os.fstat(fd)
     return (opened.st_dev, opened.st_ino) == (at_path.st_dev, at_path.st_ino)
-
-
-#: A write refused for want of room: the disk, the user's quota, or the file-size limit (RLIMIT_FSIZE).
-DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-
-
-def is_disk_full(error: BaseException | None) -> bool:
-    """Whether ``error``, or an error it was raised from (a StoreError's OSError), is a disk-full error."""
-    while error is not None:
-        if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
-            return True
-        error = error.__cause__
-    return False
-
-

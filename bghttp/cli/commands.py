@@ -26,12 +26,12 @@ import re
 import shutil
 import sys
 import time
-import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from ..config import ConfigError, Settings
+from ..core.urls import url_host
 from ..errors import (
     BghttpError,
     BrokerUnavailable,
@@ -668,10 +668,7 @@ def _select_ended(client: BackgroundHttpClient, status: str, since: float | None
             continue
         if host is not None:
             spec = _spec_or_none(client, record.request_id)
-            try:
-                target = None if spec is None else urllib.parse.urlsplit(spec.url).hostname
-            except ValueError:
-                target = None
+            target = None if spec is None else url_host(spec.url)
             if target is None or target != host.lower().rstrip("."):
                 continue
         chosen.append(record.request_id)
