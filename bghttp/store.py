@@ -152,6 +152,10 @@ class FileStore:
         """Where the last response's body is saved (what ``Response.response_file_path`` names)."""
         return self.response_body_path(request_id)
 
+    def files_of(self, request_id: str) -> dict[str, Path]:
+        """Where each file of a request is, by kind (``request``, ``status``, ``body`` ...), those that exist."""
+        return {kind: path for kind in _LOCATIONS if (path := self._path(kind, request_id)).exists()}
+
     @property
     def location(self) -> str:
         return str(self.root)
@@ -596,6 +600,37 @@ class FileStore:
                 name = entry.name
                 if name.endswith(".log"):  # temporary files end in .tmp
                     yield name[: -len(".log")]
+
+    def request_ids_by_age(self, *, record: str = "request") -> list[tuple[float, str]]:
+        """``(mtime, ID)`` of every request, newest first, from one ``scandir`` and no file read.
+
+        ``record="request"``: the request file's mtime, its creation time (it is never
+        rewritten); ``record="status"``: the status log's, its last change. For a reader
+        that wants the newest few of many (the dashboard): reading every status record to
+        sort by ``created_at`` costs a file open per request. IDs with no status record
+        are left out (a creation in progress, a removal half-way).
+        """
+        directory, suffix = _LOCATIONS[record]
+        with_status = None if record == "status" else set(self.request_ids())
+        found: list[tuple[float, str]] = []
+        try:
+            entries = os.scandir(self.root / directory)
+        except FileNotFoundError:
+            return found
+        except OSError as error:
+            raise StoreError(f"cannot list {self.root / directory}: {error}") from error
+        with entries:
+            for entry in entries:
+                name = entry.name
+                if not name.endswith(suffix):
+                    continue
+                request_id = name[: -len(suffix)]
+                if with_status is not None and request_id not in with_status:
+                    continue
+                with contextlib.suppress(FileNotFoundError):  # removed while listed
+                    found.append((entry.stat().st_mtime, request_id))
+        found.sort(reverse=True)
+        return found
 
     def statuses(self) -> Iterator[StatusRecord]:
         for request_id in self.request_ids():
