@@ -10,10 +10,12 @@ window (their status logs' mtimes say which), at most ``OVERVIEW_RECORDS``.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import dataclasses
 import datetime
 import re
+import threading
 import time
 import urllib.parse
 from collections import Counter
@@ -153,11 +155,55 @@ def url_host(url: str) -> str:
         return ""
 
 
+class RequestIndex:
+    """Every request's creation time, kept sorted between pages: each page lists the request
+    files' names (one ``listdir``) and stats only the new ones. (A request replaced under the
+    same ID keeps its first time here; its row shows the new record all the same.)"""
+
+    #: More new requests than this are sorted in at once, fewer one by one.
+    RESORT_AFTER = 1000
+
+    def __init__(self, store: FileStore) -> None:
+        self.store = store
+        self._created: dict[str, float] = {}
+        self._ascending: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+
+    def newest_first(self) -> Iterator[tuple[float, str]]:
+        """``(created, ID)`` of every request, newest first (a snapshot: iterate it freely)."""
+        with self._lock:
+            current = set(self.store.request_file_ids())
+            gone = self._created.keys() - current
+            new = current.difference(self._created)
+            if gone:
+                for request_id in gone:
+                    del self._created[request_id]
+                self._ascending = [pair for pair in self._ascending if pair[1] not in gone]
+            if new:
+                times = self.store.created_times(new)
+                self._created.update(times)
+                if len(times) > self.RESORT_AFTER:
+                    self._ascending = sorted(self._ascending + [(t, rid) for rid, t in times.items()])
+                else:
+                    self._ascending = self._ascending.copy()  # a snapshot handed out stays as it was
+                    for request_id, created in times.items():
+                        bisect.insort(self._ascending, (created, request_id))
+            snapshot = self._ascending
+        return reversed(snapshot)
+
+    def __len__(self) -> int:
+        return len(self._created)
+
+
 class DashboardQueries:
     """Reads for the dashboard's pages from one store."""
 
     def __init__(self, store: FileStore) -> None:
         self.store = store
+        self.index = RequestIndex(store)
+
+    def newest_first(self) -> Iterator[tuple[float, str]]:
+        return self.index.newest_first()
 
     # ------------------------------------------------------------- reading one
     def _status(self, request_id: str) -> StatusRecord | None:
@@ -181,13 +227,18 @@ class DashboardQueries:
     def list_requests(self, wanted: RequestFilter, page: int = 1, page_size: int = PAGE_SIZE) -> RequestPage:
         """One page of requests, newest first (by creation), that pass ``wanted``."""
         page = max(1, page)
-        candidates = [
-            request_id
-            for created, request_id in self.store.request_ids_by_age()
-            if (wanted.since is None or created >= wanted.since)
-            and (wanted.until is None or created < wanted.until)
-            and (wanted.search is None or wanted.search in request_id)
-        ]
+        listing = self.newest_first()
+        if wanted.since is None and wanted.until is None and wanted.search is None:
+            candidates, count = listing, len(self.index)
+        else:
+            chosen = [
+                (created, request_id)
+                for created, request_id in listing
+                if (wanted.since is None or created >= wanted.since)
+                and (wanted.until is None or created < wanted.until)
+                and (wanted.search is None or wanted.search in request_id)
+            ]
+            candidates, count = iter(chosen), len(chosen)
         skip, scanned = (page - 1) * page_size, 0
         rows: list[RequestRow] = []
         for row in self._matching(candidates, wanted):
@@ -196,12 +247,12 @@ class DashboardQueries:
                 skip -= 1
                 continue
             if len(rows) == page_size:
-                return RequestPage(rows, page, True, scanned, len(candidates))
+                return RequestPage(rows, page, True, scanned, count)
             rows.append(row)
-        return RequestPage(rows, page, False, scanned, len(candidates))
+        return RequestPage(rows, page, False, scanned, count)
 
-    def _matching(self, request_ids: list[str], wanted: RequestFilter) -> Iterator[RequestRow]:
-        for request_id in request_ids:
+    def _matching(self, listing: Iterator[tuple[float, str]], wanted: RequestFilter) -> Iterator[RequestRow]:
+        for _, request_id in listing:
             record = self._status(request_id)
             if record is None or (wanted.status is not None and record.status is not wanted.status):
                 continue
@@ -257,7 +308,7 @@ class DashboardQueries:
         now = time.time() if now is None else now
         start = now - OVERVIEW_WINDOW_SECONDS
         step = OVERVIEW_WINDOW_SECONDS / OVERVIEW_BUCKETS
-        changed = [rid for mtime, rid in self.store.request_ids_by_age(record="status") if mtime >= start]
+        changed = [rid for mtime, rid in self.store.status_change_times() if mtime >= start]
         capped = len(changed) > OVERVIEW_RECORDS
         completed, failed = [0] * OVERVIEW_BUCKETS, [0] * OVERVIEW_BUCKETS
         by_status: Counter[str] = Counter()
@@ -293,7 +344,7 @@ class DashboardQueries:
     def failed_since(self, since: float) -> list[str]:
         """IDs of the requests that ended failed at or after ``since``, oldest first."""
         chosen: list[tuple[float, str]] = []
-        for mtime, request_id in self.store.request_ids_by_age(record="status"):
+        for mtime, request_id in self.store.status_change_times():
             if mtime < since:
                 break  # newest first: every later one changed before ``since``
             record = self._status(request_id)
