@@ -7,15 +7,11 @@ known to be installed: ``import bghttp`` and the worker never load it.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
 from ..config import ConfigError, Settings
 from .input import UsageError
-
-#: What ``bghttp[dashboard]`` brings; the command refuses to start without them.
-DASHBOARD_MODULES = ("starlette", "uvicorn", "jinja2")
 
 
 def add_command(add: Callable[[str, str], argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -47,9 +43,13 @@ def _port(raw: str) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
-    missing = [name for name in DASHBOARD_MODULES if importlib.util.find_spec(name) is None]
-    if missing:
-        raise UsageError(f"the dashboard needs {', '.join(missing)}: pip install 'bghttp[dashboard]'")
+    try:
+        import uvicorn
+
+        from ..dashboard.app import LOOPBACK_NAMES, create_app
+    except ImportError as error:  # the extra is not installed (or only part of it)
+        missing = error.name or "its packages"
+        raise UsageError(f"the dashboard needs {missing}: pip install 'bghttp[dashboard]'") from None
     from ..dashboard.auth import SecretError, load_secret
 
     try:
@@ -57,10 +57,6 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     except SecretError as error:
         raise ConfigError(str(error)) from None
     import socket
-
-    import uvicorn
-
-    from ..dashboard.app import LOOPBACK_NAMES, create_app
 
     loopback = args.host in LOOPBACK_NAMES
     app = create_app(settings, secret=secret, loopback_only=loopback)

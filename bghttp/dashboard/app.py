@@ -49,7 +49,7 @@ SECURITY_HEADERS = [
     (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
     (b"x-frame-options", b"DENY"),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),  # no-referrer would make a form POST's Origin "null"
     (b"cache-control", b"no-store"),
 ]
 #: A form POST larger than this is refused (the forms hold a token and a short value).
