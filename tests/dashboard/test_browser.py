@@ -66,6 +66,17 @@ def screenshot(driver: Any, artifacts: Path, name: str) -> None:
         shutil.copy(path, DOCS_IMAGES / f"dashboard-{name}.png")
 
 
+def click(driver: Any, element_id: str, by: str = "id") -> None:
+    """Click a button or link and wait until the browser has left the page (a form's answer has loaded)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    page = driver.find_element(By.TAG_NAME, "html")
+    driver.find_element(by, element_id).click()
+    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(page))
+
+
 def assert_inert(driver: Any) -> None:
     """No script ran (the flag a hostile script would set is unset), none is in the page, no alert."""
     from selenium.common.exceptions import NoAlertPresentException
@@ -129,7 +140,7 @@ def test_pages_load_and_a_hostile_response_renders_inert(
         assert_inert(browser)
         screenshot(browser, artifacts_dir, "requests")
 
-        browser.find_element(By.LINK_TEXT, "hostile-1").click()
+        click(browser, "hostile-1", by=By.LINK_TEXT)
         assert_inert(browser)
         page = browser.find_element(By.TAG_NAME, "main").text
         # Every hostile string shows as text, its control and bidi characters as escapes.
@@ -168,24 +179,29 @@ def test_cancel_and_retry_by_clicking_change_the_store(
 
     browser.get(dashboard.url + "/login")
     browser.find_element(By.ID, "secret").send_keys(SECRET)
-    browser.find_element(By.ID, "login").click()
+    click(browser, "login")
     assert browser.find_elements(By.ID, "logout") != []  # logged in
     cookie = browser.get_cookie("bghttp_dashboard_session")
     assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
 
     browser.get(dashboard.url + f"/requests/{running.request_id}")
     screenshot(browser, artifacts_dir, "request-actions")
-    browser.find_element(By.ID, "cancel").click()
+    click(browser, "cancel")
     assert "cancelled" in browser.find_element(By.ID, "message").text
     assert client.get_request_status("slow-1").status is RequestStatus.CANCELLED  # type: ignore[union-attr]
 
     browser.get(dashboard.url + f"/requests/{failed.request_id}")
     before = client.get_request_status("fails-1")
-    browser.find_element(By.ID, "retry").click()
+    click(browser, "retry")
     assert "again" in browser.find_element(By.ID, "message").text
     after = wait_until(lambda: (r := client.get_request_status("fails-1")) and r.is_terminal and r.replays == 1 and r)
     assert after.attempt_count == before.attempt_count + 1  # type: ignore[union-attr]
     assert_inert(browser)
+
+    browser.get(dashboard.url + "/")  # retry every request that failed within the last hour
+    click(browser, "retry-failed")
+    assert "Retried 1 failed request(s)." in browser.find_element(By.ID, "message").text
+    wait_until(lambda: (r := client.get_request_status("fails-1")) and r.is_terminal and r.replays == 2)
 
 
 def test_actions_are_refused_without_the_secret(
@@ -215,14 +231,14 @@ def test_actions_are_refused_without_the_secret(
 
     guarded = start_dashboard(rabbitmq_settings, secret=SECRET)
     browser.get(guarded.url + f"/requests/{queued.request_id}")
-    browser.find_element(By.ID, "cancel").click()  # a CSRF token, but not logged in
+    click(browser, "cancel")  # a CSRF token, but not logged in
     assert "Log in" in browser.find_element(By.ID, "message").text
     browser.get(guarded.url + "/login")
     browser.find_element(By.ID, "secret").send_keys("not the secret at all")
-    browser.find_element(By.ID, "login").click()
+    click(browser, "login")
     assert "not the dashboard's secret" in browser.find_element(By.ID, "login-error").text
     browser.find_element(By.ID, "secret").send_keys(SECRET)
-    browser.find_element(By.ID, "login").click()
+    click(browser, "login")
     browser.execute_script(forge, f"{guarded.url}/requests/{queued.request_id}/cancel")  # logged in, no token
     wait_until(lambda: "CSRF token" in browser.page_source, timeout=10)
     assert client.get_request_status("queued-1").status is RequestStatus.IN_PROGRESS  # type: ignore[union-attr]
