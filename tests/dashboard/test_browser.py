@@ -31,8 +31,12 @@ HOSTILE_METADATA = {"note": "\x1b[2J<script>window.pwned='metadata'</script>\u20
 
 def hostile(connection: Connection) -> None:
     head = connection.read_request()
-    if b"/slow" in head.split(b"\r\n", 1)[0]:
+    request_line = head.split(b"\r\n", 1)[0]
+    if b"/slow" in request_line:
         connection.wait_until_client_gone(limit=20)
+        return
+    if b"/plain" in request_line:
+        connection.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
         return
     connection.send(
         b"HTTP/1.1 500 " + HOSTILE_REASON + b"\r\n"
@@ -110,6 +114,16 @@ def test_pages_load_and_a_hostile_response_renders_inert(
         state=lambda: WorkerState(in_flight=1, online=False),
     )
     beat.start()
+    gone = HeartbeatWriter(  # a worker that died: its record stays and goes stale after 3 intervals
+        rabbitmq_settings.store_dir,
+        queue=rabbitmq_settings.queue_name,
+        broker=rabbitmq_settings.broker_url,
+        host="host-b",
+        pid=77,
+        interval=0.1,
+    )
+    gone.start()
+    gone.stop(remove=False)
     try:
         evil = client.get(
             server.url("/h/<script>window.pwned='url'</script>?q=\u202eexe.txt"),
@@ -118,6 +132,8 @@ def test_pages_load_and_a_hostile_response_renders_inert(
         )
         for number in range(3):
             client.get(server.url(f"/plain/{number}"), request_id=f"plain-{number}")
+        for number in range(3):
+            client.wait(f"plain-{number}", timeout=30)
         record = client.wait(evil.request_id, timeout=30)
         assert record.status is RequestStatus.FAILED
         dashboard = start_dashboard(rabbitmq_settings)
@@ -131,7 +147,9 @@ def test_pages_load_and_a_hostile_response_renders_inert(
         screenshot(browser, artifacts_dir, "overview")
 
         browser.get(dashboard.url + "/workers")
-        assert "host-a" in browser.find_element(By.ID, "workers").text
+        workers = browser.find_element(By.ID, "workers").text
+        assert "host-a" in workers and "offline" in workers
+        assert "host-b" in workers and "stale" in workers
         screenshot(browser, artifacts_dir, "workers")
 
         browser.get(dashboard.url + "/requests")
