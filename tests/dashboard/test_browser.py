@@ -36,7 +36,7 @@ def hostile(connection: Connection) -> None:
         connection.wait_until_client_gone(limit=20)
         return
     if b"/plain" in request_line:
-        connection.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
+        connection.send(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
         return
     connection.send(
         b"HTTP/1.1 500 " + HOSTILE_REASON + b"\r\n"
