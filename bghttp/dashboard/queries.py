@@ -240,6 +240,8 @@ class DashboardQueries:
             ]
             candidates, count = iter(chosen), len(chosen)
         skip, scanned = (page - 1) * page_size, 0
+        if skip >= count:  # past the last page (?page=10**9 must not read the whole store)
+            return RequestPage([], page, False, 0, count)
         rows: list[RequestRow] = []
         for row in self._matching(candidates, wanted):
             scanned += 1

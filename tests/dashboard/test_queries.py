@@ -73,3 +73,17 @@ def test_the_body_preview_is_cut_at_its_limit(tmp_path: Path) -> None:
     assert detail is not None and detail.preview is not None
     assert detail.preview.shown == PREVIEW_BYTES and detail.preview.size == 3 * PREVIEW_BYTES and detail.preview.cut
     assert set(detail.files) >= {"request", "status", "response", "response_body"}
+
+
+def test_a_page_past_the_last_reads_no_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``?page=10**9`` must not make the dashboard read every status record of the store."""
+    store = FileStore(tmp_path, fsync=False)
+    for number in range(30):
+        _add(store, f"r{number}", time.time())
+    queries = DashboardQueries(store)
+    reads: list[str] = []
+    original = queries._status
+    monkeypatch.setattr(queries, "_status", lambda request_id: reads.append(request_id) or original(request_id))
+    page = queries.list_requests(RequestFilter(), page=10**9, page_size=10)
+    assert page.rows == [] and not page.has_next
+    assert reads == []
