@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..config import ConfigError, Settings
+from ..errors import StoreError
 from .input import UsageError
 
 
@@ -52,6 +53,9 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"the dashboard needs {missing}: pip install 'bghttp[dashboard]'") from None
     from ..dashboard.auth import SecretError, load_secret
 
+    if not settings.store_dir.is_dir():
+        # As the other reading commands: a mistyped --store must not serve an empty dashboard.
+        raise StoreError(f"no store at {settings.store_dir} (set --store or BGHTTP_STORE_DIR)")
     try:
         secret = load_secret(args.secret_file)
     except SecretError as error:
@@ -61,7 +65,8 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     loopback = args.host in LOOPBACK_NAMES
     app = create_app(settings, secret=secret, loopback_only=loopback)
     try:
-        with socket.create_server((args.host, args.port)) as probe:
+        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+        with socket.create_server((args.host, args.port), family=family) as probe:
             probe.close()
     except OSError as error:
         raise ConfigError(f"--host {args.host} --port {args.port}: cannot listen ({error.strerror})") from None

@@ -143,3 +143,17 @@ def test_without_the_extra_it_says_what_to_install(settings: Settings, tmp_path:
     result = run_cli(settings, "dashboard", env={"PYTHONPATH": path}, timeout=30)
     assert_one_line_error(result, 2)
     assert "pip install 'bghttp[dashboard]'" in result.stderr
+
+
+def test_a_port_in_use_or_a_missing_store_is_one_line(settings: Settings, tmp_path: Path) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        result = run_cli(settings, "dashboard", "--port", port, timeout=30)
+    assert_one_line_error(result, 2)
+    assert "cannot listen" in result.stderr
+    result = run_cli(settings, "--store", str(tmp_path / "mistyped"), "dashboard", timeout=30)
+    assert_one_line_error(result, 6)
+    assert "no store at" in result.stderr
+    assert not (tmp_path / "mistyped").exists()
