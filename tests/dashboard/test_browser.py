@@ -124,6 +124,14 @@ def test_pages_load_and_a_hostile_response_renders_inert(
     )
     gone.start()
     gone.stop(remove=False)
+    forged = HeartbeatWriter(  # anyone who can write the store can write a heartbeat
+        rabbitmq_settings.store_dir,
+        queue="<script>window.pwned='queue'</script>",
+        broker=rabbitmq_settings.broker_url,
+        host="\x1b[2J<script>window.pwned='worker'</script>\u202e",
+        pid=1,
+    )
+    forged.start()
     try:
         evil = client.get(
             server.url("/h/<script>window.pwned='url'</script>?q=\u202eexe.txt"),
@@ -143,6 +151,7 @@ def test_pages_load_and_a_hostile_response_renders_inert(
         queues = browser.find_element(By.ID, "queues").text
         assert rabbitmq_settings.queue_name in queues and ".DQ" in queues and ".submit" in queues
         assert browser.find_element(By.ID, "offline-count").text == "1"
+        assert_inert(browser)
         assert "127.0.0.1" in browser.find_element(By.ID, "failures-by-host").text
         screenshot(browser, artifacts_dir, "overview")
 
@@ -150,6 +159,8 @@ def test_pages_load_and_a_hostile_response_renders_inert(
         workers = browser.find_element(By.ID, "workers").text
         assert "host-a" in workers and "offline" in workers
         assert "host-b" in workers and "stale" in workers
+        assert "\\x1b[2J<script>window.pwned='worker'</script>\\u202e" in workers
+        assert_inert(browser)
         screenshot(browser, artifacts_dir, "workers")
 
         browser.get(dashboard.url + "/requests")
@@ -175,6 +186,7 @@ def test_pages_load_and_a_hostile_response_renders_inert(
         screenshot(browser, artifacts_dir, "request")
     finally:
         beat.stop()
+        forged.stop()
 
 
 def test_cancel_and_retry_by_clicking_change_the_store(
