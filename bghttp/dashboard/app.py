@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..client import BackgroundHttpClient
 from ..config import Settings
-from ..errors import BghttpError
+from ..errors import BghttpError, StoreError
 from ..store import FileStore, is_valid_request_id
 from . import fleet
 from .auth import SESSION_COOKIE, SESSION_SECONDS, Session, Sessions, csrf_matches
@@ -391,10 +391,14 @@ def create_app(
         # Learn the request files' times before the first page asks (a stat per request).
         warming = asyncio.get_running_loop().run_in_executor(None, dashboard.queries.newest_first)
         yield
-        await warming
+        with contextlib.suppress(StoreError):  # a store that cannot be listed says so on each page instead
+            await warming
         dashboard.close()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    async def store_unreadable(request: Request, error: Exception) -> Response:
+        return dashboard.message(request, "The store cannot be read", str(error), 503)
+
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={StoreError: store_unreadable})
     app.state.dashboard = dashboard
     app.add_middleware(SecurityHeaders, loopback_only=loopback_only)
     return app

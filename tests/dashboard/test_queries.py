@@ -87,3 +87,19 @@ def test_a_page_past_the_last_reads_no_record(tmp_path: Path, monkeypatch: pytes
     page = queries.list_requests(RequestFilter(), page=10**9, page_size=10)
     assert page.rows == [] and not page.has_next
     assert reads == []
+
+
+def test_a_store_that_cannot_be_listed_is_a_page_that_says_so(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from bghttp import Settings
+    from bghttp.dashboard.app import create_app
+
+    store = FileStore(tmp_path / "store", fsync=False)
+    _add(store, "r1", time.time())
+    (tmp_path / "store" / "requests" / "r1.json").unlink()
+    (tmp_path / "store" / "requests").rmdir()
+    (tmp_path / "store" / "requests").write_text("not a directory")
+    app = create_app(Settings(store_dir=tmp_path / "store", broker_url="local"))
+    answer = TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False).get("/requests")
+    assert answer.status_code == 503 and "cannot be read" in answer.text

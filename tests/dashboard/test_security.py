@@ -20,6 +20,8 @@ from bghttp.models import RequestSpec
 from bghttp.store import FileStore
 from tests.cli.helpers import assert_one_line_error, run_cli
 
+pytestmark = pytest.mark.slow  # a dashboard process per test, and logins that wait 1 s when refused
+
 SECRET = "a secret long enough 12345"
 
 
