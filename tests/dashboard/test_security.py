@@ -87,10 +87,12 @@ def _session(dashboard: Any) -> tuple[urllib.request.OpenerDirector, str]:
     return opener, token
 
 
-def _post(opener: urllib.request.OpenerDirector, url: str, **form: str) -> tuple[int, str]:
+def _post(
+    opener: urllib.request.OpenerDirector, url: str, headers: dict[str, str] | None = None, **form: str
+) -> tuple[int, str]:
     data = urllib.parse.urlencode(form).encode()
     try:
-        with opener.open(urllib.request.Request(url, data=data), timeout=20) as answer:
+        with opener.open(urllib.request.Request(url, data=data, headers=headers or {}), timeout=20) as answer:
             return answer.status, answer.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
@@ -116,6 +118,9 @@ def test_actions_need_the_secret_a_login_and_the_csrf_token(
     token = body.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]  # the new session's
     status, body = _post(opener, guarded.url + "/requests/known-1/cancel", csrf_token="x" + token)
     assert status == 403 and "CSRF" in body
+    foreign = {"Origin": "http://evil.example"}  # a page of another site posting with the user's cookie and token
+    status, body = _post(opener, guarded.url + "/requests/known-1/cancel", foreign, csrf_token=token)
+    assert status == 403 and "another site" in body
     status, body = _post(opener, guarded.url + "/requests/..%2Fstatus%2Fknown-1/cancel", csrf_token=token)
     assert status == 404
     status, body = _post(opener, guarded.url + "/requests/known-1/cancel", csrf_token=token)
