@@ -43,6 +43,8 @@ from ..models import RequestStatus, StatusRecord
 from . import output as out
 from .dashboard import add_command as add_dashboard_command
 from .input import UsageError, request_options
+from .wait_notes import WaitNotes
+from .workers import cmd_workers, unserved_notice, visible
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -135,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     wait.add_argument("request_id", metavar="ID")
     wait.add_argument("--timeout", type=_seconds, metavar="SECONDS", help="give up after this long (exit 5)")
     wait.add_argument("--no-progress", action="store_true", help="do not show progress on stderr")
+    wait.add_argument(
+        "--progress", action="store_true", help="say what the request waits for even when stderr is not a terminal"
+    )
     ls = add("ls", "list requests, newest first")
     ls.add_argument("--status", choices=[s.value for s in RequestStatus], help="only requests with this status")
     ls.add_argument("--limit", type=_positive_int, metavar="N", help="at most N requests")
@@ -159,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     gc = add("gc", "remove finished (completed, failed, cancelled) requests older than an age")
     gc.add_argument("--older-than", type=_duration, required=True, metavar="AGE", help="e.g. 90m, 12h, 7d, 2w")
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    add("workers", "list the worker processes whose heartbeats are in the store, live and stale")
     add("recover", "re-send every unfinished request from the store (safe to repeat: nothing runs twice)")
     retry = add("retry", "run failed or cancelled requests again under their IDs, with a fresh retry budget")
     retry.add_argument("request_ids", nargs="*", metavar="ID", help="the requests (or select them with --status)")
@@ -177,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         "worker": cmd_worker,
         "gc": cmd_gc,
         "recover": cmd_recover,
+        "workers": cmd_workers,
         "retry": cmd_retry,
     }
     for name, handler in handlers.items():
@@ -335,7 +342,13 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
             sys.stdout.flush()
         if waits:
             return _wait_and_report(
-                client, info.request_id, args.wait_timeout, show_progress=True, as_json=args.json, outcome_to=sys.stderr
+                client,
+                info.request_id,
+                args.wait_timeout,
+                show_progress=True,
+                as_json=args.json,
+                outcome_to=sys.stderr,
+                settings=settings,
             )
     return EXIT_OK
 
@@ -351,6 +364,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             out.print_json(out.status_json(record, spec))
         else:
             out.print_status(record, spec)
+    notice = unserved_notice(record, settings)
+    if notice is not None:
+        print(f"warning: {visible(notice)}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -378,7 +394,13 @@ def cmd_response(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_wait(args: argparse.Namespace, settings: Settings) -> int:
     with _reader(settings) as client:
         return _wait_and_report(
-            client, args.request_id, args.timeout, show_progress=not args.no_progress, as_json=args.json
+            client,
+            args.request_id,
+            args.timeout,
+            show_progress=not args.no_progress,
+            as_json=args.json,
+            settings=settings,
+            narrate=args.progress or (not args.no_progress and sys.stderr.isatty()),
         )
 
 
@@ -390,9 +412,17 @@ def _wait_and_report(
     show_progress: bool,
     as_json: bool,
     outcome_to: IO[str] | None = None,
+    settings: Settings,
+    narrate: bool | None = None,
 ) -> int:
-    """Wait, then print the outcome: a JSON document on stdout, or one line on ``outcome_to`` (stdout)."""
-    record = _wait(client, request_id, timeout, show_progress)
+    """Wait, then print the outcome: a JSON document on stdout, or one line on ``outcome_to`` (stdout).
+
+    ``narrate`` (default: stderr is a terminal and progress is shown) says on stderr what the
+    request waits for (see ``wait_notes``); without it only a missing worker is reported.
+    """
+    if narrate is None:
+        narrate = show_progress and sys.stderr.isatty()
+    record = _wait(client, request_id, timeout, show_progress, WaitNotes(settings, sys.stderr, narrate=narrate))
     spec = client.store.load_request(request_id)
     if as_json:
         out.print_json(out.status_json(record, spec))
@@ -403,11 +433,16 @@ def _wait_and_report(
     return EXIT_OK if record.status is RequestStatus.COMPLETED else EXIT_FAILED
 
 
-def _wait(client: BackgroundHttpClient, request_id: str, timeout: float | None, show_progress: bool) -> StatusRecord:
-    """The client's wait, showing how much of the response has been streamed so far."""
+def _wait(
+    client: BackgroundHttpClient, request_id: str, timeout: float | None, show_progress: bool, notes: WaitNotes
+) -> StatusRecord:
+    """The client's wait, showing how much of the response has been streamed so far, and what it waits for."""
     progress = out.Progress(request_id) if show_progress else None
+    if progress is not None:
+        notes.before_line = progress.clear_line
 
     def show(record: StatusRecord) -> None:
+        notes.update(record)
         if progress is not None:
             progress.update(record.phase.value, client.received_bytes(request_id))
 

@@ -147,6 +147,12 @@ class InFlightLimits:
         with self._lock:
             return self._total if url is None else self._per_host.get(host_key(url), 0)
 
+    def snapshot(self) -> tuple[int, dict[str, int]]:
+        """Places taken now: in all, and by ``scheme://host:port`` (for the heartbeat)."""
+        with self._lock:
+            by_host = {f"{scheme}://{host}:{port}": n for (scheme, host, port), n in self._per_host.items() if n}
+            return self._total, by_host
+
     def waiting(self) -> int:
         with self._lock:
             return len(self._waiters)
