@@ -110,6 +110,7 @@ def _template_environment() -> jinja2.Environment:
     )
     environment.filters["line"] = visible_line
     environment.filters["time"] = _time
+    environment.filters["clock"] = lambda value: time.strftime("%H:%M", time.gmtime(value))
     environment.filters["ago"] = _ago
     environment.filters["bar"] = _bar_class
     return environment

@@ -4,6 +4,7 @@ real requests to loopback servers, and ``bghttp dashboard`` started by the CLI."
 from __future__ import annotations
 
 import shutil
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,7 @@ def test_pages_load_and_a_hostile_response_renders_inert(
         workers = browser.find_element(By.ID, "workers").text
         assert "host-a" in workers and "offline" in workers
         assert "host-b" in workers and "stale" in workers
+        assert socket.gethostname() in workers  # the real worker group's own heartbeats
         assert "\\x1b[2J<script>window.pwned='worker'</script>\\u202e" in workers
         assert_inert(browser)
         screenshot(browser, artifacts_dir, "workers")
