@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
@@ -155,12 +156,14 @@ class Dashboard:
         self.templates = _template_environment()
         self._client_factory = client_factory or (lambda: BackgroundHttpClient(settings))
         self._client: BackgroundHttpClient | None = None
+        self._client_lock = threading.Lock()
 
     def client(self) -> BackgroundHttpClient:
         """The client the actions use (made at the first action: pages need no broker connection)."""
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
+        with self._client_lock:  # two first actions at once on the thread pool make one client
+            if self._client is None:
+                self._client = self._client_factory()
+            return self._client
 
     def close(self) -> None:
         if self._client is not None:
