@@ -52,7 +52,7 @@ import shutil
 import threading
 import time
 import zlib
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -157,6 +157,10 @@ class FileStore:
     def response_file_path(self, request_id: str) -> Path:
         """Where the last response's body is saved (what ``Response.response_file_path`` names)."""
         return self.response_body_path(request_id)
+
+    def files_of(self, request_id: str) -> dict[str, Path]:
+        """Where each file of a request is, by kind (``request``, ``status``, ``body`` ...), those that exist."""
+        return {kind: path for kind in _LOCATIONS if (path := self._path(kind, request_id)).exists()}
 
     @property
     def location(self) -> str:
@@ -620,6 +624,65 @@ class FileStore:
                 name = entry.name
                 if name.endswith(".log"):  # temporary files end in .tmp
                     yield name[: -len(".log")]
+
+    def request_file_ids(self) -> list[str]:
+        """IDs of every request file, from one ``listdir`` (no stat, no read).
+
+        A request file exists a moment before its status record (a creation in
+        progress) and may stay a moment after it (a removal half-way): a caller
+        reads the status and skips an ID that has none.
+        """
+        directory, suffix = _LOCATIONS["request"]
+        try:
+            names = os.listdir(self.root / directory)
+        except FileNotFoundError:
+            return []
+        except OSError as error:
+            raise StoreError(f"cannot list {self.root / directory}: {error}") from error
+        cut = len(suffix)
+        return [name[:-cut] for name in names if name.endswith(suffix)]
+
+    def created_times(self, request_ids: Iterable[str]) -> dict[str, float]:
+        """When each request's file was written (its mtime: a request file is never rewritten), by ID;
+        an ID whose file is gone is left out. With :meth:`request_file_ids`, a listing newest first that
+        reads no record: for a reader that wants the newest few of very many (the dashboard)."""
+        directory, suffix = _LOCATIONS["request"]
+        times: dict[str, float] = {}
+        try:
+            directory_fd = os.open(self.root / directory, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            return times
+        except OSError as error:
+            raise StoreError(f"cannot list {self.root / directory}: {error}") from error
+        try:  # relative to the directory's fd: no path built and resolved per file (100,000s of them)
+            for request_id in request_ids:
+                if is_valid_request_id(request_id):
+                    with contextlib.suppress(FileNotFoundError):
+                        times[request_id] = os.stat(request_id + suffix, dir_fd=directory_fd).st_mtime
+        finally:
+            os.close(directory_fd)
+        return times
+
+    def status_change_times(self) -> list[tuple[float, str]]:
+        """``(mtime, ID)`` of every status log, latest change first (one ``scandir``, a stat each, no read)."""
+        directory, suffix = _LOCATIONS["status"]
+        found: list[tuple[float, str]] = []
+        try:
+            entries = os.scandir(self.root / directory)
+        except FileNotFoundError:
+            return found
+        except OSError as error:
+            raise StoreError(f"cannot list {self.root / directory}: {error}") from error
+        cut = len(suffix)
+        with entries:
+            for entry in entries:
+                if entry.name.endswith(suffix):
+                    try:
+                        found.append((entry.stat().st_mtime, entry.name[:-cut]))
+                    except FileNotFoundError:  # removed while listed
+                        continue
+        found.sort(reverse=True)
+        return found
 
     def statuses(self) -> Iterator[StatusRecord]:
         for request_id in self.request_ids():

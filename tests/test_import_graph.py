@@ -176,3 +176,34 @@ def test_the_core_imports_no_client_broker_socket_or_store() -> None:
                         todo.append(candidate)
     assert offenders == []
     assert any(path.name == "outcomes.py" for path in seen)  # the walk saw the core
+
+
+#: The ``bghttp[dashboard]`` extra's packages.
+DASHBOARD_FRAMEWORK = {"starlette", "uvicorn", "jinja2", "markupsafe"}
+
+
+def test_the_library_the_worker_and_the_cli_do_not_load_the_dashboard_framework() -> None:
+    """``import bghttp``, the worker's entry point and the CLI's parser load no web framework:
+    only ``bghttp dashboard`` does, when it runs (the extra is optional)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, bghttp, bghttp.actors, bghttp.worker, bghttp.cli; bghttp.cli.build_parser(); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & set(sys.argv[1:])))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, *DASHBOARD_FRAMEWORK], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_only_the_cli_imports_the_dashboard() -> None:
+    modules = _modules()
+    importers = [
+        name
+        for name, path in modules.items()
+        if not name.startswith(("dashboard", "cli"))
+        and any(target.startswith("dashboard") for target in _runtime_imports(name, path, set(modules)))
+    ]
+    assert importers == []

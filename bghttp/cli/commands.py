@@ -45,6 +45,7 @@ from ..models import RequestStatus, StatusRecord
 from ..reading import StoreReader
 from ..store import FileStore
 from . import output as out
+from .dashboard import add_command as add_dashboard_command
 from .input import UsageError, request_options
 from .wait_notes import WaitNotes
 from .workers import cmd_workers, unserved_notice, visible
@@ -201,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("--status", choices=["failed", "cancelled"], help="every request that ended with this status")
     retry.add_argument("--since", type=_duration, metavar="AGE", help="with --status: that ended within AGE (e.g. 2h)")
     retry.add_argument("--host", metavar="HOST", help="with --status: whose URL's host is HOST")
+    add_dashboard_command(add)
 
     handlers: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
         "status": cmd_status,
