@@ -78,6 +78,8 @@ _LOCATIONS = {
 _DIRECTORIES = sorted({location for location, _ in _LOCATIONS.values()} | {"locks"})
 #: Where ``delete`` marks the IDs it removed (made by the first removal).
 REMOVED_DIRECTORY = "removed"
+#: Every store directory ``check_root`` looks at: ``removed/`` too, whose old files gc deletes.
+_CHECKED_DIRECTORIES = [*_DIRECTORIES, REMOVED_DIRECTORY]
 
 #: ID locks are spread over this many lock files (one per ID would pile up forever).
 ID_LOCK_STRIPES = 64
@@ -127,7 +129,7 @@ class FileStore:
                 make_private_dirs(self.root / directory)
         except OSError as error:
             raise StoreError(f"cannot create the store at {self.root}: {error}") from error
-        check_root(self.root, _DIRECTORIES)  # a directory someone else made meanwhile
+        check_root(self.root, _CHECKED_DIRECTORIES)  # a directory someone else made meanwhile
         self._layout_ready = True
 
     # ----------------------------------------------------------------- paths
@@ -787,7 +789,7 @@ class FileStore:
 def check_store_root(root: Path) -> None:
     """ConfigError (one line) for a store root or directory that another user owns or may write,
     or a store directory that is a symlink: another user could have us write through a symlink."""
-    check_root(root, _DIRECTORIES)
+    check_root(root, _CHECKED_DIRECTORIES)
 
 
 def _open_or_create(path: Path) -> int:

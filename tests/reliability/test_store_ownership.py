@@ -18,6 +18,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -218,3 +219,35 @@ def test_a_store_under_a_directory_another_user_controls_is_refused(
     # Root's own symlink to root's own store, in that same sticky directory, is the operator's choice.
     os.symlink(mine, shared_base / "my-link")
     BackgroundHttpClient(dataclasses.replace(rabbitmq_settings, store_dir=shared_base / "my-link")).close()
+
+
+def test_a_planted_removed_directory_is_refused_before_gc_deletes_through_it(
+    rabbitmq_settings: Settings, shared_base: Path, other_user: int
+) -> None:
+    """``removed/`` (the marks ``delete`` leaves) was not among the checked store directories.
+    Planted as a symlink while the root was writable, it survived the root being made
+    private again: each removal created its mark in the directory it points at, and
+    ``bghttp gc`` unlinked every file older than 7 days there (its "old marks")."""
+    settings = dataclasses.replace(rabbitmq_settings, store_dir=shared_base / "store")
+    secret = shared_base / "secret"  # root's alone, with a file a month old
+    secret.mkdir(mode=0o700)
+    keep = secret / "config"
+    keep.write_text("root's own\n")
+    month_ago = time.time() - 30 * 86400
+    os.utime(keep, (month_ago, month_ago))
+    _laid_out_store(settings)
+    os.chmod(settings.store_dir, 0o777)
+    _as_user(other_user, f"import os; os.symlink({str(secret)!r}, {str(settings.store_dir / 'removed')!r})")
+    os.chmod(settings.store_dir, 0o700)
+    result = subprocess.run(
+        [*bghttp_command(), "gc", "--older-than", "0s"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=cli_env(settings),
+        cwd=PROJECT_ROOT,
+    )
+    assert keep.exists(), "gc deleted a file through a planted symlink"
+    assert os.listdir(secret) == ["config"]
+    assert_one_line_error(result, 2)
+    assert "removed is a symlink" in result.stderr
