@@ -203,6 +203,12 @@ class FileStore:
                 os.fsync(fd)
             if verify and (os.fstat(fd).st_size != len(data) or os.pread(fd, len(data) + 1, 0) != data):
                 raise OSError(errno.EIO, f"{path} does not read back as written")
+        except BaseException:
+            # Created by the O_EXCL open above: ours to take back. Only here: an open that
+            # failed (EMFILE comes before EEXIST) says nothing about a file already at ``path``.
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
         finally:
             os.close(fd)
 
@@ -238,12 +244,15 @@ class FileStore:
         """
         sync = self._durability.must_sync(path, new_entry=True)
         try:
-            self._write_file(path, data, sync=sync)
-            if sync:
-                fsync_path(path.parent)
+            self._write_file(path, data, sync=sync)  # takes back a file it created and could not write
         except FileExistsError:
             return False
-        except OSError as error:  # the file, if it was created, is ours
+        except OSError as error:
+            raise StoreError(f"cannot write {path}: {error}") from error
+        try:
+            if sync:
+                fsync_path(path.parent)
+        except OSError as error:  # the file was created above: ours
             with contextlib.suppress(OSError):
                 path.unlink()
             raise StoreError(f"cannot write {path}: {error}") from error
