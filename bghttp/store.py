@@ -78,6 +78,8 @@ _LOCATIONS = {
 _DIRECTORIES = sorted({location for location, _ in _LOCATIONS.values()} | {"locks"})
 #: Where ``delete`` marks the IDs it removed (made by the first removal).
 REMOVED_DIRECTORY = "removed"
+#: Every store directory ``check_root`` looks at: ``removed/`` too, whose old files gc deletes.
+_CHECKED_DIRECTORIES = [*_DIRECTORIES, REMOVED_DIRECTORY]
 
 #: ID locks are spread over this many lock files (one per ID would pile up forever).
 ID_LOCK_STRIPES = 64
@@ -127,7 +129,7 @@ class FileStore:
                 make_private_dirs(self.root / directory)
         except OSError as error:
             raise StoreError(f"cannot create the store at {self.root}: {error}") from error
-        check_root(self.root, _DIRECTORIES)  # a directory someone else made meanwhile
+        check_root(self.root, _CHECKED_DIRECTORIES)  # a directory someone else made meanwhile
         self._layout_ready = True
 
     # ----------------------------------------------------------------- paths
@@ -205,6 +207,12 @@ class FileStore:
                 os.fsync(fd)
             if verify and (os.fstat(fd).st_size != len(data) or os.pread(fd, len(data) + 1, 0) != data):
                 raise OSError(errno.EIO, f"{path} does not read back as written")
+        except BaseException:
+            # Created by the O_EXCL open above: ours to take back. Only here: an open that
+            # failed (EMFILE comes before EEXIST) says nothing about a file already at ``path``.
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
         finally:
             os.close(fd)
 
@@ -240,12 +248,15 @@ class FileStore:
         """
         sync = self._durability.must_sync(path, new_entry=True)
         try:
-            self._write_file(path, data, sync=sync)
-            if sync:
-                fsync_path(path.parent)
+            self._write_file(path, data, sync=sync)  # takes back a file it created and could not write
         except FileExistsError:
             return False
-        except OSError as error:  # the file, if it was created, is ours
+        except OSError as error:
+            raise StoreError(f"cannot write {path}: {error}") from error
+        try:
+            if sync:
+                fsync_path(path.parent)
+        except OSError as error:  # the file was created above: ours
             with contextlib.suppress(OSError):
                 path.unlink()
             raise StoreError(f"cannot write {path}: {error}") from error
@@ -850,7 +861,7 @@ class FileStore:
 def check_store_root(root: Path) -> None:
     """ConfigError (one line) for a store root or directory that another user owns or may write,
     or a store directory that is a symlink: another user could have us write through a symlink."""
-    check_root(root, _DIRECTORIES)
+    check_root(root, _CHECKED_DIRECTORIES)
 
 
 def _open_or_create(path: Path) -> int:
