@@ -74,6 +74,22 @@ def tail_at(fd: int, size: int) -> Tail:
     return Tail(record, size, last_byte)
 
 
+def tail_from_start(fd: int) -> Tail | None:
+    """``tail_at`` for a file just opened (not locked) on a local store: one read from its start, no ``fstat``.
+
+    A read of a local regular file returns less than asked only at its end, so a
+    short read is the whole file. None if the file is longer than ``TAIL_BYTES``
+    (then ``tail_at`` with its size).
+    """
+    data = os.pread(fd, TAIL_BYTES, 0)
+    if len(data) == TAIL_BYTES:
+        return None
+    record = last_valid(data)
+    if record is None and b"\n" in data.strip(b"\0"):
+        raise CorruptRecord("no valid record in the file")
+    return Tail(record, len(data), data[-1:] or None)
+
+
 def last_valid(data: bytes) -> dict[str, Any] | None:
     """The last complete line of ``data`` with a matching checksum, decoded."""
     end = data.rfind(b"\n")

@@ -433,6 +433,15 @@ class FileStore:
                 except OSError:
                     return None
                 status = held.hold_status(request_id, fd)
+                if not locked:
+                    # Just opened by its path, so it is the one there: no fstat for identity or size.
+                    try:
+                        status.tail = record_log.tail_from_start(fd)
+                    except (OSError, record_log.CorruptRecord) as error:
+                        held.drop_status()
+                        raise StoreError(f"cannot read {path}: {error}") from error
+                    if status.tail is not None:
+                        return status
             try:
                 if locked:
                     fcntl.flock(status.fd, fcntl.LOCK_EX)
@@ -594,14 +603,17 @@ class FileStore:
         except OSError as error:
             raise StoreError(f"cannot read {path}: {error}") from error
         try:
-            return self._read_record_fd(fd, path)
+            return self._read_record_fd(fd, path, just_opened=True)
         finally:
             os.close(fd)
 
     @staticmethod
-    def _read_record_fd(fd: int, path: Path) -> dict[str, Any] | None:
+    def _read_record_fd(fd: int, path: Path, *, just_opened: bool = False) -> dict[str, Any] | None:
+        """The latest version in the record log open at ``fd``. ``just_opened`` (not locked, local):
+        read from its start, with no ``fstat`` for the size (``record_log.tail_from_start``)."""
         try:
-            return record_log.read_last(fd)
+            tail = record_log.tail_from_start(fd) if just_opened else None
+            return record_log.read_last(fd) if tail is None else tail.record
         except (OSError, record_log.CorruptRecord) as error:
             raise StoreError(f"cannot read {path}: {error}") from error
 
