@@ -10,6 +10,7 @@ removal and a new request under the same ID.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,7 @@ def test_a_log_compacted_by_another_process_is_opened_again(tmp_path: Path) -> N
         inode = path.stat().st_ino
         while path.stat().st_ino == inode:  # appends until the other one replaces the log
             client.update_status("r1", lambda r: r.evolve(metadata={"pad": "x" * 2000}, token=r.token + 1))
+        client.update_status("r1", lambda r: r.evolve(token=r.token + 1))  # a version only the new file has
         seen = client.read_status("r1")
         assert seen is not None
         assert store.read_status("r1") == seen
@@ -177,3 +179,31 @@ def test_a_shared_store_takes_the_plain_path(tmp_path: Path, monkeypatch: pytest
         store.update_status("r1", lambda r: r.evolve(token=2))
         store.update_status("r1", lambda r: r.evolve(token=3))
     assert sum(Path(path).parent.name == "status" for path in opens) >= 4  # each change opens its own fds
+
+
+def test_threads_each_in_a_batch_lose_no_update_across_compactions(tmp_path: Path) -> None:
+    """Every thread holds its own fd of the log; each counts up under the lock, the others append and compact."""
+    store = FileStore(tmp_path / "store", fsync=False)
+    create(store)
+    path = store.root / "status" / "r1.log"
+    inodes: set[int] = set()
+    errors: list[BaseException] = []
+
+    def count_up() -> None:
+        try:
+            with store.batch():
+                for _ in range(150):
+                    store.update_status("r1", lambda r: r.evolve(metadata={"pad": "x" * 500}, token=r.token + 1))
+                    inodes.add(path.stat().st_ino)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=count_up) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    record = FileStore(store.root).read_status("r1")
+    assert record is not None and record.token == 1 + 4 * 150  # no update lost
+    assert len(inodes) >= 2  # the log was compacted (replaced) meanwhile (freed inode numbers come back)
