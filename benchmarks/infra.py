@@ -107,7 +107,7 @@ def bench_settings(
 
 
 def delete_queues(queue_name: str) -> None:
-    bghttp.broker.delete_queues(BROKER_URL.split(";")[0], queue_name)  # a cluster: any node
+    bghttp.broker.delete_queues(BROKER_URL, queue_name)  # all six; a cluster: the first node that answers
 
 
 def worker_env(settings: Settings, log_level: str = "INFO") -> dict[str, str]:

@@ -12,7 +12,10 @@ import sys
 
 from .errors import ConfigError
 from .worker.actor import setup_worker_broker
+from .worker.orphans import end_with_parent
 
+# A worker process of a master that was killed (SIGKILL) ends within seconds, instead of running on.
+end_with_parent()
 try:
     broker, runner = setup_worker_broker()
 except ConfigError as error:

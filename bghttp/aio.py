@@ -158,8 +158,12 @@ class AsyncBackgroundHttpClient:
         self, request_id: str, timeout: float | None = None, **options: Unpack[WaitOptions]
     ) -> StatusRecord:
         """Wait until the request is terminal without blocking the loop; WaitTimeout after ``timeout`` s."""
-        waiting = self.sync.wait_for(request_id, timeout, **options)
+        waiting = self.sync._wait_loop(request_id, timeout, **options)
         return await waiting.run_async(functools.partial(self.get_request_status, request_id))
+
+    async def received_bytes(self, request_id: str) -> int | None:
+        """How much of the response a running attempt has streamed so far (None if nothing is streaming)."""
+        return await self._run(self.sync.received_bytes, request_id)
 
     # -------------------------------------------------------------- changes
     async def cancel(self, request_id: str) -> StatusRecord:

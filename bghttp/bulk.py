@@ -34,8 +34,8 @@ import pika
 import pika.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-from .broker import BROKER_ERRORS, request_message
-from .errors import BrokerUnavailable, InvalidRequest
+from .broker import BROKER_ERRORS, broker_unavailable, request_message
+from .errors import InvalidRequest
 from .validation import FieldsArg, FilesArg, HeadersArg, PreparedRequest, QueryArg, RequestDict, prepare_request
 
 
@@ -46,6 +46,7 @@ class BulkRequest:
     method: str
     url: str
     data: Any = None
+    json: Any = None
     headers: HeadersArg = None
     query_parameters: QueryArg = None
     timeout: float | None = None
@@ -115,8 +116,10 @@ def publish_batch(
                 del broker.connection
             if attempt == PUBLISH_ATTEMPTS:
                 count = len(messages)
-                raise BrokerUnavailable(
-                    f"the broker did not commit the bulk submit of {count} requests: {error}"
+                raise broker_unavailable(
+                    error,
+                    f"the broker did not commit the bulk submit of {count} requests",
+                    f"none of the {count} requests was submitted",
                 ) from error
 
 

@@ -27,9 +27,9 @@ from .errors import BrokerUnavailable, InvalidArgument, RequestRunning, RetryRef
 from .events import EventPublisher
 from .lifecycle import RequestLifecycle
 from .logs import get_logger
-from .models import Headers, RequestInfo, RequestStatus, Response, StatusRecord
+from .models import RequestInfo, RequestStatus, Response, StatusRecord
+from .reading import StoreReader
 from .recovery import recover_pending
-from .redaction import redact_url
 from .store import FileStore, validate_request_id
 from .submission import OnConflict, Submission, check_on_conflict
 from .validation import (
@@ -41,11 +41,16 @@ from .validation import (
     RequestOptions,
     SubmitOptions,
     prepare_request,
+    with_keyword_hints,
 )
 from .waiting import Wait, WaitOptions
 
 #: How long ``remove`` waits for a cancelled attempt to stop before raising RequestRunning.
 REMOVE_WAIT_SECONDS = 10.0
+#: How long the store remembers that it removed a request (so that a late message of it is
+#: dropped, not dead-lettered as another store's); ``gc`` forgets older removals. No
+#: message of a removed request lives this long (the longest delay is BGHTTP_MAX_RETRY_AFTER).
+REMOVAL_MEMORY_SECONDS = 7 * 24 * 3600.0
 #: How long ``retry`` waits for a claim held by another (a concurrent replay, a stopping attempt).
 REPLAY_CLAIM_WAIT_SECONDS = 2.0
 
@@ -76,6 +81,7 @@ class BackgroundHttpClient:
         self.on_conflict = check_on_conflict(on_conflict)
         self.store = FileStore(self.settings.store_dir, fsync=self.settings.fsync)
         self.lifecycle = RequestLifecycle(self.store)
+        self._reads = StoreReader(self.store)
         self._local_worker: Any = None
         if isinstance(broker, dramatiq.Broker):
             self.broker = broker
@@ -90,12 +96,14 @@ class BackgroundHttpClient:
         self._events = EventPublisher.for_broker(self.broker, self.settings)
 
     # ------------------------------------------------------------- submits
+    @with_keyword_hints
     def request(
         self,
         method: str,
         url: str,
         *,
         data: Any = None,
+        json: Any = None,
         headers: HeadersArg = None,
         query_parameters: QueryArg = None,
         timeout: float | None = None,
@@ -109,6 +117,8 @@ class BackgroundHttpClient:
     ) -> RequestInfo:
         """Submit any request; returns once it is stored and the broker confirmed it.
 
+        ``data``: a dict or list is sent as JSON, a str as UTF-8 text, bytes as
+        they are; ``json``: any JSON value, sent as JSON (not with ``data``).
         ``metadata``: a small JSON object (at most 4 KiB) kept with the request and
         shown in its status and final event. ``on_complete={"queue": ..., "actor": ...}``:
         the final event is also sent to that Dramatiq actor (see docs/messages.md).
@@ -117,6 +127,7 @@ class BackgroundHttpClient:
             method,
             url,
             data=data,
+            json=json,
             headers=headers,
             query_parameters=query_parameters,
             timeout=timeout,
@@ -186,28 +197,14 @@ class BackgroundHttpClient:
         return self._submission.submit_many(bulk.prepare_all(requests, self.settings.default_timeout))
 
     # --------------------------------------------------------------- reads
+    # The reads are the store reader's (bghttp.reading), which the CLI's reading commands use alone.
     def get_request_status(self, request_id: str) -> StatusRecord | None:
         """The status record, or None for an unknown ID."""
-        return self.store.read_status(validate_request_id(request_id))
+        return self._reads.get_request_status(request_id)
 
     def get_response(self, request_id: str) -> Response | None:
         """The saved response (the last one, for a failed request), or None."""
-        metadata = self.store.read_response_metadata(validate_request_id(request_id))
-        record = self.store.read_status(request_id)
-        if metadata is None or record is None:
-            return None
-        return Response(
-            request_id=request_id,
-            status_code=metadata["status_code"],
-            headers=Headers((str(k), str(v)) for k, v in metadata["headers"]),
-            response_file_path=self.store.response_file_path(request_id),
-            status=record.status,
-            error=record.last_error if record.status is not RequestStatus.COMPLETED else None,
-            url=None if metadata.get("url") is None else redact_url(str(metadata["url"])),  # also older stores' files
-            http_version=metadata.get("http_version"),
-            elapsed_ms=metadata.get("elapsed_ms"),
-            size=metadata.get("size"),
-        )
+        return self._reads.get_response(request_id)
 
     def wait(self, request_id: str, timeout: float | None = None, **options: Unpack[WaitOptions]) -> StatusRecord:
         """Block until the request is terminal; raise WaitTimeout after ``timeout`` seconds.
@@ -215,35 +212,21 @@ class BackgroundHttpClient:
         ``poll_interval`` (default 0.05 s) is how often the status is read;
         ``on_poll`` is called with every unfinished record read meanwhile (a progress display).
         """
-        waiting = self.wait_for(request_id, timeout, **options)
+        waiting = self._wait_loop(request_id, timeout, **options)
         return waiting.run(functools.partial(self.get_request_status, request_id))
 
-    def wait_for(self, request_id: str, timeout: float | None = None, **options: Unpack[WaitOptions]) -> Wait:
+    def _wait_loop(self, request_id: str, timeout: float | None = None, **options: Unpack[WaitOptions]) -> Wait:
         """The wait loop ``wait`` runs (the async client runs it with ``asyncio.sleep``)."""
-        return Wait(
-            request_id,
-            timeout,
-            where=f"the store {self.store.location}",
-            before_read=self._check_local_worker,  # a dead in-process worker would leave us waiting forever
-            **options,
-        )
+        # A dead in-process worker would leave us waiting forever.
+        return self._reads.wait_loop(request_id, timeout, before_read=self._check_local_worker, **options)
 
     def received_bytes(self, request_id: str) -> int | None:
         """How much of the response a running attempt has streamed so far (None if nothing is streaming)."""
-        return self.store.partial_response_size(validate_request_id(request_id))
+        return self._reads.received_bytes(request_id)
 
-    def list(self, status: RequestStatus | str | None = None, limit: int | None = None) -> list[StatusRecord]:
+    def list(self, status: RequestStatus | str | None = None, limit: int | None = None) -> builtins.list[StatusRecord]:
         """Status records, newest first, optionally only those with ``status``."""
-        try:
-            wanted = None if status is None else RequestStatus(status)
-        except ValueError:
-            accepted = ", ".join(s.value for s in RequestStatus)
-            raise InvalidArgument(f"status must be one of {accepted} or None, not {status!r}") from None
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-            raise InvalidArgument(f"limit must be a whole number >= 0 or None, not {limit!r}")
-        records = [r for r in self.store.statuses() if wanted is None or r.status is wanted]
-        records.sort(key=lambda r: r.created_at, reverse=True)
-        return records if limit is None else records[:limit]
+        return self._reads.list(status, limit)
 
     # -------------------------------------------------------------- changes
     def cancel(self, request_id: str) -> StatusRecord:
@@ -325,7 +308,8 @@ class BackgroundHttpClient:
         Each is removed only if it is still finished and old under the store's
         locks (it may have been submitted again since it was listed). A cancelled
         request whose attempt is still stopping is left for the next gc.
-        ``dry_run`` only lists what would be removed.
+        ``dry_run`` only lists what would be removed. Also forgets the store's
+        removals older than 7 days (``REMOVAL_MEMORY_SECONDS``).
         """
         if isinstance(older_than, bool) or not isinstance(older_than, int | float) or not older_than >= 0:
             raise InvalidArgument(f"older_than must be a number of seconds >= 0, not {older_than!r}")
@@ -340,6 +324,8 @@ class BackgroundHttpClient:
                 continue
             if dry_run or self._remove_if(record.request_id, finished_before_cutoff):
                 removed.append(record.request_id)
+        if not dry_run:
+            self.store.prune_removal_marks(REMOVAL_MEMORY_SECONDS)
         return removed
 
     def _remove_if(self, request_id: str, only_if: Callable[[StatusRecord | None], bool]) -> bool:

@@ -16,15 +16,17 @@ import pwd
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from .errors import ConfigError
+from .redaction import broker_url_secrets, redact_broker_url, scrub
 
 LOCAL_BROKER = "local"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 QUEUE_TYPES = ("classic", "quorum")
-#: RabbitMQ allows 255 bytes; the delay and dead-letter queues add ``.DQ``/``.XQ``.
-MAX_QUEUE_NAME_BYTES = 252
+#: RabbitMQ allows 255 bytes, and the longest of a worker's six queues adds ``.submit.XQ``
+#: (``<name>``, ``.DQ``, ``.XQ``, and the intake's ``.submit``, ``.submit.DQ``, ``.submit.XQ``).
+MAX_QUEUE_NAME_BYTES = 255 - len(".submit.XQ")
 #: Linux's IFNAMSIZ is 16 bytes with the terminating NUL.
 MAX_INTERFACE_NAME = 15
 
@@ -121,6 +123,9 @@ class Settings:
     #: Attempts one worker process runs at once against one (scheme, host, port);
     #: more wait for a free place without spending a retry.
     max_in_flight_per_host: int = 256
+    #: Largest body (bytes, decoded) a submit message (``<BGHTTP_QUEUE>.submit``) may carry;
+    #: a larger one is one ``request.rejected``. Bounds what the intake holds per message.
+    max_submit_body: int = 16 * 1024 * 1024
 
     def __post_init__(self) -> None:
         for field, rule in _RULES.items():
@@ -133,6 +138,12 @@ class Settings:
                 raise _config_error(field, value, str(error)) from None
             if checked is not value:
                 object.__setattr__(self, field, checked)
+
+    def __repr__(self) -> str:
+        # Settings end up in tracebacks, test reports and a host's debug logs: no broker password there.
+        shown = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        shown["broker_url"] = redact_broker_url(self.broker_url)
+        return f"Settings({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
 
     @property
     def is_local(self) -> bool:
@@ -181,9 +192,20 @@ class Settings:
 
 
 def _config_error(field: str, value: object, reason: str) -> ConfigError:
-    error = ConfigError(f"{_RULES[field].variable}={str(value)!r}: {reason}")
+    """The one-line error for a bad setting; a broker URL's passwords never appear in it.
+
+    pika's and urllib's parse errors may quote the URL, so the reason is
+    scrubbed too. ``shown`` is the value as the message shows it (the CLI
+    names its option with it).
+    """
+    shown = str(value)
+    if field == "broker_url":
+        secrets = broker_url_secrets(shown)
+        shown, reason = redact_broker_url(shown), scrub(reason, secrets)
+    error = ConfigError(f"{_RULES[field].variable}={shown!r}: {reason}")
     error.setting = field  # type: ignore[attr-defined]  # lets the CLI name its option instead
     error.reason = reason  # type: ignore[attr-defined]
+    error.shown = shown  # type: ignore[attr-defined]
     return error
 
 
@@ -282,10 +304,11 @@ def _check_networks(value: Any) -> tuple[str, ...]:
 
 
 def _check_probes(value: Any) -> tuple[str, ...]:
-    from .worker.connectivity import parse_probes  # connectivity imports this module
-
     probes = _strings(value)
-    parse_probes(probes)  # ConfigError naming the variable and the entry
+    if probes:  # the parser lives with the probes, which load httpx and psutil: only for something to parse
+        from .worker.connectivity import parse_probes  # connectivity imports this module
+
+        parse_probes(probes)  # ConfigError naming the variable and the entry
     return probes
 
 
@@ -322,18 +345,33 @@ def _check_broker_url(value: Any) -> str:
         raise ValueError(_BROKER_ACCEPTED)
     if value == LOCAL_BROKER:
         return value
-    import pika  # only a RabbitMQ URL needs it
-
     urls = value.split(";")
     for url in urls:
         parts = urlsplit(url.strip())
         if parts.scheme.lower() not in ("amqp", "amqps") or not parts.hostname:
             raise ValueError(f"{_BROKER_ACCEPTED}, e.g. amqp://user:password@host:5672/")
         try:
-            pika.URLParameters(url.strip())
+            if _pika_would_check_more(parts):
+                import pika  # loads asyncio: only for a URL with more to check than its port
+
+                pika.URLParameters(url.strip())
+            else:
+                parts.port  # noqa: B018 (raises ValueError for a bad port, as pika's parse of such a URL would)
         except Exception as error:  # pika raises ValueError, IndexError … for a malformed URL
-            raise ValueError(f"{_BROKER_ACCEPTED}; {url.strip()!r}: {error}") from None
+            raise ValueError(f"{_BROKER_ACCEPTED}; {redact_broker_url(url.strip())!r}: {error}") from None
     return value
+
+
+def _pika_would_check_more(parts: SplitResult) -> bool:
+    """Whether pika's parse of this URL checks more than its scheme, host and port.
+
+    It does for query options, a TLS URL (it builds a TLS context) and a user
+    without a password; for other URLs (the default one) the port is all, and
+    the commands that never connect (``bghttp ls``) need not load pika to check it.
+    tests/unit/test_config.py holds this to pika's verdicts.
+    """
+    user_without_password = parts.username is not None and parts.password is None
+    return bool(parts.query) or parts.scheme.lower() == "amqps" or user_without_password
 
 
 def _check_store_dir(value: Any) -> Path:
@@ -395,6 +433,9 @@ _RULES: dict[str, _Rule] = {
     "propagate_trace": _Rule("BGHTTP_PROPAGATE_TRACE", _parse_bool, _check_bool),
     "max_in_flight": _Rule("BGHTTP_MAX_IN_FLIGHT", *_whole("a whole number from 1 to 4096", 1, 4096)),
     "max_in_flight_per_host": _Rule("BGHTTP_MAX_IN_FLIGHT_PER_HOST", *_POSITIVE_INT),
+    "max_submit_body": _Rule(
+        "BGHTTP_MAX_SUBMIT_BODY", *_whole("a whole number of bytes from 0 to 100663296 (96 MiB)", 0, 96 * 1024 * 1024)
+    ),
 }
 
 #: Each setting's ``BGHTTP_*`` variable.

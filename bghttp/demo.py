@@ -28,13 +28,13 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from .broker import delete_queues, rabbitmq_reachable
 from .client import BackgroundHttpClient
 from .config import LOCAL_BROKER, Settings
 from .logs import configure_logging
 from .models import RequestInfo, RequestStatus
+from .redaction import redact_broker_url
 
 #: Retries wait 2, 4 … s times this: the demo shows the real schedule, fast.
 DEMO_BACKOFF_SCALE = 0.05
@@ -96,14 +96,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # the demo prints its own summary
         pass
-
-
-def redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @contextlib.contextmanager
@@ -201,10 +193,11 @@ def run(keep: bool = False) -> int:
         backoff_scale=DEMO_BACKOFF_SCALE,
     )
     use_rabbitmq = not settings.is_local and rabbitmq_reachable(settings.broker_url)
+    where = redact_broker_url(settings.broker_url)
     if use_rabbitmq:
-        print(f"RabbitMQ is reachable at {redact_url(settings.broker_url)}: using it, with a dramatiq worker process.")
+        queue = settings.queue_name
+        print(f"RabbitMQ is reachable at {where}: using it, with a dramatiq worker process on queue {queue}.")
     else:
-        where = redact_url(settings.broker_url)
         reason = "BGHTTP_BROKER_URL=local" if settings.is_local else f"RabbitMQ is not reachable at {where}"
         print(f"{reason}: running in local mode (in-process worker, no broker needed).")
         settings = dataclasses.replace(settings, broker_url=LOCAL_BROKER)

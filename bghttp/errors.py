@@ -9,7 +9,8 @@ caller can catch "anything from bghttp" with one class::
     │   └── InvalidArgument       a bad argument other than the request (on_conflict, list's status)
     ├── ConfigError               a setting (BGHTTP_* variable, Settings field, CLI option) that
     │                             cannot be used; raised before anything starts (a ValueError)
-    ├── RequestExists             a request ID is taken (only with on_conflict="reject")
+    ├── RequestExists             a request ID is taken by a different request (or by any, with
+    │                             on_conflict="reject"), or a replace was refused; nothing was stored
     ├── RequestRunning            remove/replace/retry of a request whose attempt did not stop in time
     ├── RetryRefused              retry() of a request that is not failed or cancelled
     ├── UnknownRequest            no request with that ID in the store
@@ -48,7 +49,22 @@ class ConfigError(BghttpError, ValueError):
 
 
 class RequestExists(BghttpError):
-    """The request ID is already in the store and the caller asked to reject duplicates."""
+    """The request ID is taken and this submit was not stored (see ``on_conflict`` in docs/api.md).
+
+    Raised when a *different* request has the ID (``differences`` names what differs:
+    ``method``, ``URL``, ``headers``, ``body``, ...), when ``on_conflict="replace"`` may
+    not replace the request there (it is running, or has an outcome still to come), and
+    with ``on_conflict="reject"`` for any request there. An identical resubmit is not
+    an error: it returns the existing request.
+    """
+
+    def __init__(self, message: str, differences: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        #: What differs between the submitted request and the stored one; empty if that is not the reason.
+        self.differences = differences
+
+    def __reduce__(self) -> tuple[type[RequestExists], tuple[str, tuple[str, ...]]]:
+        return type(self), (str(self), self.differences)
 
 
 class RequestRunning(BghttpError):

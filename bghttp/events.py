@@ -33,11 +33,8 @@ import pika
 import pika.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-from . import record_log
-from .broker import BROKER_ERRORS, BghttpRabbitmqBroker, describe_broker_error
+from .broker import BROKER_ERRORS, BghttpRabbitmqBroker, broker_unavailable
 from .config import Settings
-from .errors import BrokerUnavailable, StoreError
-from .lifecycle import is_stale
 from .logs import get_logger
 from .models import RequestStatus, StatusRecord
 from .store_api import Store
@@ -128,28 +125,17 @@ class EventPublisher:
         return cls(broker, settings.events_exchange) if isinstance(broker, RabbitmqBroker) else None
 
     # ------------------------------------------------------------ requests
-    def announce_final(self, store: Store, request_id: str, token: int) -> None:
-        """After a run of ``execute_request(request_id, token)``: publish the event if the request is final.
+    def announce_final(self, record: StatusRecord, response_file_path: Path | None) -> dict[str, Any]:
+        """After a run that wrote or met the final ``record``: publish its event.
 
-        The runner calls it after the run's writes are durable, for every message,
-        so a message given back after a crash between the final status and its
-        event publishes the event again. A stale message (an older duplicate)
-        publishes nothing: the current one does. Raises BrokerUnavailable.
+        The runner calls it after the run's writes are durable, with the record
+        and response file as the run held them, not read again: the request may
+        be removed the moment a caller sees it final, and its event is still owed.
+        A message given back after a crash between the final status and its event
+        meets the final record and announces it again (same ``event_id``); a stale
+        message announces nothing (the runner's rule). Raises BrokerUnavailable.
         """
-        try:
-            record = store.read_status(request_id)
-        except StoreError as error:
-            if isinstance(error.__cause__, record_log.CorruptRecord):
-                return  # no valid status in the file: no outcome to announce (the runner dropped the message)
-            raise  # the store may come back: Dramatiq retries the message
-        if record is None or not record.is_terminal or is_stale(record, token):
-            return
-        self.publish_final(store, record)
-
-    def publish_final(self, store: Store, record: StatusRecord) -> dict[str, Any]:
-        """Publish the event of the final ``record`` (and send it to its ``on_complete`` actor)."""
-        response = store.response_file_path(record.request_id)
-        event = final_event(record, response if response.exists() else None)
+        event = final_event(record, response_file_path)
         self.publish(ROUTING_KEYS[record.status], event)
         if record.on_complete is not None:
             self.send_to_actor(record.on_complete["queue"], record.on_complete["actor"], event)
@@ -157,6 +143,11 @@ class EventPublisher:
             "event_published", routing_key=event["event_type"], event_id=event["event_id"]
         )
         return event
+
+    def publish_final(self, store: Store, record: StatusRecord) -> dict[str, Any]:
+        """Publish the event of the final ``record`` (and send it to its ``on_complete`` actor)."""
+        response = store.response_file_path(record.request_id)
+        return self.announce_final(record, response if response.exists() else None)
 
     # ------------------------------------------------------------ publishing
     def publish(self, routing_key: str, event: dict[str, Any]) -> None:
@@ -224,8 +215,8 @@ class EventPublisher:
                 if refused_ok and refused:
                     raise _Refused(str(error)) from None
                 if attempt == PUBLISH_ATTEMPTS:
-                    reason = describe_broker_error(error)
-                    raise BrokerUnavailable(f"the broker did not confirm {what}: {reason}") from error
+                    unconfirmed, not_sent = f"the broker did not confirm {what}", f"{what} was not sent"
+                    raise broker_unavailable(error, unconfirmed, not_sent) from error
 
     def _drop_connection(self) -> None:
         self._declared.clear()

@@ -31,6 +31,13 @@ the record's ``token`` is the newest one that may run the request. A message
 with a smaller token is stale (a redelivered or recovered duplicate) and is
 dropped. A next run is published with ``next_token`` *before* the record names
 it, so a crash between the two leaves a message that is still accepted.
+
+The run that hands over (a retry, a hand-back, a re-check) still holds the
+request's claim when the record names the next token, and a slow thread may
+hold it a while longer. So a message that finds the claim held and the record
+naming its own token is a duplicate only if the record shows that very run's
+attempt under way (:func:`is_running_under`); otherwise it is the next run, and
+it waits for the claim.
 """
 
 from __future__ import annotations
@@ -86,6 +93,16 @@ def next_token(record: StatusRecord) -> int:
 def is_stale(record: StatusRecord, token: int) -> bool:
     """True if a newer message than ``token`` has been published for this request."""
     return token < record.token
+
+
+def is_running_under(record: StatusRecord, token: int) -> bool:
+    """True if an attempt of the run ``token`` names is under way (or its worker died in it)."""
+    return (
+        record.token == token
+        and record.phase is Phase.RUNNING
+        and bool(record.attempts)
+        and record.attempts[-1].finished_at is None
+    )
 
 
 def why_not_run(record: StatusRecord | None, token: int) -> str | None:
@@ -283,6 +300,26 @@ def why_not_replay(record: StatusRecord) -> str | None:
     return f"request {record.request_id!r} is {state}: only failed and cancelled requests can be retried"
 
 
+def why_not_replace(record: StatusRecord) -> str | None:
+    """Why another request may not take ``record``'s ID (``on_conflict="replace"``), or None if it may.
+
+    A finished request's outcome is recorded (and announced); a queued one that
+    this run never attempted has done nothing yet: replacing either loses
+    nothing. Any other may have reached the server and has an outcome to come
+    (running, waiting for a retry or for the network, queued again after an
+    interrupted attempt): replacing it would lose that outcome unseen.
+    """
+    if record.is_terminal:
+        return None
+    if record.phase is Phase.QUEUED and len(record.attempts) <= record.earlier_attempts:
+        return None
+    state = f"{record.status.value}/{record.phase.value}"
+    return (
+        f"request {record.request_id!r} is {state} and has been attempted; only a finished request or one still"
+        " queued and never attempted can be replaced: cancel it first"
+    )
+
+
 def replay(record: StatusRecord) -> StatusRecord:
     """A failed or cancelled request runs again under its ID. Accepts failed and cancelled only.
 
@@ -430,6 +467,7 @@ __all__ = [
     "fail",
     "finish",
     "hold_for_network",
+    "is_running_under",
     "is_same_request",
     "is_stale",
     "is_unconfirmed",
@@ -447,6 +485,7 @@ __all__ = [
     "schedule_retry",
     "undo_replay",
     "wait_for_network",
+    "why_not_replace",
     "why_not_replay",
     "why_not_run",
 ]

@@ -21,6 +21,7 @@ stderr.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import logging.handlers
@@ -32,6 +33,7 @@ from typing import Any
 
 import structlog
 
+from .quoting import terminal_safe
 from .redaction import REDACTED, SECRET_HEADERS, redact_headers
 
 _configured = False
@@ -44,6 +46,15 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
             event[key] = redact_headers(event[key])
         elif key.replace("_", "-").lower() in SECRET_HEADERS:
             event[key] = REDACTED
+    return event
+
+
+def _terminal_safe(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Console logs: a server's text (an error, a URL) in a field is shown escaped, never raw on the terminal."""
+    for key, value in event.items():
+        if isinstance(value, str):
+            lines = value.split("\n") if key in ("exception", "stack") else [value]  # a traceback keeps its lines
+            event[key] = "\n".join(terminal_safe(line) for line in lines)
     return event
 
 
@@ -140,7 +151,9 @@ class _OneWriter:
         """Write what is queued and stop the thread (at exit, so no line is lost)."""
         if self.listener._thread is not None:
             self.listener.stop()
-        self.handler.flush()
+        # The stream may be gone already (closed by a test harness or the host); nothing left to write to.
+        with contextlib.suppress(ValueError, OSError):
+            self.handler.flush()
 
 
 def _restart_writer_after_fork() -> None:
@@ -193,7 +206,11 @@ def configure_logging(log_format: str = "auto", level: str = "INFO", *, force: b
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *([] if use_json else [_terminal_safe]),  # JSON escapes controls itself
+                renderer,
+            ],
             foreign_pre_chain=[
                 _event_of_record,
                 structlog.processors.TimeStamper(fmt="iso", utc=True),

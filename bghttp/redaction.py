@@ -9,6 +9,12 @@ Two tools:
   any form: ``b'Bearer sk-…'``, ``'sk-…\\x0c'``, percent-encoded, JSON-escaped).
   The runner scrubs every attempt's error text once, before it is logged or
   stored in the status record.
+
+Broker URLs (``BGHTTP_BROKER_URL``, a ``;`` list, possibly malformed) have their
+own pair: :func:`redact_broker_url` to show one in a message and
+:func:`broker_url_secrets` to scrub a message that may quote one (pika's and
+urllib's parse errors). Every message that names the broker goes through them;
+a connectivity probe's URL is shown through :func:`redact_userinfo`.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
 import urllib.parse
 from collections.abc import Iterable
 
@@ -96,3 +103,52 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
 def redact_url(url: str) -> str:
     """``url`` with the password of its userinfo (if any) replaced, for messages."""
     return scrub(url, _userinfo_secrets(url))
+
+
+def _broker_userinfo(url: str) -> tuple[str, str, str] | None:
+    """``(text before the password, password, text after it)`` of one broker URL, or None if it has none.
+
+    Works on URLs urllib cannot parse, and on a password with an unencoded
+    ``/``, ``?`` or ``#`` (which urllib would take for the path): the userinfo
+    ends at the last ``@`` of the authority, else of the text before the query.
+    """
+    scheme, slashes, rest = url.partition("//")
+    if not slashes:
+        return None
+    authority = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    for candidate in (authority, rest.split("?", 1)[0].split("#", 1)[0], rest):
+        if "@" in candidate:
+            userinfo = candidate.rpartition("@")[0]
+            break
+    else:
+        return None
+    user, colon, password = userinfo.partition(":")
+    if not colon or not password:
+        return None
+    before = f"{scheme}//{user}:"
+    return before, password, url[len(before) + len(password) :]
+
+
+def broker_url_secrets(value: str) -> list[str]:
+    """The passwords of every URL of a ``;``-separated broker URL list (as written and decoded)."""
+    secrets: list[str] = []
+    for url in value.split(";"):
+        parts = _broker_userinfo(url.strip())
+        if parts is not None:
+            password = parts[1]
+            secrets.extend({password, urllib.parse.unquote(password)})
+            # A parser that ends the authority at an unencoded "/", "?" or "#" quotes pieces of it.
+            secrets.extend(re.split(r"[/?#]", password))
+        secrets.extend(_userinfo_secrets(url.strip()))
+    return list(dict.fromkeys(secret for secret in secrets if secret))
+
+
+def redact_userinfo(url: str) -> str:
+    """One URL of a setting (a broker, a connectivity probe), however malformed, with its password replaced."""
+    parts = _broker_userinfo(url)
+    return url if parts is None else f"{parts[0]}{REDACTED}{parts[2]}"
+
+
+def redact_broker_url(value: str) -> str:
+    """A broker URL (or a ``;`` list of them), however malformed, with every password replaced."""
+    return ";".join(redact_userinfo(url) for url in value.split(";"))

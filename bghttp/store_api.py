@@ -118,6 +118,12 @@ class Store(Protocol):
     def discard_unconfirmed(self, request_id: str, generation: str) -> bool:
         """Take back a request whose submit could not publish it; False if it must stay."""
 
+    def was_removed(self, request_id: str) -> bool:
+        """Whether this store removed the request (``delete``): a late message of it is expected here."""
+
+    def prune_removal_marks(self, older_than: float) -> int:
+        """Forget removals older than ``older_than`` seconds; how many were forgotten."""
+
     # -------------------------------------------------------------- durability
     def batch(self, *, shared: bool = True) -> contextlib.AbstractContextManager[Batch]:
         """Open a unit of work in this thread; its writes become durable together when it ends."""

@@ -1,12 +1,19 @@
 """The one path from a prepared request to "stored and on its way", for every kind of submit.
 
-Single, bulk, sync and async submits all come here. A submit stores the
-request (or, by ``on_conflict``, settles on the request that has its ID),
+Single, bulk, sync and async submits, the CLI and ``submit_request`` messages
+all come here. A submit stores the request (or, by ``on_conflict``, settles on
+the request that has its ID),
 publishes its first message, waits for the broker's confirm while the new files
 are made durable, and then marks the status record ``published``. If the
 broker does not confirm, the stored request is removed again and the error is
 raised, so a returned ``RequestInfo`` always means "accepted, on disk and on its
 way".
+
+An ID that is taken is settled by one comparison, :func:`differences`, whatever
+the way in: the same request again (a retried call, a redelivered message)
+returns the one stored, a different one raises ``RequestExists`` naming what
+differs, unless ``on_conflict="replace"`` and the stored one may be replaced
+(``lifecycle.why_not_replace``). ``on_conflict="reject"`` refuses any.
 
 A second submit of an ID whose first message is not confirmed yet (its
 submitter still waits for the broker, or died) publishes the message itself (a
@@ -19,14 +26,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
+from typing import IO, Literal
 
 from . import tracing
 from .errors import InvalidArgument, InvalidRequest, RequestExists, RequestRunning, StoreError
-from .lifecycle import RequestLifecycle, is_unconfirmed
-from .models import RequestInfo, StatusRecord
+from .lifecycle import RequestLifecycle, is_same_request, is_unconfirmed, why_not_replace
+from .models import RequestInfo, RequestSpec, StatusRecord
 from .store_api import Batch, Store
 from .validation import PreparedRequest
 
@@ -172,31 +180,122 @@ class Submission:
             record = self.store.create_request(prepared.spec, body=prepared.body, files=prepared.files)
             if record is not None:
                 return record, True
-            existing = self._resolve_conflict(request_id)
+            existing = self._resolve_conflict(prepared)
             if existing is not None:
                 return existing, False
         raise RequestExists(f"request {request_id!r} keeps being removed and created by others")
 
-    def _resolve_conflict(self, request_id: str) -> StatusRecord | None:
-        """Apply ``on_conflict`` to an ID that exists: the record to return, or None to create again.
+    def _resolve_conflict(self, prepared: PreparedRequest) -> StatusRecord | None:
+        """Settle a taken ID: the record to return (the same request), None to create again, or RequestExists.
 
         Creation and removal of an ID exclude each other (the store's ID lock),
-        so a request found here is whole; None also when it vanished meanwhile.
+        so a request found here is whole; None also when it vanished or was
+        replaced meanwhile (the next round judges what is there then).
         """
+        request_id = prepared.spec.request_id
         if self.on_conflict == "reject":
             raise RequestExists(f"request {request_id!r} exists already")
+        existing = self.store.read_status(request_id)
+        stored = None if existing is None else self.store.load_request(request_id)
+        if existing is None or stored is None or not is_same_request(stored, existing):
+            return None
+        differing = differences(self.store, prepared, stored)
+        if not differing:
+            return existing  # the same request again: one request
         if self.on_conflict == "return":
-            return self.store.read_status(request_id)
+            raise RequestExists(conflict_message(request_id, differing), differing)
+        refusal = why_not_replace(existing)
+        if refusal is not None:
+            raise RequestExists(refusal, differing)
+
+        def still_replaceable(record: StatusRecord | None) -> bool:
+            return record is not None and record.generation == existing.generation and why_not_replace(record) is None
+
         try:
             # Under its claim: no attempt runs it while it goes; a message of it
             # that comes later finds nothing, or a request of another generation.
-            self.store.delete(request_id)
+            # Judged again under the store's locks: a worker may have taken it up since.
+            self.store.delete(request_id, only_if=still_replaceable)
         except RequestRunning:
-            raise RequestExists(f"request {request_id!r} is running; it cannot be replaced now") from None
+            raise RequestExists(
+                f"request {request_id!r} is running; it cannot be replaced now: cancel it first", differing
+            ) from None
         return None
 
     def _info(self, record: StatusRecord) -> RequestInfo:
         return RequestInfo(record.request_id, self.store.request_file_path(record.request_id), record.status)
+
+
+def differences(store: Store, prepared: PreparedRequest, stored: RequestSpec) -> tuple[str, ...]:
+    """What differs between ``prepared`` and ``stored``, the request under its ID; empty if they are the same.
+
+    The one comparison behind "the same request again is one request" for every
+    way in (client, bulk, CLI, ``submit_request`` messages). What the submitter
+    chose is compared: method, URL (query included), headers, body, timeout,
+    retries, metadata, on_complete, multipart fields and files (their bytes);
+    not what a submit adds (creation time, generation, trace context). A
+    ``timeout`` left out counts as the submitter's default timeout.
+    StoreError if the stored body or a stored file cannot be read.
+    """
+    mine = prepared.spec
+    checks: list[tuple[str, bool]] = [
+        ("method", stored.method == mine.method),
+        ("URL", stored.url == mine.url),
+        ("headers", [tuple(pair) for pair in stored.headers] == [tuple(pair) for pair in mine.headers]),
+        ("timeout", stored.timeout == mine.timeout),
+        ("retries", stored.max_retries == mine.max_retries),
+        ("metadata", stored.metadata == mine.metadata),
+        ("on_complete", stored.on_complete == mine.on_complete),
+        ("fields", _pairs(stored.form_fields) == _pairs(mine.form_fields)),
+    ]
+    differing = [name for name, same in checks if not same]
+    if stored.has_body != mine.has_body or (
+        mine.has_body and store.read_request_body(mine.request_id) != prepared.body
+    ):
+        differing.insert(3, "body")
+    if not _same_files(store, prepared, stored):
+        differing.append("files")
+    return tuple(differing)
+
+
+def conflict_message(request_id: str, differing: Sequence[str]) -> str:
+    """The one line every way in says for a different request under a taken ID."""
+    what = differing[0] if len(differing) == 1 else ", ".join(differing[:-1]) + " and " + differing[-1]
+    verb = "differs" if len(differing) == 1 else "differ"
+    return (
+        f"request_id {request_id!r} exists with a different request ({what} {verb});"
+        " it was not submitted: use a new request_id"
+    )
+
+
+def _pairs(pairs: Sequence[Sequence[str]] | None) -> list[tuple[str, ...]] | None:
+    return None if pairs is None else [tuple(pair) for pair in pairs]
+
+
+def _same_files(store: Store, prepared: PreparedRequest, stored: RequestSpec) -> bool:
+    """Whether the multipart file parts are the same: names, types, and the bytes of each."""
+    mine, theirs = prepared.spec.file_parts or [], stored.file_parts or []
+    if [(p.field, p.filename, p.content_type) for p in mine] != [(p.field, p.filename, p.content_type) for p in theirs]:
+        return False
+    sources = dict((stored_name, path) for path, stored_name in prepared.files)
+    for mine_part, their_part in zip(mine, theirs, strict=True):
+        try:
+            with (
+                open(sources[mine_part.stored_name], "rb") as source,
+                store.open_request_file(stored.request_id, their_part.stored_name) as copy,
+            ):
+                if not _same_bytes(source, copy):
+                    return False
+        except OSError as error:
+            raise StoreError(f"cannot compare multipart file {mine_part.filename!r}: {error}") from error
+    return True
+
+
+def _same_bytes(first: IO[bytes], second: IO[bytes], chunk: int = 1024 * 1024) -> bool:
+    for a, b in itertools.zip_longest(iter(lambda: first.read(chunk), b""), iter(lambda: second.read(chunk), b"")):
+        if a != b:
+            return False
+    return True
 
 
 def _traced(prepared: PreparedRequest) -> PreparedRequest:

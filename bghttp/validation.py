@@ -1,20 +1,25 @@
 """Turn a client call's arguments into a :class:`RequestSpec`, or raise InvalidRequest.
 
 Nothing here touches the store: every check runs before anything is written.
+The "did you mean" hints live here too, for the client, bulk items and the CLI
+alike: a URL without its scheme, a keyword of another HTTP library (``params=``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
+import inspect
 import json
 import math
 import mimetypes
 import re
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Required, TypeAlias, TypedDict
+from typing import Any, ParamSpec, Required, TypeAlias, TypedDict, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import InvalidRequest
@@ -46,6 +51,7 @@ class SubmitOptions(TypedDict, total=False):
     """The keywords every verb takes but ``multipart`` (``post_multipart`` sets it)."""
 
     data: Any
+    json: Any
     headers: HeadersArg
     query_parameters: QueryArg
     timeout: float | None
@@ -75,6 +81,61 @@ _DRAMATIQ_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9._-]{0,251}")
 _FORBIDDEN_IN_VALUE = re.compile(r"[\r\n\x00]")
 
 
+#: Keywords of other HTTP libraries (requests, httpx, aiohttp), and what they are called here.
+KEYWORD_HINTS = {
+    "params": "query_parameters=",
+    "query": "query_parameters=",
+    "query_params": "query_parameters=",
+    "body": "data= or json=",
+    "content": "data=",
+    "retry": "retries=",
+    "max_retries": "retries=",
+    "id": "request_id=",
+    "callback": "on_complete=",
+}
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def unknown_keyword_message(name: str) -> str:
+    """The one line for a keyword a submit does not take: a "did you mean", else the keywords it does take."""
+    known = sorted(RequestOptions.__annotations__)
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+    hint = KEYWORD_HINTS.get(name) or (f"{close[0]}=" if close else None)
+    shown = quoted(name)[1:-1]
+    if hint is not None:
+        return f"unknown keyword {shown}=; did you mean {hint}?"
+    return f"unknown keyword {shown}=; known: {', '.join(known)}"
+
+
+def with_keyword_hints(function: Callable[P, R]) -> Callable[P, R]:
+    """``function``, raising InvalidRequest with :func:`unknown_keyword_message` for a keyword it does not take.
+
+    Python's own TypeError would say only "unexpected keyword argument 'params'"; and
+    every way in (client, async client, bulk items) then says the same.
+    """
+    parameters = inspect.signature(function).parameters.values()
+    accepted = frozenset(p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+    @functools.wraps(function)
+    def checked(*args: P.args, **kwargs: P.kwargs) -> R:
+        for name in kwargs:
+            if name not in accepted:
+                raise InvalidRequest(unknown_keyword_message(name))
+        return function(*args, **kwargs)
+
+    return checked
+
+
+def missing_scheme_message(url: str) -> str | None:
+    """The one line for a URL written without its scheme (``example.com/x``); None if that is not its problem."""
+    if "://" in url or not url or any(ch.isspace() for ch in url):
+        return None  # a URL, or something the other checks describe better
+    meant = shown_url("https://" + url)[1:-1]  # its password hidden, its length bounded
+    return f"URL {meant.removeprefix('https://')!r} has no scheme (http:// or https://); did you mean {meant} ?"
+
+
 @dataclasses.dataclass(frozen=True)
 class PreparedRequest:
     """A validated request: the spec plus what goes into ``bodies/``."""
@@ -84,11 +145,13 @@ class PreparedRequest:
     files: list[tuple[Path, str]]
 
 
+@with_keyword_hints
 def prepare_request(
     method: str,
     url: str,
     *,
     data: Any = None,
+    json: Any = None,
     headers: HeadersArg = None,
     query_parameters: QueryArg = None,
     timeout: float | None = None,
@@ -114,15 +177,18 @@ def prepare_request(
     form_fields: list[tuple[str, str]] | None = None
     file_parts: list[FilePart] | None = None
     copies: list[tuple[Path, str]] = []
+    if data is not None and json is not None:
+        raise InvalidRequest("give data= or json=, not both")
     if multipart:
-        if data is not None:
-            raise InvalidRequest("a multipart request takes fields= and files=, not data=")
+        if data is not None or json is not None:
+            given = "data" if json is None else "json"
+            raise InvalidRequest(f"a multipart request takes fields= and files=, not {given}=")
         form_fields = _fields(fields)
         file_parts, copies = _files(files)
     elif fields is not None or files is not None:
         raise InvalidRequest("fields= and files= need post_multipart() or multipart=True")
     else:
-        body, content_type = encode_body(data)
+        body, content_type = encode_body(data) if json is None else encode_json(json)
         if content_type and not _has_header(header_list, "content-type"):
             header_list.append(("Content-Type", content_type))
 
@@ -170,6 +236,28 @@ def encode_body(data: Any) -> tuple[bytes | None, str | None]:
     raise InvalidRequest(
         f"data must be a dict, list, str or bytes, not {type(data).__name__}"
     )
+
+
+class _JsonNull:
+    """The JSON value ``null`` as a body: ``json=None`` means "no JSON body" (as in httpx)."""
+
+    def __repr__(self) -> str:
+        return "JSON_NULL"
+
+
+#: ``json=JSON_NULL`` sends the body ``null`` (a submit message's ``"json": null``).
+JSON_NULL: Any = _JsonNull()
+
+
+def encode_json(value: Any) -> tuple[bytes, str]:
+    """``json=``: any JSON value (object, array, string, number, boolean; ``JSON_NULL``) as UTF-8 JSON."""
+    try:
+        text = json.dumps(None if value is JSON_NULL else value, allow_nan=False, ensure_ascii=False)
+        return text.encode("utf-8"), "application/json"
+    except (TypeError, ValueError, UnicodeEncodeError) as error:
+        raise InvalidRequest(f"json cannot be encoded as JSON: {error}") from None
+    except RecursionError:
+        raise InvalidRequest("json cannot be encoded as JSON: it refers to itself") from None
 
 
 def check_metadata(metadata: object) -> dict[str, Any] | None:
@@ -242,6 +330,9 @@ def _url(url: object, query: QueryArg) -> str:
         raise InvalidRequest(f"url must be a string, not {type(url).__name__}")
     if not url or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
         raise InvalidRequest(f"malformed URL {shown_url(url)}: empty, or contains spaces or control characters")
+    no_scheme = missing_scheme_message(url)
+    if no_scheme is not None:
+        raise InvalidRequest(no_scheme)
     try:
         parts = urlsplit(url)
         port = parts.port  # raises ValueError for a port out of range, which httpx lets through

@@ -8,7 +8,6 @@ whose progress display is the ``on_poll`` callback) wait the same way.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypedDict, Unpack
@@ -77,6 +76,8 @@ class Wait:
             time.sleep(self.poll_interval)
 
     async def run_async(self, read_status: Callable[[], Awaitable[StatusRecord | None]]) -> StatusRecord:
+        import asyncio  # here: the CLI's wait (``run``) need not load asyncio
+
         while True:
             if self.before_read is not None:
                 self.before_read()

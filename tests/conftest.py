@@ -65,11 +65,20 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
     def start(
-        settings: Settings, *, processes: int = 1, threads: int = 4, extra_env: dict[str, str] | None = None
+        settings: Settings,
+        *,
+        processes: int = 1,
+        threads: int = 4,
+        extra_env: dict[str, str] | None = None,
+        modules: tuple[str, ...] = (),
     ) -> WorkerProcess:
         log = tmp_path / f"worker-{len(started)}.log"
         worker = WorkerProcess(
-            {**settings_env(settings), **(extra_env or {})}, processes=processes, threads=threads, log_path=log
+            {**settings_env(settings), **(extra_env or {})},
+            processes=processes,
+            threads=threads,
+            log_path=log,
+            modules=modules,
         )
         started.append(worker)
         worker.wait_ready()

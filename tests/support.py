@@ -47,7 +47,6 @@ def unique_queue() -> str:
 def delete_queues(queue_name: str, url: str = RABBITMQ_URL) -> None:
     """Delete bghttp's queues of ``queue_name``: the work queue and the workers' intake queue, each with .DQ, .XQ."""
     bghttp.broker.delete_queues(url, queue_name)
-    bghttp.broker.delete_queues(url, f"{queue_name}.submit")
 
 
 def queue_counts(queue_name: str, url: str = RABBITMQ_URL) -> tuple[int, int]:
@@ -76,12 +75,21 @@ def worker_env(env: dict[str, str]) -> dict[str, str]:
 class WorkerProcess:
     """A real ``dramatiq bghttp.actors`` worker group in a subprocess."""
 
-    def __init__(self, env: dict[str, str], *, processes: int = 1, threads: int = 4, log_path: Path) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        *,
+        processes: int = 1,
+        threads: int = 4,
+        log_path: Path,
+        modules: tuple[str, ...] = (),
+    ) -> None:
+        """``modules``: more modules each worker process imports (Dramatiq's CLI), e.g. a test's fault injection."""
         self.log_path = log_path
         self._log = open(log_path, "ab")
         self.process = subprocess.Popen(
             [
-                *(sys.executable, "-m", "dramatiq", "bghttp.actors"),
+                *(sys.executable, "-m", "dramatiq", "bghttp.actors", *modules),
                 *("--processes", str(processes), "--threads", str(threads)),
             ],
             cwd=PROJECT_ROOT,

@@ -115,3 +115,32 @@ def test_wait_timeout_and_cancel(tmp_path: Path) -> None:
             await client.get("http://127.0.0.1:9/x")
 
     asyncio.run(scenario())
+
+
+def _public_methods(cls: type) -> set[str]:
+    return {name for name, value in vars(cls).items() if callable(value) and not name.startswith("_")}
+
+
+def test_the_async_client_has_every_public_method_of_the_sync_one_as_a_coroutine() -> None:
+    import inspect
+
+    from bghttp import BackgroundHttpClient
+
+    assert _public_methods(AsyncBackgroundHttpClient) == _public_methods(BackgroundHttpClient)
+    for name in _public_methods(AsyncBackgroundHttpClient):
+        assert inspect.iscoroutinefunction(getattr(AsyncBackgroundHttpClient, name)), name
+
+
+def test_async_received_bytes_mirrors_the_client(tmp_path: Path) -> None:
+    settings = Settings(store_dir=tmp_path / "store", fsync=False)
+
+    async def scenario() -> tuple[int | None, int | None]:
+        async with AsyncBackgroundHttpClient(settings, broker=StubBroker()) as client:
+            info = await client.get("http://127.0.0.1:9/x")
+            before = await client.received_bytes(info.request_id)
+            with client.sync.store.open_response_part(info.request_id) as part:  # as a streaming attempt does
+                part.write(b"12345")
+                part.flush()
+                return before, await client.received_bytes(info.request_id)
+
+    assert asyncio.run(scenario()) == (None, 5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shlex
@@ -107,3 +108,52 @@ def test_dockerfile_runs_as_a_non_root_user_with_the_cli_as_entrypoint() -> None
         if name == "COPY" and not value.startswith("--from"):
             for source in shlex.split(value)[:-1]:
                 assert (PROJECT_ROOT / source).exists(), source
+
+
+def _old_option_names(argv: list[str]) -> list[str]:
+    """Options of a ``bghttp`` command line given by an older name (``--threads`` for ``--max-in-flight``)."""
+    import argparse
+
+    parser = build_parser()
+    parser.parse_args(argv)  # a valid command line first
+    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    command = next(word for word in argv if word in commands.choices)
+    options = commands.choices[command]._option_string_actions
+    old = []
+    for word in argv:
+        name = word.split("=", 1)[0]
+        if name.startswith("--") and name in options:
+            long_names = [option for option in options[name].option_strings if option.startswith("--")]
+            if name != long_names[0]:
+                old.append(name)
+    return old
+
+
+def _readme_bghttp_commands() -> list[list[str]]:
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"^```sh\n(.*?)^```$", readme, re.M | re.S):
+        for line in block.splitlines():
+            words = shlex.split(line, comments=True)
+            if words[:1] == ["bghttp"]:
+                commands.append(list(itertools.takewhile(lambda word: word not in {"&", "|", ">", ";"}, words[1:])))
+    return commands
+
+
+def test_the_readme_dockerfile_and_compose_use_todays_option_names(compose: dict[str, Any]) -> None:
+    cmd = json.loads(dict(_instructions())["CMD"])
+    command_lines = {"compose worker": compose["services"]["worker"]["command"], "Dockerfile CMD": cmd}
+    command_lines.update({f"README: bghttp {' '.join(words)}": words for words in _readme_bghttp_commands()})
+    assert any(words[0] == "worker" for words in command_lines.values())
+    assert {where: _old_option_names(words) for where, words in command_lines.items() if _old_option_names(words)} == {}
+
+
+def test_the_compose_files_references_point_at_sections_that_exist() -> None:
+    text = (DOCKER / "compose.yaml").read_text()
+    references = re.findall(r"(docs/[a-z_]+\.md)#([a-z0-9-]+)", text)
+    assert references, "compose.yaml points at the operations guide"
+    for page, anchor in references:
+        headings = re.findall(r"^#+ (.+)$", (PROJECT_ROOT / page).read_text(), re.M)
+        anchors = {re.sub(r"[^a-z0-9 -]", "", heading.lower()).replace(" ", "-") for heading in headings}
+        assert anchor in anchors, (page, anchor)
+    assert not re.search(r'README "', text)  # the README has no such sections: point at docs/ pages

@@ -57,3 +57,37 @@ def test_user_pages_name_no_issues() -> None:
 
 def test_readme_is_short() -> None:
     assert len((PROJECT_ROOT / "README.md").read_text().splitlines()) <= 150
+
+
+def test_the_index_links_every_page() -> None:
+    index = (DOCS / "index.md").read_text()
+    linked = set(re.findall(r"\]\(([a-z_-]+\.md)(?:#[^)]*)?\)", index))
+    assert {page.name for page in DOCS.glob("*.md")} - {"index.md"} - linked == set()
+
+
+def _public_methods(cls: type) -> set[str]:
+    return {name for name, value in vars(cls).items() if callable(value) and not name.startswith("_")}
+
+
+def _section(page: str, heading: str) -> str:
+    return (DOCS / page).read_text().split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_api_page_lists_every_method_of_both_clients() -> None:
+    from bghttp import AsyncBackgroundHttpClient, BackgroundHttpClient
+
+    table = [line.split("|")[1] for line in _section("api.md", "Submitting and reading").splitlines()
+             if line.startswith("| `")]  # fmt: skip
+    in_table = {word for cell in table for word in re.findall(r"\b[a-z_]+\b", cell)}
+    assert _public_methods(BackgroundHttpClient) - in_table == set()
+
+    methods = re.search(r"^Methods: (.*?)\.(?: |$)", _section("api.md", "Async client"), re.M | re.S)
+    assert methods is not None
+    assert set(re.findall(r"`([a-z_]+)`", methods.group(1))) == _public_methods(AsyncBackgroundHttpClient)
+
+
+def test_the_queue_row_names_every_queue_a_worker_declares() -> None:
+    lines = (DOCS / "configuration.md").read_text().splitlines()
+    row = next(line for line in lines if line.startswith("| `BGHTTP_QUEUE` |"))
+    for suffix in (".DQ", ".XQ", ".submit", ".submit.DQ", ".submit.XQ"):
+        assert f"{suffix}`" in row, suffix

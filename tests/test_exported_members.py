@@ -52,3 +52,17 @@ def test_bad_arguments_raise_bghttp_errors_that_are_still_value_errors(tmp_path:
             client.list(limit=-1)
         with pytest.raises(InvalidArgument, match="timeout"):
             client.wait("any-id", timeout=float("nan"))  # a NaN deadline never comes: it used to wait forever
+
+
+def test_version_is_the_installed_distributions_else_a_placeholder(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+
+    assert bghttp.__version__ == importlib.metadata.version("bghttp")
+    assert "__version__" in dir(bghttp)
+
+    def missing(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.delitem(vars(bghttp), "__version__")  # computed once, on first use
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    assert bghttp.__version__ == "0+unknown"

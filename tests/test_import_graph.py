@@ -86,7 +86,7 @@ def test_the_import_graph_has_no_cycle() -> None:
 
 #: The submit path (submission, validation, sendable) is shared: the worker's intake
 #: (``submit_request`` messages) validates and submits exactly as a client does.
-CLIENT_SIDE = {"client", "aio", "bulk", "waiting"}
+CLIENT_SIDE = {"client", "aio", "bulk", "reading", "waiting"}
 
 
 def test_the_client_and_the_worker_side_import_only_the_shared_layer() -> None:

@@ -73,3 +73,46 @@ def test_every_line_is_json_with_request_fields_and_no_secret(
         (1, "http_error", 503), (2, "http_error", 503),
     ]  # fmt: skip
     assert all(isinstance(e["duration_ms"], (int, float)) and e["duration_ms"] >= 0 for e in failed)
+
+
+def test_on_a_terminal_every_line_is_console_text_dramatiqs_too(rabbitmq_settings: Settings) -> None:
+    """docs/operations.md: console text on a terminal, JSON otherwise (the test above), for every line."""
+    import os
+    import pty
+    import re
+    import select
+    import signal
+    import subprocess
+    import time
+
+    from tests.cli.helpers import bghttp_command, cli_env
+
+    env = cli_env(rabbitmq_settings)  # BGHTTP_LOG_FORMAT unset: "auto"
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [*bghttp_command(), "worker", "--processes", "1"],
+        stdin=terminal, stdout=terminal, stderr=terminal, env=env, start_new_session=True,
+    )  # fmt: skip
+    os.close(terminal)
+    output = b""
+    try:
+        deadline = time.monotonic() + 60
+        while b"booting up" not in output or b"worker_slots" not in output:
+            assert time.monotonic() < deadline, output.decode(errors="replace")
+            if select.select([controller], [], [], 1)[0]:
+                output += os.read(controller, 65536)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        while process.poll() is None:  # drain: a full terminal buffer would block the worker's exit
+            if select.select([controller], [], [], 0.5)[0]:
+                try:
+                    output += os.read(controller, 65536)
+                except OSError:
+                    break
+        process.wait(timeout=30)
+        os.close(controller)
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", output.decode(errors="replace"))
+    lines = [line.strip() for line in plain.splitlines() if line.strip()]
+    assert lines and not [line for line in lines if line.startswith("{")], lines
+    assert any("worker_slots" in line and "max_in_flight=" in line for line in lines), lines  # a worker process's
+    assert any("booting up" in line for line in lines), lines  # Dramatiq's master's

@@ -11,6 +11,8 @@ Exit codes (also in ``bghttp --help``)::
     4  the broker is unavailable (the request was not accepted)
     5  wait timed out before the request finished
     6  the store could not be read or written
+    7  the request ID is taken by a different request, or --replace may not replace it
+       (nothing was stored)
 
 Errors are one line on stderr (``bghttp: error: ...``), never a traceback.
 """
@@ -27,21 +29,33 @@ import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
-from ..client import BackgroundHttpClient
 from ..config import ConfigError, Settings
 from ..errors import (
     BghttpError,
     BrokerUnavailable,
     InvalidRequest,
+    RequestExists,
     StoreError,
     UnknownRequest,
     WaitTimeout,
 )
 from ..models import RequestStatus, StatusRecord
+from ..reading import StoreReader
+from ..store import FileStore
 from . import output as out
 from .input import UsageError, request_options
+
+if TYPE_CHECKING:
+    from ..client import BackgroundHttpClient
+
+    #: What a command reads requests with: a reader, or the client it has anyway.
+    Reads = StoreReader | BackgroundHttpClient
+
+# The reading commands (status, response, wait, ls) use a StoreReader alone; the
+# client, and with it Dramatiq, pika, httpx and asyncio, is imported only by the
+# commands that submit or change requests (tests/cli/test_startup.py).
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -50,6 +64,7 @@ EXIT_NOT_FOUND = 3
 EXIT_BROKER = 4
 EXIT_TIMEOUT = 5
 EXIT_STORE = 6
+EXIT_CONFLICT = 7
 
 EXIT_CODES_HELP = """\
 exit codes:
@@ -62,6 +77,8 @@ exit codes:
   4  the broker is unavailable (the request was not accepted)
   5  wait timed out before the request finished
   6  the store could not be read or written
+  7  the request ID is taken by a different request, or --replace may not replace it
+     (nothing was stored)
 """
 
 #: Dramatiq CLI's "could not connect to the broker" exit code.
@@ -70,6 +87,19 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _POLL_SECONDS = 0.1
 _SUBMIT_METHODS = ("get", "post", "put", "patch", "delete", "head")
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the package version, read only when asked (importlib.metadata costs every command time)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
+        import bghttp
+
+        print(f"bghttp {bghttp.__version__}")
+        parser.exit(EXIT_OK)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -99,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],
     )
+    parser.add_argument("--version", action=_VersionAction, help="print the version of bghttp and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
@@ -214,6 +245,12 @@ def _submit_options(metavar: str) -> argparse.ArgumentParser:
     submit.add_argument("--retries", type=int, default=0, metavar="N", help="retries after a failed attempt (0-10)")
     submit.add_argument("--id", dest="request_id", metavar="ID", help="request ID (default: a new UUID)")
     submit.add_argument(
+        "--replace",
+        action="store_true",
+        help="with --id: replace a different request under that ID if it is finished or still queued "
+        "and never attempted (exit 7 otherwise; the same request again is never sent twice)",
+    )
+    submit.add_argument(
         "--meta",
         action="append",
         default=[],
@@ -290,18 +327,31 @@ def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None 
     except ConfigError as error:
         setting = getattr(error, "setting", None)
         if setting in options:
-            raise ConfigError(f"{options[setting]} {overrides[setting]!s:.200}: {error.reason}") from None  # type: ignore[attr-defined]
+            shown = getattr(error, "shown", str(overrides[setting]))  # a broker URL without its password
+            raise ConfigError(f"{options[setting]} {shown:.200}: {error.reason}") from None  # type: ignore[attr-defined]
         raise
 
 
-def _reader(settings: Settings) -> BackgroundHttpClient:
-    """A client for commands that only read or change the store: it never needs a broker."""
+def _reader(settings: Settings) -> StoreReader:
+    """What the reading commands read the store with: no broker, no client."""
+    _check_store_exists(settings)
+    return StoreReader(FileStore(settings.store_dir, fsync=settings.fsync))
+
+
+def _store_client(settings: Settings) -> BackgroundHttpClient:
+    """A client for commands that change the store (cancel, rm, gc): it never needs a broker."""
     from dramatiq.brokers.stub import StubBroker
 
+    from ..client import BackgroundHttpClient
+
+    _check_store_exists(settings)
+    return BackgroundHttpClient(settings, broker=StubBroker())
+
+
+def _check_store_exists(settings: Settings) -> None:
     if not settings.store_dir.is_dir():
         # A mistyped --store should say so, not create an empty store and report "not found".
         raise StoreError(f"no store at {settings.store_dir} (set --store or BGHTTP_STORE_DIR)")
-    return BackgroundHttpClient(settings, broker=StubBroker())
 
 
 # ---------------------------------------------------------------- submits
@@ -314,12 +364,19 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     process: leaving at once would strand the request) the progress and the
     outcome line go to stderr; ``--json`` prints one document instead.
     """
+    from ..client import BackgroundHttpClient
+
     if args.wait_timeout is not None and not args.wait:
         raise UsageError("--wait-timeout needs --wait")
     options = request_options(args)
     waits = args.wait or settings.is_local
-    with BackgroundHttpClient(settings) as client:
-        info = client.request(args.method, args.url, **options)
+    with BackgroundHttpClient(settings, on_conflict="replace" if args.replace else "return") as client:
+        try:
+            info = client.request(args.method, args.url, **options)
+        except RequestExists as error:
+            if error.differences and not args.replace:
+                raise RequestExists(f"{error}, or give --replace", error.differences) from None
+            raise
         if args.json and not waits:
             out.print_json(
                 {
@@ -381,7 +438,7 @@ def cmd_wait(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _wait_and_report(
-    client: BackgroundHttpClient,
+    client: Reads,
     request_id: str,
     timeout: float | None,
     *,
@@ -397,11 +454,11 @@ def _wait_and_report(
     else:
         code = f" (HTTP {record.last_status_code})" if record.last_status_code is not None else ""
         error = f": {record.last_error}" if record.last_error and record.status is not RequestStatus.COMPLETED else ""
-        print(f"{request_id} {record.status.value}{code}{error}", file=outcome_to or sys.stdout)
+        out.say(f"{request_id} {record.status.value}{code}{error}", outcome_to)
     return EXIT_OK if record.status is RequestStatus.COMPLETED else EXIT_FAILED
 
 
-def _wait(client: BackgroundHttpClient, request_id: str, timeout: float | None, show_progress: bool) -> StatusRecord:
+def _wait(client: Reads, request_id: str, timeout: float | None, show_progress: bool) -> StatusRecord:
     """The client's wait, showing how much of the response has been streamed so far."""
     progress = out.Progress(request_id) if show_progress else None
 
@@ -417,7 +474,11 @@ def _wait(client: BackgroundHttpClient, request_id: str, timeout: float | None, 
 
 
 def cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
-    with _reader(settings) as client:
+    """A store that does not exist yet (a fresh machine) lists nothing and stays uncreated; stderr names it,
+    so that a mistyped ``--store`` still shows."""
+    if not settings.store_dir.is_dir():
+        print(f"bghttp: no store at {settings.store_dir} yet (nothing was submitted to it)", file=sys.stderr)
+    with StoreReader(FileStore(settings.store_dir, fsync=settings.fsync)) as client:
         records = client.list(status=args.status, limit=args.limit)
         rows = [(record, _spec_or_none(client, record.request_id)) for record in records]
         if args.json:
@@ -427,14 +488,14 @@ def cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def _spec_or_none(client: BackgroundHttpClient, request_id: str) -> Any:
+def _spec_or_none(client: Reads, request_id: str) -> Any:
     try:
         return client.store.load_request(request_id)
     except StoreError:
         return None  # a request deleted while listing
 
 
-def _existing(client: BackgroundHttpClient, request_id: str) -> StatusRecord:
+def _existing(client: Reads, request_id: str) -> StatusRecord:
     record = client.get_request_status(request_id)
     if record is None:
         raise UnknownRequest(f"no request {request_id!r} in the store {client.store.root}")
@@ -447,7 +508,7 @@ def _existing(client: BackgroundHttpClient, request_id: str) -> StatusRecord:
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
     """Exit 0 if the request was unfinished and is now cancelled; 1 if it had already
     finished, whatever its final status (cancelled included): this call changed nothing."""
-    with _reader(settings) as client:
+    with _store_client(settings) as client:
         before = _existing(client, args.request_id)
         record = before if before.is_terminal else client.cancel(args.request_id)
         cancelled = not before.is_terminal and record.status is RequestStatus.CANCELLED
@@ -484,6 +545,7 @@ def _submit_flags(args: argparse.Namespace) -> dict[str, object]:
         "--timeout": args.timeout is not None,
         "--retries": args.retries,
         "--id": args.request_id is not None,
+        "--replace": args.replace,
         "--meta": args.meta,
         "--wait": args.wait,
         "--allow-body": args.allow_body,
@@ -491,7 +553,7 @@ def _submit_flags(args: argparse.Namespace) -> dict[str, object]:
 
 
 def cmd_rm(args: argparse.Namespace, settings: Settings) -> int:
-    with _reader(settings) as client:
+    with _store_client(settings) as client:
         if not client.remove(args.request_id):
             raise UnknownRequest(f"no request {args.request_id!r} in the store {client.store.root}")
     if args.json:
@@ -502,7 +564,7 @@ def cmd_rm(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
-    with _reader(settings) as client:
+    with _store_client(settings) as client:
         removed = client.gc(args.older_than, dry_run=args.dry_run)
     if args.json:
         out.print_json({"removed": len(removed), "dry_run": args.dry_run, "request_ids": removed})
@@ -517,6 +579,8 @@ def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
     if settings.is_local:
         raise UsageError("recover re-sends to RabbitMQ; in local mode `bghttp worker --local` recovers at start")
+    from ..client import BackgroundHttpClient
+
     with BackgroundHttpClient(settings) as client:
         count = client.recover()
     if args.json:
@@ -534,6 +598,8 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--since and --host select with --status; not with request IDs")
     if settings.is_local:
         raise UsageError("retry sends to RabbitMQ; in local mode call client.retry() in the process running the worker")
+    from ..client import BackgroundHttpClient
+
     retried: list[str] = []
     refused: dict[str, str] = {}
     code = EXIT_OK
@@ -548,7 +614,7 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
                 refused[request_id] = str(error)
                 code = code or _exit_code(error)
                 if not args.json:
-                    print(f"bghttp: error: {error}", file=sys.stderr)
+                    out.say(f"bghttp: error: {error}", sys.stderr)
                 continue
             retried.append(request_id)
             if not args.json:
@@ -594,6 +660,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from dramatiq.cli import main as dramatiq_main
     from dramatiq.cli import make_argument_parser
 
+    from ..worker.http_env import load_http_environment
+
+    # A proxy or CA variable httpx cannot use stops the group here, in one line
+    # (each worker process checks again, for `dramatiq bghttp.actors`).
+    load_http_environment(use_proxies=not settings.block_private_addresses)
     # Worker processes read their settings from the environment (bghttp/actors.py).
     os.environ.update(settings.to_env())
     metrics_dir: str | None = None
@@ -667,12 +738,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _configure_logging(args: argparse.Namespace, settings: Settings) -> None:
-    from ..logs import configure_logging
-
     # Log lines go to stderr; stdout stays for results. Only the worker and
     # recover log at INFO: the other commands' output is their result.
     is_service = args.handler in (cmd_worker, cmd_recover)
-    configure_logging(settings.log_format, settings.log_level if is_service else "WARNING")
+    level = settings.log_level if is_service else "WARNING"
+    if args.handler in (cmd_status, cmd_response, cmd_wait, cmd_ls):
+        from .deferred_logging import configure_logging_on_first_record  # they start without structlog
+
+        configure_logging_on_first_record(settings.log_format, level)
+    else:
+        from ..logs import configure_logging
+
+        configure_logging(settings.log_format, level)
     if args.handler is not cmd_worker:
         # A broker failure is reported as one line with exit code 4; pika's own
         # connection errors would only repeat it at length.
@@ -684,7 +761,7 @@ def _report(error: Exception, settings: Settings | None) -> int:
     message = str(error) or type(error).__name__
     if not isinstance(error, BghttpError):
         message = f"{type(error).__name__}: {message}"
-    print(f"bghttp: error: {message}", file=sys.stderr)
+    out.say(f"bghttp: error: {message}", sys.stderr)  # it may quote a stored URL or a server's text
     if settings is not None and settings.log_level == "DEBUG" and not isinstance(error, BghttpError):
         import traceback
 
@@ -703,6 +780,8 @@ def _exit_code(error: Exception) -> int:
         return EXIT_TIMEOUT
     if isinstance(error, StoreError):
         return EXIT_STORE
+    if isinstance(error, RequestExists):
+        return EXIT_CONFLICT
     return EXIT_FAILED
 
 

@@ -73,10 +73,13 @@ def request_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _check_scheme(url: str) -> None:
-    """``example.com/x`` is a host without a scheme: say what was probably meant."""
-    if "://" in url or not url or any(ch.isspace() for ch in url):
-        return  # a URL, or something the client's own check describes better
-    raise UsageError(f"URL {url!r} has no scheme (http:// or https://); did you mean https://{url} ?")
+    """``example.com/x`` is a host without a scheme: say what was probably meant (as the client says it),
+    before any body file or stdin is read."""
+    from ..validation import missing_scheme_message  # here: validation loads httpx, which ls must not
+
+    message = missing_scheme_message(url)
+    if message is not None:
+        raise UsageError(message)
 
 
 def _default_content_type(headers: list[tuple[str, str]], content_type: str) -> None:

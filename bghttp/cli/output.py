@@ -1,5 +1,11 @@
 """What the ``bghttp`` CLI prints: text for people, one JSON document for machines,
 and the download progress shown on stderr while ``wait`` polls.
+
+Text for people passes through :func:`safe` (``quoting.terminal_safe``), the
+one escaping function of the CLI: a server's reason phrase, header values,
+URLs and error texts are shown with their control characters and bidi
+controls escaped (``\\x1b``, ``\\u202e``). ``--json`` output and ``--body``
+bytes stay exact.
 """
 
 from __future__ import annotations
@@ -14,10 +20,19 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..models import RequestSpec, Response, StatusRecord
+from ..quoting import terminal_safe
 from ..redaction import redact_url
 
 #: Seconds between progress lines when stderr is not a terminal (a log, a CI job).
 PROGRESS_LINE_INTERVAL = 1.0
+
+#: Every text the CLI prints for people goes through this (see the module docstring).
+safe = terminal_safe
+
+
+def say(text: str, stream: IO[str] | None = None) -> None:
+    """Print one line for people, escaped."""
+    print(safe(text), file=stream or sys.stdout)
 
 
 def timestamp(value: float | None) -> str:
@@ -67,7 +82,7 @@ def print_status(record: StatusRecord, spec: RequestSpec | None) -> None:
         rows.append(("metadata", json.dumps(record.metadata, ensure_ascii=False, sort_keys=True)))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
-        print(f"{name.ljust(width)}  {value}")
+        say(f"{name.ljust(width)}  {value}")
 
 
 def response_json(response: Response) -> dict[str, Any]:
@@ -98,14 +113,14 @@ def reason_phrase(response: Response) -> str:
 
 def print_response(response: Response) -> None:
     status_line = f"{response.http_version or 'HTTP'} {response.status_code} {reason_phrase(response)}".rstrip()
-    print(f"{status_line}  (request {response.status.value})")
+    say(f"{status_line}  (request {response.status.value})")
     for name, value in response.headers:
-        print(f"{name}: {value}")
+        say(f"{name}: {value}")
     print()
     size = "?" if response.size is None else f"{response.size} bytes"
-    print(f"body: {response.response_file_path} ({size})")
+    say(f"body: {response.response_file_path} ({size})")
     if response.error:
-        print(f"error: {response.error}")
+        say(f"error: {response.error}")
 
 
 def write_body(path: Path, out: IO[bytes]) -> None:
@@ -121,14 +136,14 @@ def print_table(rows: Iterable[tuple[StatusRecord, RequestSpec | None]]) -> None
     for record, spec in rows:
         lines.append(
             (
-                record.request_id,
+                safe(record.request_id),
                 record.status.value,
                 record.phase.value,
                 str(record.attempt_count),
                 str(record.last_status_code or "-"),
                 timestamp(record.created_at),
-                spec.method if spec else "-",
-                _shorten(redact_url(spec.url) if spec else "-", 60),
+                safe(spec.method) if spec else "-",
+                _shorten(safe(redact_url(spec.url)) if spec else "-", 60),
             )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]

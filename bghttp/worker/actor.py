@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import functools
 import reprlib
-import ssl
 import threading
 from typing import Any
 
 import dramatiq
 import httpx
+from dramatiq.broker import MessageProxy
 from dramatiq.middleware import CurrentMessage, Middleware, Retries, ShutdownNotifications
 
-from ..broker import ACTOR_NAME, WORKER_PUBLISH_THREADS, check_queue, create_broker, publish_request
+from ..broker import (
+    ACTOR_NAME,
+    WORKER_PUBLISH_THREADS,
+    check_queue,
+    create_broker,
+    log_reconnects,
+    publish_request,
+)
 from ..config import Settings
 from ..errors import BrokerUnavailable, StoreError
 from ..events import EventPublisher
@@ -26,14 +33,16 @@ from ..shared_fs import check as check_shared_store
 from ..store import check_store_root, is_valid_request_id
 from ..store_api import Store
 from .connectivity import ConnectivityMonitor, MonitorHolder
+from .delays import PromptDelayedMessages
 from .egress import egress_transport
 from .execution import build_http_client
 from .gate import ConnectivityGate
+from .http_env import HttpEnvironment, load_http_environment
 from .in_flight import InFlightLimits, WorkerSlots
 from .intake import declare_intake_actor, submit_queue_name
 from .metrics import metrics_middleware, observe_attempt
 from .process_store import process_store
-from .runner import RequestRunner
+from .runner import RequestNotInStore, RequestRunner
 
 #: Internal failures (a bug) are retried a few times by Dramatiq's own Retries
 #: middleware; request errors never reach it: the runner schedules those itself
@@ -57,6 +66,7 @@ def worker_middleware(settings: Settings, connectivity: MonitorHolder | None = N
         ShutdownNotifications(),
         CurrentMessage(),
         ConnectivityGate(settings, connectivity or MonitorHolder(settings)),
+        PromptDelayedMessages(),  # retries start when due, not at the delay queue's next 1 s wake-up
         Retries(
             retry_when=retry_internal_failure,
             min_backoff=INTERNAL_MIN_BACKOFF_MS,
@@ -88,14 +98,20 @@ class RunnerHolder:
         store: Store | None = None,
         connectivity: MonitorHolder | None = None,
         in_flight: InFlightLimits | None = None,
+        http_environment: HttpEnvironment | None = None,
     ) -> None:
         self.settings = settings
+        # Read now, at the worker's start: an environment httpx cannot use (a bad proxy or
+        # CA variable) is a ConfigError here, not a crash of every message (see http_env).
+        self.http_environment = http_environment or load_http_environment(
+            use_proxies=not settings.block_private_addresses
+        )
         self.broker = broker
         self.store = store
         self.connectivity = connectivity
         self.in_flight = in_flight
         self._thread = threading.local()
-        self._shared: tuple[Store, ssl.SSLContext, ConnectivityMonitor | None] | None = None
+        self._shared: tuple[Store, ConnectivityMonitor | None] | None = None
         self._lock = threading.Lock()
         self.events = EventPublisher.for_broker(broker, settings)
 
@@ -103,11 +119,11 @@ class RunnerHolder:
         runner: RequestRunner | None = getattr(self._thread, "runner", None)
         if runner is not None:
             return runner
-        store, tls, connectivity = self._shared_parts()
+        store, connectivity = self._shared_parts()
         runner = self._thread.runner = RequestRunner(
             store,
             self.settings,
-            self._http_client(tls),
+            self._http_client(),
             functools.partial(publish_request, self.broker, self.settings.queue_name),
             connectivity=connectivity,
             on_attempt=observe_attempt,
@@ -116,7 +132,7 @@ class RunnerHolder:
         )
         return runner
 
-    def _shared_parts(self) -> tuple[Store, ssl.SSLContext, ConnectivityMonitor | None]:
+    def _shared_parts(self) -> tuple[Store, ConnectivityMonitor | None]:
         shared = self._shared  # every message passes here: no lock once they are built
         if shared is not None:
             return shared
@@ -125,8 +141,7 @@ class RunnerHolder:
                 if self.in_flight is None:
                     self.in_flight = InFlightLimits(self.settings.max_in_flight, self.settings.max_in_flight_per_host)
                 store = self.store or process_store(self.settings)
-                # One TLS context (CA certificates loaded once) for every thread's client.
-                self._shared = (store, httpx.create_ssl_context(), self._connectivity())
+                self._shared = (store, self._connectivity())
             return self._shared
 
     def _connectivity(self) -> ConnectivityMonitor | None:
@@ -137,12 +152,16 @@ class RunnerHolder:
         )
         return None if holder is None else holder.get()
 
-    def _http_client(self, tls: ssl.SSLContext) -> httpx.Client:
+    def _http_client(self) -> httpx.Client:
+        # One TLS context (CA certificates loaded once, at start) for every thread's client.
+        environment = self.http_environment
         if not self.settings.block_private_addresses:
-            return build_http_client(pool_size=THREAD_POOL_SIZE, verify=tls)
+            return environment.client(THREAD_POOL_SIZE)
         # Every connection (and every redirect hop) goes through the policy; env
         # proxies are ignored, since behind one the final address is unknown.
-        transport = egress_transport(self.settings.egress_allow_networks, pool_size=THREAD_POOL_SIZE, verify=tls)
+        transport = egress_transport(
+            self.settings.egress_allow_networks, pool_size=THREAD_POOL_SIZE, verify=environment.tls
+        )
         return build_http_client(transport=transport, trust_env=False)
 
 
@@ -157,7 +176,13 @@ def declare_actor(broker: dramatiq.Broker, settings: Settings, holder: RunnerHol
                 "not_a_request_message", args=reprlib.repr(args), kwargs=reprlib.repr(kwargs)
             )
             return
-        holder.get().run(*run)
+        try:
+            holder.get().run(*run)
+        except RequestNotInStore:
+            # Not acked away, not retried: nacked, RabbitMQ moves it to the .XQ (the runner logged why).
+            current = CurrentMessage.get_current_message()  # the worker's MessageProxy
+            if isinstance(current, MessageProxy):
+                current.fail()
 
     return dramatiq.Actor(
         execute_request,
@@ -175,6 +200,8 @@ def setup_worker_broker(settings: Settings | None = None) -> tuple[dramatiq.Brok
     """Create the worker's broker, make it Dramatiq's global one, declare the actor."""
     settings = settings or Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
+    if not settings.is_local:
+        log_reconnects(settings.broker_url)  # one line per reconnect attempt, the URL redacted
     check_shared_store(settings.store_dir)  # a shared store with unsafe caches stops the worker here, in one line
     check_store_root(settings.store_dir)  # so does a store another user owns or may write
     # One monitor per worker process, shared by the gate and the runner.

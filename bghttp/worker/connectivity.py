@@ -33,6 +33,7 @@ import psutil
 
 from ..config import ConfigError, Settings
 from ..logs import get_logger
+from ..redaction import broker_url_secrets, redact_userinfo, scrub
 from . import metrics
 
 #: Longest a single probe may take; shorter when the check interval is shorter.
@@ -61,7 +62,7 @@ class TcpProbe:
             with socket.create_connection((self.host, self.port), timeout=timeout):
                 return None
         except OSError as error:
-            return f"{self.spec}: {error.strerror or error}"
+            return f"{redact_userinfo(self.spec)}: {error.strerror or error}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,18 +74,18 @@ class HttpProbe:
             # Any answer proves the path to the server works; its status does not matter.
             httpx.head(self.spec, timeout=timeout, follow_redirects=False)
         except httpx.HTTPError as error:
-            return f"{self.spec}: {type(error).__name__}: {error}"
+            return f"{redact_userinfo(self.spec)}: {type(error).__name__}: {error}"
         return None
 
 
 def parse_probe(spec: str) -> Probe:
     """``tcp://host:port`` or an http(s) URL; anything else raises ConfigError."""
-    where = f"BGHTTP_CONNECTIVITY_PROBES entry {spec!r}"
+    where = f"BGHTTP_CONNECTIVITY_PROBES entry {redact_userinfo(spec)!r}"
     try:
         parts = urlsplit(spec)
         port = parts.port
-    except ValueError as error:
-        raise ConfigError(f"{where}: {error}") from None
+    except ValueError as error:  # urllib's message may quote a piece of the password
+        raise ConfigError(f"{where}: {scrub(str(error), broker_url_secrets(spec))}") from None
     scheme = parts.scheme.lower()
     if not parts.hostname:
         raise ConfigError(f"{where}: no host; use tcp://host:port or an http(s):// URL")
@@ -211,7 +212,7 @@ class ConnectivityMonitor:
             return
         self._log.info(
             "connectivity_monitor_started",
-            probes=[probe.spec for probe in self.probes],
+            probes=[redact_userinfo(probe.spec) for probe in self.probes],
             interfaces=list(self.interfaces) or "any",
             interval_s=self.interval,
             offline_after_failures=self.failures_to_offline,

@@ -22,9 +22,11 @@ import math
 import os
 import ssl
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, Any
 
+import h11
+import httpcore
 import httpx
 
 from ..errors import StoreError
@@ -46,6 +48,8 @@ from .retry_policy import RETRY_AFTER_STATUSES, Outcome, parse_retry_after
 
 #: The most of a redirect's own body that is read (so the connection can be reused).
 REDIRECT_BODY_LIMIT = 64 * 1024
+#: The largest response head httpcore reads (h11's max_incomplete_event_size): over it, ``bad_response``.
+RESPONSE_HEAD_LIMIT: int = httpcore.HTTP11Connection.MAX_INCOMPLETE_EVENT_SIZE
 
 __all__ = [
     "AttemptCancelled",
@@ -85,6 +89,8 @@ class AttemptResult:
     duration_ms: float = 0.0
     #: Seconds the server's ``Retry-After`` asked for (429 and 503 answers only; None: none, or unusable).
     retry_after: float | None = None
+    #: Another attempt would end the same way (an answer this client refuses to read): not retried.
+    final: bool = False
 
 
 class _NoCookieJar(http.cookiejar.CookieJar):
@@ -109,10 +115,12 @@ def build_http_client(
     transport: httpx.BaseTransport | None = None,
     trust_env: bool = True,
     verify: ssl.SSLContext | bool = True,
+    mounts: Mapping[str, httpx.BaseTransport | None] | None = None,
 ) -> httpx.Client:
     """The one httpx client a worker process shares between its threads (keeps no cookies).
 
     Redirects are followed by ``perform_attempt`` (see ``redirects``), not by httpx.
+    ``mounts`` routes URL patterns to other transports (a worker's proxies: ``http_env``).
     """
     client = httpx.Client(
         follow_redirects=False,
@@ -121,6 +129,7 @@ def build_http_client(
         trust_env=trust_env,
         verify=verify,
         cookies=_NoCookieJar(),
+        mounts=mounts,
     )
     return limit_client_io(client)
 
@@ -179,7 +188,10 @@ def perform_attempt(
                 release_connection(response)
     except Exception as error:  # every error is an outcome: see the module docstring
         outcome, message = _judge(error, spec, progress)
-        return AttemptResult(outcome, progress.status_code, message, size, (time.monotonic() - started) * 1000)
+        duration_ms = (time.monotonic() - started) * 1000
+        return AttemptResult(
+            outcome, progress.status_code, message, size, duration_ms, final=_is_head_too_large(error)
+        )
     finally:
         with contextlib.suppress(OSError, StoreError):  # a leftover .part is harmless; a resend is not
             store.discard_partial_response(spec.request_id)
@@ -212,6 +224,12 @@ def _judge(error: Exception, spec: RequestSpec, progress: _Progress) -> tuple[Ou
     if isinstance(error, httpx.LocalProtocolError | httpx.UnsupportedProtocol | httpx.InvalidURL | UnicodeError):
         # httpx or h11 refused what we asked it to send (a header value, a URL).
         return Outcome.INVALID, f"the request cannot be sent: {type(error).__name__}: {error}"
+    if _is_head_too_large(error):
+        # The server's answer, not the network: the same wall next time (see _is_head_too_large).
+        return Outcome.BAD_RESPONSE, (
+            f"the response head is larger than the {RESPONSE_HEAD_LIMIT // 1024} KiB this client reads "
+            f"({error}); not retried: the server would send it again"
+        )
     if isinstance(error, BadEncoding | httpx.DecodingError):
         # The server's answer contradicts its own Content-Encoding: like a body cut
         # short, a broken answer (a proxy, a cache, a bad deploy) may be fine next time.
@@ -223,6 +241,19 @@ def _judge(error: Exception, spec: RequestSpec, progress: _Progress) -> tuple[Ou
     # Anything else (an httpx, h11 or bghttp bug) must not become a resend nobody
     # allowed: the attempt fails and says what happened.
     return Outcome.INVALID, f"unexpected {type(error).__name__} while {where}: {error}"
+
+
+def _is_head_too_large(error: BaseException) -> bool:
+    """The response's head (status line and headers) passed what the client reads: h11's
+    "Receive buffer too long" (10,000 headers, or a few of 100 KB), which httpx raises as a
+    RemoteProtocolError like a dropped connection. h11 marks this one error with status 431.
+    (httpcore re-raises h11's error as the context of its own, not always as the cause.)"""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, h11.RemoteProtocolError):
+            return cause.error_status_hint == 431
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _judge_store_failure(error: ResponseNotSaved | SendNotRecorded) -> tuple[Outcome, str]:
@@ -368,11 +399,7 @@ def _save_body(
         limits.check(httpx.ReadTimeout)  # the deadline and cancel, also while the data is already buffered
         return chunk
 
-    try:
-        out = store.open_response_part(request_id)
-    except OSError as error:
-        raise ResponseNotSaved() from error
-    with out:
+    with _response_sink(store, request_id) as out:
         for raw in raw_chunks:
             raw_size += len(raw)
             for chunk in decoder.feed(raw) if decoder is not None else (raw,):
@@ -380,16 +407,39 @@ def _save_body(
         if decoder is not None:
             for chunk in decoder.finish() if raw_size else ():
                 _write(out, admit(chunk))
-        try:
-            out.flush()  # made durable by commit_response
-        except OSError as error:
-            raise ResponseNotSaved() from error
     decoded = decoder is not None and raw_size > 0
     try:
         store.commit_response(request_id, _metadata(response, raw_headers, size, raw_size, decoded, started))
     except (OSError, StoreError) as error:
         raise ResponseNotSaved() from error
     return size
+
+
+@contextlib.contextmanager
+def _response_sink(store: Store, request_id: str) -> Iterator[IO[bytes]]:
+    """The ``.part`` file the body streams into, closed (flushed) when the block ends.
+
+    Every OSError of the sink's life (open, write, the flush in ``close()``) is
+    ``ResponseNotSaved``: a full disk is ``disk_full`` wherever it shows. A small
+    body sits in the file's buffer until the flush, and a failed flush fails
+    again in ``close()``: that second error must not replace the first. When
+    something else ended the body (a cancel, the size limit), that stays the
+    outcome; the buffered bytes go with the ``.part`` file.
+    """
+    try:
+        out = store.open_response_part(request_id)
+    except (OSError, StoreError) as error:
+        raise ResponseNotSaved() from error
+    try:
+        yield out
+    except BaseException:
+        with contextlib.suppress(OSError):
+            out.close()
+        raise
+    try:
+        out.close()  # flushes; made durable by commit_response
+    except OSError as error:
+        raise ResponseNotSaved() from error
 
 
 def _write(out: IO[bytes], chunk: bytes) -> None:

@@ -201,7 +201,10 @@ class LocalWorker:
             # Everything not touched since this worker was made belongs to nobody
             # alive that we know of; newer records belong to live submitters.
             born = self._born
-            self.recover(lambda record: record.updated_at < born or self._orphaned(record))
+            self.recover(
+                lambda record: record.updated_at < born or self._orphaned(record),
+                why="pending in the store at start; nobody was running them",
+            )
             if self.settings.local_rescan_interval > 0:
                 self._scanner = threading.Thread(target=self._rescan_loop, name="bghttp-local-rescan", daemon=True)
                 self._scanner.start()
@@ -226,8 +229,13 @@ class LocalWorker:
             "the requests stay in the store, and a new client (or `bghttp worker --local`) recovers them"
         )
 
-    def recover(self, should_recover: Callable[[StatusRecord], bool] | None = None) -> int:
-        """Publish a new run for pending requests nobody runs and this process does not hold."""
+    def recover(self, should_recover: Callable[[StatusRecord], bool] | None = None, *, why: str | None = None) -> int:
+        """Publish a new run for pending requests nobody runs and this process does not hold.
+
+        With ``why``, these are requests this process did not submit: taking
+        them over is logged as a warning (a one-shot ``bghttp --local`` command
+        would otherwise run other requests silently), with how many and why.
+        """
 
         def wanted(record: StatusRecord) -> bool:
             if self.held.holds(record.request_id, record.token):
@@ -236,7 +244,9 @@ class LocalWorker:
 
         with self._scan_lock:
             count = recover_pending(self.store, self._publish, wanted, self._pending_records())
-        if count:
+        if count and why is not None:
+            self._log.warning("local_requests_taken_over", count=count, why=why)
+        elif count:
             self._log.info("local_requests_recovered", count=count)
         return count
 
@@ -277,7 +287,7 @@ class LocalWorker:
                 with self._scan_lock:
                     self._terminal.clear()
             try:
-                self.recover(self._orphaned)
+                self.recover(self._orphaned, why="orphaned: unchanged for local_orphan_after seconds, nobody runs them")
             except Exception as error:  # a bad scan must not end the scans
                 self._log.warning("local_rescan_failed", error=f"{type(error).__name__}: {error}")
 

@@ -346,9 +346,24 @@ def metrics_middleware(settings: Settings) -> list[Middleware]:
         os.environ.setdefault(_DRAMATIQ_DB, os.environ[_MULTIPROC_DIR])
     from dramatiq.middleware.prometheus import Prometheus
 
+    class _Prometheus(Prometheus):
+        @property
+        def forks(self) -> list[Any]:
+            return [run_exposition_server]
+
     # Order matters: Prometheus.after_process_boot sets PROMETHEUS_MULTIPROC_DIR
     # before BghttpMetricsMiddleware imports prometheus_client.
-    return [Prometheus(), BghttpMetricsMiddleware(settings)]
+    return [_Prometheus(), BghttpMetricsMiddleware(settings)]
+
+
+def run_exposition_server() -> int:
+    """Dramatiq's metrics exposition process, which ends with its master (a killed master left it holding the port)."""
+    from dramatiq.middleware.prometheus import _run_exposition_server
+
+    from .orphans import end_with_parent
+
+    end_with_parent()
+    return int(_run_exposition_server() or 0)  # type: ignore[no-untyped-call]
 
 
 def prepare_exposition(port: int, host: str, directory: str | None = None) -> str:

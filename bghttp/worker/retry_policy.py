@@ -126,6 +126,7 @@ def decide(
     status_code: int | None = None,
     retry_after: float | None = None,
     max_retry_after: float = float("inf"),
+    final: bool = False,
 ) -> Decision:
     """What to do after an attempt that ended with ``outcome``.
 
@@ -135,12 +136,15 @@ def decide(
     any) decide about an answer that could not be saved: sending a
     non-idempotent request again because *our* disk was full would repeat what
     the server already did, so only an error answer or an idempotent method is
-    retried then.
+    retried then. ``final``: another attempt would end the same way (an answer
+    this client refuses to read), so the request fails now, with no connectivity check.
     """
     if outcome is Outcome.SUCCESS:
         return Decision(Verdict.COMPLETE)
     if outcome is Outcome.CANCELLED:
         return Decision(Verdict.CANCELLED)
+    if final:
+        return Decision(Verdict.FAIL)
     if outcome in OUTAGE_OUTCOMES and network_down is not None and network_down():
         return Decision(Verdict.WAIT_FOR_NETWORK)
     if (

@@ -22,6 +22,7 @@ import dataclasses
 import time
 import urllib.parse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
@@ -40,16 +41,26 @@ from .execution import AttemptResult, perform_attempt
 from .in_flight import InFlightLimits
 from .retry_policy import RETRY_AFTER_STATUSES, Outcome, Verdict, decide, interrupted_failure, parse_retry_after
 
-#: A message may arrive this early (clock skew between hosts) and still run.
+#: A message that arrives at most this early (Dramatiq's millisecond etas, clock skew
+#: between hosts) waits here until it is due; an earlier one is handed back for the rest.
 EARLY_TOLERANCE_SECONDS = 0.05
-#: How long a newer message waits for the claim its predecessor is about to release.
+#: How long the next run waits for the claim its predecessor is about to release
+#: (then it publishes itself again, 1 s later, and the message we hold is acked).
 SUCCESSOR_CLAIM_WAIT_SECONDS = 10.0
-#: How long a message with the current token waits for a claim held by another
-#: message before it concludes that the holder is running this very run.
+#: How long a message waits for a claim held by another message, while the record
+#: shows this message's own run under way, before it concludes that it is a duplicate.
 DUPLICATE_CLAIM_GRACE_SECONDS = 1.0
 Publish = Callable[[str, int, "float | None"], None]
-#: Called after each run, its writes durable: ``(store, request_id, token)`` (publishes final events).
-AfterRun = Callable[[Store, str, int], None]
+#: Called after a run that wrote or met its request's final status, its writes durable:
+#: ``(final record, response file or None)``, as the run held them in memory (publishes final events).
+AfterRun = Callable[[StatusRecord, "Path | None"], object]
+
+
+class RequestNotInStore(Exception):
+    """The message names a request this store neither holds nor removed: maybe another group's.
+
+    Not to be acked away (its request would wait for ever): the actor dead-letters it.
+    """
 
 
 class Connectivity(Protocol):
@@ -86,7 +97,7 @@ class RequestRunner:
         try:
             try:
                 with self.store.batch() as batch:
-                    self._run(request_id, token, batch)
+                    final = self._run(request_id, token, batch)
             except NotDurable as error:
                 # The commit failed (a failing disk): what this run wrote may be lost on a
                 # power cut, so the message must not be acked. Raised on, the message is
@@ -97,16 +108,37 @@ class RequestRunner:
                 raise
         finally:
             self.in_flight.release()  # the attempt's place, if an error ended the run before it was given back
-        if self.after_run is not None:
+        if self.after_run is not None and final is not None:
             # After the sync, before the ack: a final status's event (bghttp.events), at least once.
-            self.after_run(self.store, request_id, token)
+            # From the record this run wrote or met, not read again: the caller may remove
+            # the request the moment it sees it final, and its event is owed all the same.
+            self.after_run(*final)
 
-    def _run(self, request_id: str, token: int, batch: Batch) -> None:
+    def _run(self, request_id: str, token: int, batch: Batch) -> tuple[StatusRecord, Path | None] | None:
+        """Run the message; the request's final record (and response file) if this message announces it."""
+        record, response = self._run_under_claim(request_id, token, batch)
+        if record is None or not record.is_terminal or lifecycle.is_stale(record, token):
+            return None  # not final, or a newer message of the request announces it
+        return record, response
+
+    def _with_response(self, record: StatusRecord | None) -> tuple[StatusRecord | None, Path | None]:
+        """``record`` and, if it is final, its response file if one is saved: looked at under the
+        claim, which a remove must take, so the event names the file the outcome saved."""
+        if record is None or not record.is_terminal:
+            return record, None
+        path = self.store.response_file_path(record.request_id)
+        return record, path if path.exists() else None
+
+    def _run_under_claim(
+        self, request_id: str, token: int, batch: Batch
+    ) -> tuple[StatusRecord | None, Path | None]:
+        """Run the message: the request's record as this run last wrote or read it (None: none to
+        announce), with its response file if it is final."""
         log = get_logger(request_id=request_id, token=token)
         spec, unreadable = self._load_request(request_id)
         if spec is None and unreadable is None:
-            log.warning("request_missing", store_dir=self.store.location, reason="not in this store; message dropped")
-            return
+            self._not_here(request_id, log)
+            return None, None
         if spec is not None:
             log = log.bind(method=spec.method, host=_host(spec.url))
         started = time.monotonic()
@@ -120,34 +152,63 @@ class RequestRunner:
                         raise  # the store may come back: Dramatiq retries the message
                     # No valid version in the whole file: no retry can help, and nothing can be recorded.
                     log.error("request_unreadable_status_not_written", error=str(error), store=self.store.location)
-                    return
+                    return None, None
+                if record is None:
+                    self._not_here(request_id, log)
+                    return None, None
                 why_not = lifecycle.why_not_run(record, token)
-                if record is None or why_not is not None:
+                if why_not is not None:
                     _drop(record, why_not, batch, log)
-                    return
+                    return self._with_response(record)  # a final one is announced again (at least once)
                 if claimed:
-                    if spec is None:
-                        self._fail_unreadable(request_id, str(unreadable), log)
-                    elif not lifecycle.is_same_request(spec, record):
-                        # The request was removed and its ID submitted again after we
-                        # read the spec: ours is not the request that is there now.
-                        log.info("message_dropped", reason="request replaced")
-                    else:
-                        self._run_claimed(spec, record, token, log)
-                    return
-                if token == record.token and time.monotonic() - started > DUPLICATE_CLAIM_GRACE_SECONDS:
-                    # The holder has run this very run for a while: this message is a duplicate.
-                    # (A stale message holds the claim only for the moment it takes to see that
-                    # it is stale; dropping at once would lose the current run behind it.)
+                    return self._with_response(self._run_owned(spec, unreadable, record, token, log))
+                if (
+                    lifecycle.is_running_under(record, token)
+                    and time.monotonic() - started > DUPLICATE_CLAIM_GRACE_SECONDS
+                ):
+                    # The record shows this very run's attempt under way, for a while: this
+                    # message is a duplicate. (A stale message holds the claim only for the
+                    # moment it takes to see that it is stale; dropping at once would lose
+                    # the current run behind it, were its worker dead.)
                     log.info("message_dropped", reason="duplicate of a running attempt")
-                    return
-            # A newer message whose predecessor still holds the claim while it
-            # finishes: wait for it rather than drop the only message left.
+                    return None, None
+            # The next run, whose predecessor still holds the claim while it finishes
+            # (the record may name our token already: the predecessor published us,
+            # recorded us, and has yet to let go): wait for it rather than drop the
+            # only message left.
             if time.monotonic() > deadline:
                 self.publish(request_id, token, 1.0)
                 log.info("message_deferred", reason="claim still held")
-                return
+                return None, None
             time.sleep(0.01)
+
+    def _run_owned(
+        self, spec: RequestSpec | None, unreadable: str | None, record: StatusRecord, token: int, log: Any
+    ) -> StatusRecord | None:
+        """The claim is ours and ``token`` may run: run the request (or fail it if its file is unreadable)."""
+        if spec is None:
+            return self._fail_unreadable(record.request_id, str(unreadable), log)
+        if not lifecycle.is_same_request(spec, record):
+            # The request was removed and its ID submitted again after we
+            # read the spec: ours is not the request that is there now.
+            log.info("message_dropped", reason="request replaced")
+            return None
+        return self._run_claimed(spec, record, token, log)
+
+    def _not_here(self, request_id: str, log: Any) -> None:
+        """A message whose request is not in this store: dropped if the store removed it, else RequestNotInStore."""
+        if self.store.was_removed(request_id):
+            log.info("message_dropped", reason="removed")
+            return
+        # A client on another store (or a mistyped --store) shares this queue: acking
+        # would leave its request queued for ever, with nobody the wiser.
+        log.error(
+            "request_not_in_store",
+            store=self.store.location,
+            queue=self.settings.queue_name,
+            reason="not in this store and not removed here: dead-lettered (is a client using another store?)",
+        )
+        raise RequestNotInStore(request_id)
 
     def _load_request(self, request_id: str) -> tuple[RequestSpec | None, str | None]:
         """(spec, None); (None, why) if the request file holds no valid request; (None, None) if it is gone.
@@ -172,48 +233,49 @@ class RequestRunner:
             return None, f"the request file {path} names another request ({spec.request_id!r})"
         return spec, None
 
-    def _fail_unreadable(self, request_id: str, error: str, log: Any) -> None:
+    def _fail_unreadable(self, request_id: str, error: str, log: Any) -> StatusRecord | None:
         """End a request whose file no worker can read: failed, with the reason (no retry helps)."""
         log.error("request_unreadable", error=error)
         try:
-            self.lifecycle.fail(request_id, error)
+            return self.lifecycle.fail(request_id, error)
         except (StoreError, UnknownRequest) as status_error:
             log.error("request_unreadable_status_not_written", error=str(status_error), store=self.store.location)
+            return None
 
     # ---------------------------------------------------------- under claim
-    def _run_claimed(self, spec: RequestSpec, record: StatusRecord, token: int, log: Any) -> None:
+    def _run_claimed(self, spec: RequestSpec, record: StatusRecord, token: int, log: Any) -> StatusRecord:
+        """Run the request under its claim; its record as this run left it."""
         now = time.time()
         if record.next_attempt_at is not None and record.next_attempt_at - now > EARLY_TOLERANCE_SECONDS:
             # Never run early: hand the message back for the time that is left.
             # Keep the due time whatever the phase (the gate may have marked it waiting_network).
             token = lifecycle.next_token(record)
             self.publish(spec.request_id, token, record.next_attempt_at - now)
-            self.lifecycle.defer(spec.request_id, token)
-            return
+            return self.lifecycle.defer(spec.request_id, token)
+        if record.next_attempt_at is not None and record.next_attempt_at > now:
+            # Due within the tolerance: wait for it here, so an attempt never starts early.
+            time.sleep(record.next_attempt_at - now)
+            now = time.time()
         if any(attempt.finished_at is None for attempt in record.attempts):
             # The claim is ours, so the worker that ran this attempt is gone.
-            settled = self._close_interrupted(spec, record, log)
-            if settled is None:
-                return
-            record = settled
+            record, settled = self._close_interrupted(spec, record, log)
+            if settled:
+                return record
         if self.connectivity is not None and not self.connectivity.is_online():
-            self._wait_for_network(spec, record, log)
-            return
+            return self._wait_for_network(spec, record, log)
 
         error = interrupted_failure(sum(1 for a in record.run_attempts if a.outcome == Outcome.INTERRUPTED.value))
         if error is not None:
             log.error("request_failed", error=error)
-            self.lifecycle.fail(spec.request_id, error)
-            return
+            return self.lifecycle.fail(spec.request_id, error)
 
         if not self.in_flight.acquire(spec.url):
-            self._defer_for_busy_host(spec, record, log)
-            return
+            return self._defer_for_busy_host(spec, record, log)
         number = record.attempt_count + 1
         started = AttemptRecord(number=number, started_at=now, due_at=record.next_attempt_at)
         record = self.lifecycle.mark_running(spec.request_id, token, started)
         if record.is_terminal:  # cancelled between our checks
-            return
+            return record
         log = log.bind(attempt=number)
         log.info("attempt_started")
         sent_at: list[float] = []
@@ -252,6 +314,7 @@ class RequestRunner:
         record = self._settle(spec, record, finished, result, log)
         if self.on_attempt is not None:
             self.on_attempt(spec, record, result)
+        return record
 
     def _settle(
         self, spec: RequestSpec, record: StatusRecord, attempt: AttemptRecord, result: AttemptResult, log: Any
@@ -269,6 +332,7 @@ class RequestRunner:
             status_code=result.status_code,
             retry_after=result.retry_after,
             max_retry_after=self.settings.max_retry_after,
+            final=result.final,
         )
         verdict = decision.verdict
         if verdict is Verdict.COMPLETE:
@@ -287,9 +351,11 @@ class RequestRunner:
             retry_number, delay = decision.retry_number, decision.delay
             log.warning("attempt_failed", error=result.error, retry=retry_number, retry_in_s=delay)
             new_token = lifecycle.next_token(record)
-            due = time.time() + delay
+            # Due exactly as documented (AttemptRecord.due_at): the attempt's end plus the
+            # delay, however long judging it took; the message waits only for what is left.
+            due = (attempt.finished_at or time.time()) + delay
             try:
-                self.publish(request_id, new_token, delay)
+                self.publish(request_id, new_token, max(0.0, due - time.time()))
             except BrokerUnavailable:
                 # Spend the retry and record the due time under the *current*
                 # token: the message we hold comes back (redelivered, or retried by
@@ -300,8 +366,8 @@ class RequestRunner:
         log.error("request_failed", error=result.error, retries_used=record.retries_used)
         return self._finish(request_id, attempt, RequestStatus.FAILED)
 
-    def _close_interrupted(self, spec: RequestSpec, record: StatusRecord, log: Any) -> StatusRecord | None:
-        """Close the attempts a dead worker left unfinished; None if that settled this run.
+    def _close_interrupted(self, spec: RequestSpec, record: StatusRecord, log: Any) -> tuple[StatusRecord, bool]:
+        """Close the attempts a dead worker left unfinished: ``(record, whether that settled this run)``.
 
         What is known decides: a response saved during the attempt is its
         outcome; an attempt that was marked sent may have reached the server and
@@ -315,7 +381,7 @@ class RequestRunner:
             # Left by a run before the latest replay (cancelled, its worker killed): that run's
             # outcome is final, so its dead attempt is only closed; the replay's budget is its own.
             record = self.lifecycle.close_interrupted(spec.request_id, [_interrupted(a, now) for a in unfinished])
-            return None if record.is_terminal else record
+            return record, record.is_terminal
         closed = [_interrupted(attempt, now) for attempt in unfinished[:-1]]
         last = unfinished[-1]
         saved = self._answer_saved_during(spec.request_id, last)
@@ -337,13 +403,12 @@ class RequestRunner:
         )
         record = self.lifecycle.close_interrupted(spec.request_id, [*closed, attempt])
         if record.is_terminal:
-            return None
+            return record, True
         log = log.bind(attempt=attempt.number)
         log.warning("attempt_interrupted", sent=last.sent_at is not None, status_code=answer)
         if not attempt.counted:
-            return record  # never sent: run it again now, no retry spent
-        self._settle(spec, record, attempt, result, log)
-        return None
+            return record, False  # never sent: run it again now, no retry spent
+        return self._settle(spec, record, attempt, result, log), True
 
     def _answer_saved_during(self, request_id: str, attempt: AttemptRecord) -> tuple[int, float | None] | None:
         """``(status code, Retry-After seconds)`` of a response the attempt saved before its worker died, if it did."""
@@ -382,7 +447,7 @@ class RequestRunner:
         self.publish(spec.request_id, token, self.settings.connectivity_interval)
         return self.lifecycle.wait_for_network(spec.request_id, token)
 
-    def _defer_for_busy_host(self, spec: RequestSpec, record: StatusRecord, log: Any) -> None:
+    def _defer_for_busy_host(self, spec: RequestSpec, record: StatusRecord, log: Any) -> StatusRecord:
         """Hand the message back for a little while: its host has all its places taken here.
 
         As for a message that came early: a new run under the next token, published
@@ -394,8 +459,9 @@ class RequestRunner:
         delay = self.in_flight.defer_delay(spec.url)
         token = lifecycle.next_token(record)
         self.publish(spec.request_id, token, delay)
-        self.lifecycle.defer(spec.request_id, token)
+        record = self.lifecycle.defer(spec.request_id, token)
         log.info("message_deferred", reason="host busy", retry_in_s=round(delay, 3))
+        return record
 
 
 def _interrupted(attempt: AttemptRecord, now: float) -> AttemptRecord:
@@ -411,13 +477,13 @@ def _interrupted(attempt: AttemptRecord, now: float) -> AttemptRecord:
     )
 
 
-def _drop(record: StatusRecord | None, why_not: str | None, batch: Batch, log: Any) -> None:
+def _drop(record: StatusRecord, why_not: str, batch: Batch, log: Any) -> None:
     """Drop a message that may not run the request, after making a final record durable.
 
     It may be the retry of a run whose commit failed: the outcome is acked with
     this message, so it must be on disk first (the batch commits it, or raises).
     """
-    if record is not None and record.is_terminal:
+    if record.is_terminal:
         batch.add_request(record.request_id)
     log.info("message_dropped", reason=why_not)
 
@@ -428,4 +494,4 @@ def _host(url: str) -> str | None:
         return None
 
 
-__all__ = ["EARLY_TOLERANCE_SECONDS", "RequestRunner"]
+__all__ = ["EARLY_TOLERANCE_SECONDS", "RequestNotInStore", "RequestRunner"]

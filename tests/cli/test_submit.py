@@ -11,7 +11,7 @@ from werkzeug import Request
 from bghttp import RequestStatus, Settings
 from bghttp.store import FileStore
 from tests.cli.conftest import Cli
-from tests.cli.helpers import json_output, run_cli
+from tests.cli.helpers import assert_one_line_error, json_output, run_cli
 from tests.support import WorkerProcess, wait_until
 
 
@@ -131,3 +131,25 @@ def test_local_mode_submit_runs_in_the_cli_process(httpserver: HTTPServer, tmp_p
     assert record["status"] == "completed" and record["last_status_code"] == 200
     assert _received(httpserver, "/local").get_data() == b"hi"
     assert run_cli(settings, "response", record["request_id"], "--body").stdout == "no broker needed"
+
+
+def test_a_different_request_under_a_taken_id_fails_unless_replaced(cli: Cli, rabbitmq_settings: Settings) -> None:
+    """No worker runs: the first request stays queued, so --replace may take its ID."""
+    first_url, other_url = "http://127.0.0.1:9/charge", "http://127.0.0.1:9/refund"
+    assert cli("post", first_url, "-d", "n=5", "--id", "order-7").stdout.strip() == "order-7"
+
+    again = cli("post", first_url, "-d", "n=5", "--id", "order-7")  # the same request: the same ID, nothing sent
+    assert again.returncode == 0 and again.stdout.strip() == "order-7", again.stderr
+
+    different = cli("post", other_url, "-d", "n=5", "--id", "order-7")
+    assert_one_line_error(different, 7)
+    assert "'order-7' exists with a different request (URL differs)" in different.stderr
+    assert "--replace" in different.stderr and different.stdout == ""
+    store = FileStore(rabbitmq_settings.store_dir)
+    spec = store.load_request("order-7")
+    assert spec is not None and spec.url == first_url
+
+    replaced = cli("post", other_url, "-d", "n=5", "--id", "order-7", "--replace")
+    assert replaced.returncode == 0 and replaced.stdout.strip() == "order-7", replaced.stderr
+    spec = store.load_request("order-7")
+    assert spec is not None and spec.url == other_url

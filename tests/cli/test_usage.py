@@ -5,6 +5,8 @@ These need no worker; only the broker-unavailable case talks to a (closed) port.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -70,7 +72,7 @@ def _stored(settings: Settings) -> list[str]:
         (["rm", "nope"], 3, "no request 'nope'"),
         (["delete", "nope"], 3, "no request 'nope'"),
         (["delete", "nope", "-H", "A: b"], 2, "takes no -H"),
-        (["--store", "/nonexistent/bghttp-store", "ls"], 6, "no store at"),
+        (["--store", "/nonexistent/bghttp-store", "status", "x"], 6, "no store at"),
         (["--local", "recover"], 2, "local mode"),
         (["--local", "worker", "--metrics-port", "9191"], 2, "local mode serves no metrics"),
     ],
@@ -83,6 +85,37 @@ def test_bad_input_gives_exit_code_and_one_line(
     assert_one_line_error(result, code)
     assert fragment.lower() in result.stderr.lower()
     assert _stored(offline_settings) == []  # nothing was stored
+
+
+@pytest.mark.parametrize(
+    "where", ["default", "XDG_DATA_HOME", "BGHTTP_STORE_DIR", "an empty BGHTTP_STORE_DIR", "--store"]
+)
+def test_ls_on_a_fresh_machine_is_an_empty_list_and_creates_nothing(tmp_path: Path, where: str) -> None:
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    env = {"PATH": os.environ["PATH"], "HOME": str(fresh)}
+    options: list[str] = []
+    if where == "XDG_DATA_HOME":
+        env["XDG_DATA_HOME"] = str(fresh / "data")
+    elif where == "BGHTTP_STORE_DIR":
+        env["BGHTTP_STORE_DIR"] = str(fresh / "store")
+    elif where == "an empty BGHTTP_STORE_DIR":
+        env["BGHTTP_STORE_DIR"] = str(fresh)
+    elif where == "--store":
+        options = ["--store", str(fresh / "store")]
+
+    text = subprocess.run([*bghttp_command(), *options, "ls"], capture_output=True, text=True, env=env, timeout=60)
+    as_json = subprocess.run(
+        [*bghttp_command(), *options, "--json", "ls"], capture_output=True, text=True, env=env, timeout=60
+    )
+
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.split() == ["ID", "STATUS", "PHASE", "ATTEMPTS", "CODE", "CREATED", "METHOD", "URL"]
+    assert as_json.returncode == 0 and json.loads(as_json.stdout) == [], as_json.stderr
+    if where != "an empty BGHTTP_STORE_DIR":  # a missing store is named: a mistyped --store shows
+        assert text.stderr.startswith("bghttp: no store at ") and text.stderr.count("\n") == 1, text.stderr
+    assert "Traceback" not in text.stderr + as_json.stderr
+    assert sorted(fresh.rglob("*")) == []  # a reading command creates nothing
 
 
 def test_bad_environment_setting_is_a_usage_error(offline_settings: Settings) -> None:
@@ -98,7 +131,7 @@ def test_broker_unavailable_exits_4_and_keeps_nothing(offline_settings: Settings
     result = run_cli(offline_settings, "--broker", closed, "post", URL, "-d", "x")
 
     assert_one_line_error(result, 4)
-    assert "broker did not confirm" in result.stderr
+    assert "cannot connect to the broker" in result.stderr and "not submitted" in result.stderr
     assert _stored(offline_settings) == []
 
 
@@ -149,3 +182,12 @@ def test_worker_max_in_flight_sets_the_setting_and_a_bad_value_names_the_option(
     assert settings_from_args(build_parser().parse_args(["worker"]), {}).max_in_flight == 512
     with pytest.raises(ConfigError, match="--max-in-flight 5000: must be a whole number from 1 to 4096"):
         settings_from_args(build_parser().parse_args(["worker", option, "5000"]), {})
+
+
+def test_version_option_prints_the_package_version() -> None:
+    import importlib.metadata
+
+    result = subprocess.run([*bghttp_command(), "--version"], capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"bghttp {importlib.metadata.version('bghttp')}\n"

@@ -67,4 +67,3 @@ def cluster_settings(cluster: RabbitCluster, tmp_path: Path) -> Iterator[Setting
     yield settings
     with contextlib.suppress(Exception):
         delete_queues(cluster.urls[0], settings.queue_name)
-        delete_queues(cluster.urls[0], f"{settings.queue_name}.submit")

@@ -17,7 +17,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request
 from werkzeug import Response as WerkzeugResponse
 
-from bghttp import BackgroundHttpClient, MultipartFile, Phase, RequestStatus
+from bghttp import BackgroundHttpClient, MultipartFile, Phase, RequestExists, RequestStatus
 from bghttp.broker import publish_request
 from tests.support import wait_until
 
@@ -344,9 +344,11 @@ def test_same_request_id_twice_sends_once(client: BackgroundHttpClient, worker: 
 
     httpserver.expect_request("/idem").respond_with_handler(recorder.responding())
     first = client.post(httpserver.url_for("/idem"), data={"x": 1}, request_id="order-42.webhook")
-    second = client.post(httpserver.url_for("/idem"), data={"x": 2}, request_id="order-42.webhook")
+    second = client.post(httpserver.url_for("/idem"), data={"x": 1}, request_id="order-42.webhook")
     assert first.request_id == second.request_id == "order-42.webhook"
     assert first.request_file_path == second.request_file_path
+    with pytest.raises(RequestExists, match="body differs"):  # another request under the ID is not sent
+        client.post(httpserver.url_for("/idem"), data={"x": 2}, request_id="order-42.webhook")
     assert client.wait(first.request_id, WAIT).status is RequestStatus.COMPLETED
     time.sleep(0.5)
     assert recorder.count() == 1

@@ -185,3 +185,29 @@ def test_many_attempts_in_flight_publish_on_a_few_broker_connections(
         assert all(client.wait(request_id, timeout=5).status is RequestStatus.COMPLETED for request_id in ids)
     assert sum(counting_server.hits.values()) == 2 * len(ids)
     assert 0 < most <= MOST_BROKER_CONNECTIONS, f"the worker held {most} connections to RabbitMQ"
+
+
+def test_a_message_handed_back_while_its_thread_still_holds_the_claim_is_not_lost(
+    rabbitmq_settings: Settings, start_worker: Callable[..., WorkerProcess], held_server: HeldServer
+) -> None:
+    """Stranded hand-backs: the next run of a handed-back message met its predecessor's claim, held past the
+    grace period, took itself for a duplicate and dropped; the request stayed queued with no message."""
+    # 4 places (2 waiting threads), 1 per host: the first request runs (held), two wait in the
+    # process, the fourth is handed back, by a thread that then keeps the claim for 4 s.
+    worker = start_worker(
+        rabbitmq_settings,
+        threads=4,
+        extra_env={"BGHTTP_MAX_IN_FLIGHT_PER_HOST": "1", "BGHTTP_TEST_HAND_BACK_HOLD": "4"},
+        modules=("tests.integration.slow_hand_back",),
+    )
+    with BackgroundHttpClient(rabbitmq_settings) as client:
+        ids = [client.get(held_server.url(f"/hold?id=h{n}"), request_id=f"h{n}").request_id for n in range(4)]
+        wait_until(lambda: "host busy" in worker.log_path.read_text(), timeout=30)
+        time.sleep(6)  # the handed-back message came back while its predecessor held the claim
+        held_server.release.set()
+        records = [client.wait(request_id, timeout=90) for request_id in ids]
+
+    assert [record.status for record in records] == [RequestStatus.COMPLETED] * 4
+    assert held_server.hits == {request_id: 1 for request_id in ids}
+    events = [json.loads(line) for line in worker.log_path.read_text().splitlines() if line.startswith("{")]
+    assert not [e for e in events if e.get("event") == "message_dropped" and "duplicate" in str(e.get("reason"))]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import re
@@ -210,3 +211,33 @@ def test_cancel_without_a_broker_still_cancels(settings: Settings, counting_serv
     assert [entry["event"] for entry in logs if entry.get("request_id") == info.request_id] == [
         "cancel_event_not_published"
     ]
+
+
+def test_a_request_removed_as_soon_as_it_completes_still_gets_its_event(
+    settings: Settings, events: EventQueue, start_worker: StartWorker, counting_server: CountingServer
+) -> None:
+    # A caller that waits for completion and removes the request at once races the
+    # worker's event, which is published after the final status (and the claim) is let go.
+    start_worker(settings, threads=8)
+    count, threads = 200, 8
+    with BackgroundHttpClient(settings) as client:
+
+        def wait_and_remove(index: int) -> str:
+            info = client.get(counting_server.url(f"/ok?id=gone-{index}"), request_id=f"gone-{index}")
+            assert client.wait(info.request_id, timeout=60, poll_interval=0.005).status is RequestStatus.COMPLETED
+            assert client.remove(info.request_id)
+            return info.request_id
+
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            removed = set(pool.map(wait_and_remove, range(count)))
+    deadline = time.monotonic() + 30
+    while len(events.drain()) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    by_request = {event["request_id"]: (routing_key, event) for routing_key, event in events.received}
+    missing = sorted(removed - set(by_request))
+    assert missing == [], f"{len(missing)} of {count} requests got no event"  # however soon their files went
+    assert len(events.received) == count
+    assert {routing_key for routing_key, _ in by_request.values()} == {"request.completed"}
+    for _, event in by_request.values():
+        assert event["status_code"] == 200 and event["attempts"] == 1, event
+        assert event["response_file_path"] is not None, event  # saved when the outcome happened

@@ -22,7 +22,16 @@ import pytest
 from bghttp import BackgroundHttpClient, ConfigError, RequestStatus, Settings
 from bghttp.broker import QUORUM_DELIVERY_LIMIT
 from tests.reliability.server import CountingServer
-from tests.support import PROJECT_ROOT, RABBITMQ_URL, WorkerProcess, queue_counts, wait_until, worker_env
+from tests.support import (
+    PROJECT_ROOT,
+    RABBITMQ_URL,
+    WorkerProcess,
+    delete_queues,
+    queue_counts,
+    unique_queue,
+    wait_until,
+    worker_env,
+)
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -147,3 +156,25 @@ def test_a_delayed_retry_outlives_many_more_returns_than_rabbitmq_4s_default_lim
     assert waiting.next_attempt_at is not None
     assert counting_server.times["late"][1] >= waiting.next_attempt_at - 0.05  # not early
     assert time.time() >= waiting.next_attempt_at
+
+
+def test_the_longest_queue_name_allowed_leaves_room_for_all_six_queues() -> None:
+    """BGHTTP_QUEUE's limit: RabbitMQ takes 255 bytes, and the intake's dead letters add ``.submit.XQ``."""
+    from bghttp.config import MAX_QUEUE_NAME_BYTES
+    from bghttp.worker.intake import submit_queue_name
+
+    prefix = unique_queue()
+    name = prefix + "q" * (MAX_QUEUE_NAME_BYTES - len(prefix))
+    settings = Settings(broker_url=RABBITMQ_URL, queue_name=name, store_dir=Path("/nonexistent"))
+    names = [f"{queue}{suffix}" for queue in (name, submit_queue_name(settings)) for suffix in ("", ".DQ", ".XQ")]
+    connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
+    declared = []
+    try:
+        channel = connection.channel()
+        for queue in names:
+            channel.queue_declare(queue)
+            declared.append(queue)
+    finally:
+        connection.close()
+        delete_queues(name)  # all six
+    assert len(declared) == 6

@@ -2,8 +2,8 @@
 
 * With no ``BGHTTP_STORE_DIR``, a client and a worker started in different
   directories share the per-user default store, and requests complete.
-* A message for a request the worker cannot find is logged as a warning that
-  names the store it looked in.
+* A message for a request the worker cannot find is logged as an error that
+  names the store it looked in and its queue (and dead-lettered).
 * A directory with its own ``actors.py`` (common in Dramatiq projects) does not
   replace bghttp's actors: ``bghttp worker`` loads ``bghttp.actors``.
 """
@@ -80,14 +80,14 @@ def test_client_and_worker_in_different_directories_share_the_default_store(
 
         def missing_event() -> dict[str, object] | None:
             for line in log_path.read_text().splitlines():
-                if '"request_missing"' in line:
+                if '"request_not_in_store"' in line:
                     return dict(json.loads(line))
             return None
 
         event = wait_until(missing_event, timeout=20)
         assert event["request_id"] == "ghost-request"
-        assert event["level"] in ("warning", "error")
-        assert event["store_dir"] == str(default_store)
+        assert event["level"] == "error"
+        assert event["store"] == str(default_store) and event["queue"] == queue
     finally:
         worker.stop()
 

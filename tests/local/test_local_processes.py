@@ -193,7 +193,7 @@ def test_two_local_processes_on_one_store_never_run_a_request_twice(
     started = [len(worker.events("attempt_started")) for worker in workers]
     assert sum(started) == len(ids)
     # Both processes recovered requests: they really competed for them.
-    assert all(worker.events("local_requests_recovered") for worker in workers)
+    assert all(worker.events("local_requests_taken_over") for worker in workers)
 
 
 class DemoRun:

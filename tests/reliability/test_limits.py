@@ -91,3 +91,55 @@ def test_full_disk_fails_the_attempt_cleanly_and_is_retried(
         small = client.get(counting_server.url("/big?id=small&size=1000"), request_id="small")
         assert client.wait(small.request_id, timeout=60).status is RequestStatus.COMPLETED
     assert counting_server.hits["full"] == 3
+
+
+@pytest.fixture
+def full_responses_dir(tmp_path: Path) -> Iterator[Path]:
+    """A store whose ``responses/`` is a small tmpfs filled to the last page (unmounted at teardown).
+
+    Only ``responses/`` is full: the status logs stay writable, so each attempt's
+    outcome can be recorded. (A store whose status log cannot be written either
+    is a store outage: ``test_attacks_store_outage.py``.)
+    """
+    store = tmp_path / "store"
+    responses = store / "responses"
+    responses.mkdir(parents=True, mode=0o700)
+    store.chmod(0o700)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(responses)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        if IN_CI:
+            pytest.fail(f"cannot mount a tmpfs in CI: {mounted.stderr}")
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        with open(responses / "filler", "wb", buffering=0) as filler, pytest.raises(OSError):  # ENOSPC
+            while True:  # to the last page
+                filler.write(b"\0" * 4096)
+        yield store
+    finally:
+        subprocess.run(["umount", "-l", str(responses)], check=False)
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.slow
+def test_a_small_response_on_a_full_disk_is_disk_full_and_retried(
+    full_responses_dir: Path,
+    rabbitmq_settings: Settings,
+    start_worker: Callable[..., WorkerProcess],
+    counting_server: CountingServer,
+) -> None:
+    # A body this small fits the file's write buffer: the disk says no at the
+    # flush, and again when the file is closed (that second error was an
+    # unexpected OSError: `invalid`, not retried).
+    settings = dataclasses.replace(rabbitmq_settings, store_dir=full_responses_dir)
+    start_worker(settings, threads=2)
+    with BackgroundHttpClient(settings) as client:
+        info = client.get(counting_server.url("/ok?id=small"), request_id="small", retries=3)
+        record = client.wait(info.request_id, timeout=60)
+    assert record.status is RequestStatus.FAILED, record
+    assert [a.outcome for a in record.attempts] == ["disk_full"] * 4, record.attempts
+    assert record.retries_used == 3
+    assert record.last_error and "no space left" in record.last_error, record.last_error
+    assert counting_server.hits["small"] == 4
+    assert _leftovers(settings.store_dir) == []

@@ -70,7 +70,7 @@ def test_gc_that_listed_an_old_request_does_not_remove_its_replacement(tmp_path:
         listed = client.get_request_status("x")  # gc lists it: finished
         assert listed is not None and listed.is_terminal
 
-        client.get(URL, request_id="x")  # replaced before gc removes it
+        client.get(URL, request_id="x", headers={"X-Version": "2"})  # replaced before gc removes it
 
         def finished(record: StatusRecord | None) -> bool:
             return record is not None and record.is_terminal

@@ -19,8 +19,8 @@ SECRET = "s3cret-token-value-42"
 
 
 def _store_files(root: Path) -> list[Path]:
-    """Files of requests (the store's ID lock files are no part of any request)."""
-    return [path for path in root.rglob("*") if path.is_file() and path.parent.name != "locks"]
+    """Files of requests (the store's ID lock files and removal marks are no part of any request)."""
+    return [path for path in root.rglob("*") if path.is_file() and path.parent.name not in ("locks", "removed")]
 
 
 def test_broker_unreachable_at_submit_leaves_nothing(tmp_path: Path) -> None:

@@ -6,9 +6,11 @@ A StubBroker stands in for RabbitMQ: what a submit published is the queue's cont
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dramatiq
 import pytest
@@ -24,7 +26,7 @@ from bghttp import (
     Settings,
 )
 from bghttp.lifecycle import parse_message_args
-from bghttp.models import Phase
+from bghttp.models import AttemptRecord, Phase, StatusRecord
 
 QUEUE = "unit"
 
@@ -60,14 +62,100 @@ def clients(settings: Settings, broker: StubBroker) -> Iterator[dict[str, Backgr
         client.close()
 
 
-def test_return_gives_the_existing_request_and_publishes_nothing_more(
+def test_an_identical_resubmit_returns_the_same_request_and_publishes_nothing_more(
+    clients: dict[str, BackgroundHttpClient], broker: StubBroker, tmp_path: Path
+) -> None:
+    upload = tmp_path / "report.csv"
+    upload.write_bytes(b"a,b\n1,2\n")
+    options: dict[str, Any] = {"data": {"n": 1}, "headers": {"X-Trace": "1"}, "retries": 2, "metadata": {"o": "7"}}
+    for policy in ("return", "replace"):  # replace asks for a different request; this one is the same
+        client = clients[policy]
+        first = client.post("http://service.test/a", request_id="x", **options)
+        assert client.post("http://service.test/a", request_id="x", **options) == first
+        [again] = client.submit_many([BulkRequest("POST", "http://service.test/a", request_id="x", **options)])
+        assert again == first
+        files = {"doc": str(upload)}
+        form = client.post_multipart("http://service.test/f", fields={"a": "1"}, files=files, request_id="f")
+        assert client.post_multipart("http://service.test/f", fields={"a": "1"}, files=files, request_id="f") == form
+    assert published(broker) == [("x", 1), ("f", 1)]
+
+
+def test_an_identical_resubmit_of_a_finished_request_returns_it_and_sends_nothing(
     clients: dict[str, BackgroundHttpClient], broker: StubBroker
 ) -> None:
-    first = clients["return"].post("http://service.test/a", data=b"first", request_id="x")
-    again = clients["return"].post("http://service.test/b", data=b"second", request_id="x")
-    assert again == first
+    client = clients["replace"]
+    client.get("http://service.test/a", request_id="x")
+    client.cancel("x")
+    info = client.get("http://service.test/a", request_id="x")
+    assert info.status is RequestStatus.CANCELLED
     assert published(broker) == [("x", 1)]
-    assert clients["return"].store.load_request("x").url == "http://service.test/a"  # type: ignore[union-attr]
+
+
+DIFFERENT = [
+    ({"method": "PUT"}, "method"),
+    ({"url": "http://service.test/b"}, "URL"),
+    ({"headers": {"X-Trace": "2"}}, "headers"),
+    ({"data": {"n": 2}}, "body"),
+    ({"data": None}, "body"),
+    ({"timeout": 9.0}, "timeout"),
+    ({"retries": 3}, "retries"),
+    ({"metadata": {"o": "8"}}, "metadata"),
+    ({"on_complete": {"queue": "q", "actor": "a"}}, "on_complete"),
+]
+
+
+@pytest.mark.parametrize(("change", "named"), DIFFERENT)
+def test_a_different_request_under_an_existing_id_raises_request_exists_and_is_not_stored(
+    clients: dict[str, BackgroundHttpClient], broker: StubBroker, change: dict[str, Any], named: str
+) -> None:
+    original: dict[str, Any] = {
+        "method": "POST", "url": "http://service.test/a", "data": {"n": 1}, "headers": {"X-Trace": "1"},
+        "timeout": 5.0, "retries": 2, "metadata": {"o": "7"}, "request_id": "x",
+    }
+    client = clients["return"]
+    first = client.request(**original)
+    different = {**original, **change}
+    with pytest.raises(RequestExists, match=rf"'x' exists with a different request \(.*{named}") as raised:
+        client.request(**different)
+    assert raised.value.differences and named in raised.value.differences
+    # Bulk: all or nothing, the new item beside it is not kept either.
+    with pytest.raises(RequestExists, match="'x' exists with a different request"):
+        client.submit_many([BulkRequest("GET", "http://service.test/new", request_id="new"), different])
+    assert client.get_request_status("new") is None
+    spec = client.store.load_request("x")
+    assert spec is not None and spec.generation == client.get_request_status("x").generation  # type: ignore[union-attr]
+    assert client.request(**original) == first
+    assert published(broker) == [("x", 1)]
+
+
+def test_a_different_multipart_file_is_a_different_request(
+    clients: dict[str, BackgroundHttpClient], tmp_path: Path
+) -> None:
+    upload = tmp_path / "report.csv"
+    upload.write_bytes(b"a,b\n1,2\n")
+    client = clients["return"]
+    client.post_multipart("http://service.test/f", files={"doc": str(upload)}, request_id="f")
+    upload.write_bytes(b"a,b\n1,3\n")  # same name and size, other bytes
+    with pytest.raises(RequestExists, match="files"):
+        client.post_multipart("http://service.test/f", files={"doc": str(upload)}, request_id="f")
+    with pytest.raises(RequestExists, match="fields"):
+        client.post_multipart("http://service.test/f", fields={"a": "1"}, files={"doc": str(upload)}, request_id="f")
+
+
+def test_the_async_client_resubmits_identically_and_refuses_a_different_request(
+    settings: Settings, broker: StubBroker
+) -> None:
+    async def scenario() -> None:
+        async with AsyncBackgroundHttpClient(settings, broker=broker) as client:
+            first = await client.post("http://service.test/a", data=b"one", request_id="x")
+            assert await client.post("http://service.test/a", data=b"one", request_id="x") == first
+            with pytest.raises(RequestExists, match="body"):
+                await client.post("http://service.test/a", data=b"two", request_id="x")
+            with pytest.raises(RequestExists, match="URL"):
+                await client.submit_many([{"method": "POST", "url": "http://service.test/b", "request_id": "x"}])
+
+    asyncio.run(scenario())
+    assert published(broker) == [("x", 1)]
 
 
 def test_reject_raises_and_leaves_the_existing_request_alone(
@@ -109,6 +197,46 @@ def test_replace_refuses_a_running_request(clients: dict[str, BackgroundHttpClie
             clients["replace"].post("http://service.test/b", request_id="x")
     spec = store.load_request("x")
     assert spec is not None and spec.url == "http://service.test/a"
+
+
+def _attempted(record: StatusRecord) -> StatusRecord:
+    return record.evolve(attempts=(AttemptRecord(number=1, started_at=1.0, finished_at=2.0, outcome="http_error"),))
+
+
+#: How the existing request is left before the replace, and whether a different request may replace it.
+REPLACEABLE = {
+    "completed": (lambda r: _attempted(r).evolve(status=RequestStatus.COMPLETED, phase=Phase.DONE), True),
+    "failed": (lambda r: _attempted(r).evolve(status=RequestStatus.FAILED, phase=Phase.DONE), True),
+    "cancelled": (lambda r: r.evolve(status=RequestStatus.CANCELLED, phase=Phase.DONE), True),
+    "queued, never attempted": (lambda r: r, True),
+    "waiting_retry": (
+        lambda r: _attempted(r).evolve(phase=Phase.WAITING_RETRY, next_attempt_at=time.time() + 60), False
+    ),
+    "waiting_network": (lambda r: _attempted(r).evolve(phase=Phase.WAITING_NETWORK), False),
+    "queued after an attempt": (lambda r: _attempted(r), False),
+    "running": (lambda r: _attempted(r).evolve(phase=Phase.RUNNING), False),
+}
+
+
+@pytest.mark.parametrize("state", sorted(REPLACEABLE))
+def test_replace_takes_a_finished_or_untried_request_and_refuses_one_with_an_outcome_to_come(
+    clients: dict[str, BackgroundHttpClient], broker: StubBroker, state: str
+) -> None:
+    leave, replaceable = REPLACEABLE[state]
+    clients["return"].post("http://service.test/a", request_id="x")
+    store = clients["return"].store
+    store.update_status("x", leave, amend_terminal=True)
+    if replaceable:
+        info = clients["replace"].post("http://service.test/b", request_id="x")
+        assert info.status is RequestStatus.IN_PROGRESS
+        assert published(broker)[-1] == ("x", 1)  # a new generation, from its first token
+    else:
+        with pytest.raises(RequestExists, match="cancel it first"):
+            clients["replace"].post("http://service.test/b", request_id="x")
+        with pytest.raises(RequestExists, match="cancel it first"):
+            clients["replace"].submit_many([BulkRequest("POST", "http://service.test/b", request_id="x")])
+    spec = store.load_request("x")
+    assert spec is not None and spec.url == ("http://service.test/b" if replaceable else "http://service.test/a")
 
 
 def test_a_bad_on_conflict_is_refused(settings: Settings, broker: StubBroker) -> None:
@@ -177,3 +305,29 @@ def test_recover_publishes_a_newer_token_for_every_unfinished_request(
 
     assert asyncio.run(async_recover()) == 1  # safe to repeat: the older message is stale now
     assert published(broker) == [("lost", 2), ("lost", 3)]
+
+
+def test_the_intake_refuses_with_the_same_comparison_and_words_as_the_client(
+    clients: dict[str, BackgroundHttpClient], settings: Settings, broker: StubBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A message and a client call of the same two requests get the same answer, from one comparison."""
+    from bghttp.worker.intake import Intake
+
+    intake = Intake(settings, broker)
+    charge = {"method": "POST", "url": "http://service.test/charge", "json": {"n": 5}, "request_id": "order-7"}
+    refund = {**charge, "url": "http://service.test/refund"}
+    with caplog.at_level(logging.INFO, logger="bghttp"):
+        intake.take((charge,), {}, "charge-msg")
+        intake.take((charge,), {}, "charge-again")  # the same request: one
+        intake.take((refund,), {}, "refund-msg")
+    events = [getattr(record, "bghttp_event", {}) for record in caplog.records]
+    rejected = [event for event in events if event.get("event") == "submit_rejected"]
+    assert [entry["rejected_request_id"] for entry in rejected] == ["order-7"]
+    assert published(broker) == [("order-7", 1)]
+
+    client = clients["return"]
+    assert client.post("http://service.test/charge", data={"n": 5}, request_id="order-7").request_id == "order-7"
+    with pytest.raises(RequestExists) as raised:
+        client.post("http://service.test/refund", data={"n": 5}, request_id="order-7")
+    assert rejected[0]["reason"] == str(raised.value)
+    assert raised.value.differences == ("URL",)

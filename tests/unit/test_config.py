@@ -57,3 +57,29 @@ def test_a_bad_value_is_a_one_line_error_naming_the_variable(tmp_path: Path) -> 
     message = str(raised.value)
     assert "BGHTTP_DEFAULT_TIMEOUT" in message and "soon" in message
     assert "\n" not in message
+
+
+#: Broker URLs without query options: checked without pika (bghttp ls need not load it), with pika's verdict.
+BROKER_URLS = [
+    "amqp://guest:guest@localhost:5672/", "amqp://h", "amqp://h:5672", "amqp://h:0/", "amqp://h:/", "amqp://h/%2f",
+    "amqp://h/a/b", "amqp://h#frag", "amqp://[::1]:5672/", "amqp://u:p%zz@h/v", "amqp://:p@h/", "AMQP://H/",
+    "amqp://h:notaport/", "amqp://h:99999/", "amqp://h:-1/", "amqp://h: 5/", "amqp://u@h/", "amqp://[bad/",
+    "amqps://h", "amqps://u:p@h:5671/", "amqp://h/?heartbeat=5", "amqp://h/?heartbeat=x", "amqp://h/?nosuch=1",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("url", BROKER_URLS)
+def test_a_broker_url_is_refused_exactly_when_pika_refuses_it(tmp_path: Path, url: str) -> None:
+    import pika
+
+    try:
+        pika.URLParameters(url)
+        pika_accepts = True
+    except Exception:
+        pika_accepts = False
+    try:
+        Settings(broker_url=url, store_dir=tmp_path)
+        accepted = True
+    except ConfigError:
+        accepted = False
+    assert accepted == pika_accepts

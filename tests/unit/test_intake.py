@@ -6,10 +6,12 @@ import base64
 import json
 from typing import Any
 
+import dramatiq
 import pytest
 
 from bghttp.errors import InvalidRequest
-from bghttp.worker.intake import parse_submit
+from bghttp.worker.intake import OVERSIZED, OversizedMessage, oversized_message, parse_submit
+from tests.messaging import submit_message
 
 URL = "http://service.test/orders"
 
@@ -49,6 +51,7 @@ def test_a_message_id_that_cannot_be_a_request_id_is_refused_saying_so() -> None
     [
         ({"json": "just a string"}, b'"just a string"', "application/json"),
         ({"json": 7}, b"7", "application/json"),
+        ({"json": None}, b"null", "application/json"),  # null is a JSON value, not "no body"
         ({"json": [1, 2]}, b"[1, 2]", "application/json"),
         ({"text": "héllo"}, "héllo".encode(), "text/plain; charset=utf-8"),
         ({"base64": base64.b64encode(b"\x00\xffbytes").decode()}, b"\x00\xffbytes", "application/octet-stream"),
@@ -114,3 +117,42 @@ def test_a_huge_value_gives_a_short_reason(spec: dict[str, Any]) -> None:
     with pytest.raises(InvalidRequest) as refused:
         parse(spec)
     assert len(str(refused.value)) < 500
+
+
+# ----------------------------------------------------------- BGHTTP_MAX_SUBMIT_BODY
+def _spec(**body: object) -> dict[str, object]:
+    return {"method": "POST", "url": "http://service.test/x", **body}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"base64": base64.b64encode(b"x" * 1001).decode()},
+        {"text": "é" * 501},  # 1,002 bytes of UTF-8
+        {"text": "x" * 1001},
+        {"json": {"a": "x" * 1000}},
+    ],
+)
+def test_a_body_over_the_limit_is_refused(body: dict[str, object]) -> None:
+    with pytest.raises(InvalidRequest, match="BGHTTP_MAX_SUBMIT_BODY=1000"):
+        parse_submit(_spec(**body), "m1", 60.0, max_body=1000)
+
+
+def test_a_body_at_the_limit_is_taken() -> None:
+    prepared = parse_submit(_spec(base64=base64.b64encode(b"x" * 1000).decode()), "m1", 60.0, max_body=1000)
+    assert prepared.body == b"x" * 1000
+
+
+def test_an_oversized_message_becomes_a_small_one_the_intake_refuses_with_its_ids() -> None:
+    raw = submit_message("q.submit", _spec(request_id="big-1", base64="QUJD" * 1000), message_id="mid-7")
+    stand_in = dramatiq.Message.decode(oversized_message("q.submit", raw))
+
+    assert (stand_in.actor_name, stand_in.args, stand_in.message_id) == ("submit_request", (), "mid-7")
+    assert stand_in.kwargs == {OVERSIZED: {"bytes": len(raw), "request_id": "big-1"}}
+    assert len(oversized_message("q.submit", raw)) < 1000
+    # Read in pieces (pika's frames) whatever where they split, the IDs are found.
+    for piece in (7, 100, 1001):
+        streamed = OversizedMessage()
+        for start in range(0, len(raw), piece):
+            streamed.feed(raw[start : start + piece])
+        assert (streamed.size, streamed.message_id, streamed.request_id) == (len(raw), "mid-7", "big-1")

@@ -62,6 +62,16 @@ def test_a_message_runs_only_with_a_current_token_of_an_unfinished_request() -> 
     assert lifecycle.why_not_run(None, 1) == "gone"
 
 
+def test_a_run_is_under_way_only_while_the_record_shows_its_own_attempt_unfinished() -> None:
+    assert lifecycle.is_running_under(running(token=2), 2)
+    assert not lifecycle.is_running_under(running(token=2), 3)  # the next run, published, not yet running
+    # Handed back (for a busy host, or early): the record names the next token, and nothing runs.
+    assert not lifecycle.is_running_under(lifecycle.defer(record(), 2), 2)
+    # A dead worker's attempt closed, then handed back: still "running" by phase, but no attempt is under way.
+    closed = lifecycle.close_interrupted(running(token=1), [finished_attempt()])
+    assert not lifecycle.is_running_under(lifecycle.defer(closed, 2), 2)
+
+
 def test_a_spec_of_another_generation_is_another_request() -> None:
     assert lifecycle.is_same_request(spec("g1"), record())
     assert not lifecycle.is_same_request(spec("g2"), record())
@@ -321,3 +331,21 @@ def test_on_a_store_a_refused_transition_leaves_the_record_as_it_is(tmp_path: Pa
     with pytest.raises(UnknownRequest):
         states.cancel("missing")
     assert not states.mark_published("missing", "g")
+
+
+# ------------------------------------------------------------------ replace
+@pytest.mark.parametrize("status", FINAL)
+def test_replace_takes_a_finished_request(status: RequestStatus) -> None:
+    assert lifecycle.why_not_replace(record(status=status, attempts=(finished_attempt(),))) is None
+
+
+def test_replace_takes_a_queued_request_this_run_never_attempted() -> None:
+    assert lifecycle.why_not_replace(record()) is None
+    replayed = record(attempts=(finished_attempt(),), earlier_attempts=1, replays=1)  # retry(): the old run ended
+    assert lifecycle.why_not_replace(replayed) is None
+
+
+@pytest.mark.parametrize("phase", UNFINISHED)
+def test_replace_refuses_a_request_with_an_attempt_behind_or_running(phase: Phase) -> None:
+    refusal = lifecycle.why_not_replace(record(phase, attempts=(finished_attempt(),)))
+    assert refusal is not None and f"in_progress/{phase.value}" in refusal and "cancel it first" in refusal

@@ -123,3 +123,17 @@ def test_retry_after_is_capped_and_still_spends_a_retry() -> None:
 def test_retry_after_of_other_statuses_keeps_the_schedule(status_code: int) -> None:
     decision = decide(Outcome.HTTP_ERROR, retries_used=0, max_retries=1, status_code=status_code, retry_after=300)
     assert decision == Decision(Verdict.RETRY, 1, 2.0)
+
+
+def test_an_outcome_another_attempt_would_repeat_fails_at_once_without_a_connectivity_check() -> None:
+    asked: list[bool] = []
+
+    def network_down() -> bool:
+        asked.append(True)
+        return False
+
+    for outcome in (Outcome.BAD_RESPONSE, Outcome.NETWORK_ERROR):
+        decision = decide(outcome, retries_used=0, max_retries=3, network_down=network_down, final=True)
+        assert decision == Decision(Verdict.FAIL)
+    assert asked == []
+    assert decide(Outcome.SUCCESS, retries_used=0, max_retries=3, final=True) == Decision(Verdict.COMPLETE)

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from bghttp.config import Settings
-from bghttp.models import Phase, RequestStatus
+from bghttp.models import AttemptRecord, Phase, RequestStatus
 from bghttp.recovery import recover_pending
 from bghttp.store import FileStore
 from bghttp.validation import prepare_request
@@ -58,11 +58,13 @@ def test_retry_is_published_before_the_status_names_it(tmp_path: Path) -> None:
     runner.publish = publish
     submit(runner)
     runner.run("r1", 1)
-    assert published == [("r1", 2, 2.0)]
+    ((request_id, token, delay),) = published
+    assert (request_id, token) == ("r1", 2) and delay is not None and 1.9 < delay <= 2.0  # what is left of 2 s
     assert seen_status_at_publish == [Phase.RUNNING]  # the message exists before the record points at it
     record = runner.store.read_status("r1")
     assert record is not None
     assert (record.phase, record.token, record.retries_used) == (Phase.WAITING_RETRY, 2, 1)
+    assert record.next_attempt_at == record.attempts[0].finished_at + 2.0  # due: the attempt's end + 2 s
 
 
 def test_stale_and_terminal_messages_are_dropped(tmp_path: Path) -> None:
@@ -99,8 +101,9 @@ def test_a_duplicate_of_a_running_attempt_is_dropped(tmp_path: Path) -> None:
     calls: list[httpx.Request] = []
     runner, published = make_runner(tmp_path, httpx.MockTransport(lambda r: calls.append(r) or httpx.Response(200)))
     submit(runner)
-    with runner.store.claim("r1") as claimed:  # another worker runs token 1
+    with runner.store.claim("r1") as claimed:  # another worker runs token 1's attempt
         assert claimed
+        runner.lifecycle.mark_running("r1", 1, AttemptRecord(number=1, started_at=time.time()))
         runner.run("r1", 1)
     assert calls == [] and published == []
 

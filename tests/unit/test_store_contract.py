@@ -6,6 +6,7 @@ A new store (a shared filesystem, an object store) joins ``STORES`` and must pas
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -120,6 +121,20 @@ def test_listing_and_removal(store: Store) -> None:
         with pytest.raises(RequestRunning):
             _delete_from_another_thread(store, "c")
     assert sorted(store.request_ids()) == ["a", "c"]
+
+
+def test_a_removal_is_remembered_until_it_is_pruned(store: Store) -> None:
+    create(store, "kept")
+    create(store, "gone")
+    assert not store.was_removed("gone") and not store.was_removed("never")
+    assert store.delete("gone")
+    assert store.was_removed("gone") and not store.was_removed("kept") and not store.was_removed("never")
+    assert not store.delete("never") and not store.was_removed("never")  # nothing was removed
+    assert store.prune_removal_marks(older_than=3600) == 0
+    assert store.was_removed("gone")
+    time.sleep(0.01)
+    assert store.prune_removal_marks(older_than=0) == 1
+    assert not store.was_removed("gone")
 
 
 def _delete_from_another_thread(store: Store, request_id: str) -> None:
