@@ -507,8 +507,8 @@ class FileStore:
         path = self._path("status", request_id)
         held = self._held_files()
         status = None if held is None else self._held_status(held, request_id, locked=True)
-        if status is not None:
-            return self._update_held(status, path, change, durable=durable, amend_terminal=amend_terminal)
+        if held is not None and status is not None:
+            return self._update_held(held, status, path, change, durable=durable, amend_terminal=amend_terminal)
         try:
             fd = self._open_locked(path)
         except FileNotFoundError:
@@ -533,6 +533,7 @@ class FileStore:
 
     def _update_held(
         self,
+        held: HeldFiles,
         status: HeldStatus,
         path: Path,
         change: Callable[[StatusRecord], StatusRecord | None],
@@ -556,9 +557,12 @@ class FileStore:
             size = self._append_record(status.fd, path, record, durable=durable, tail=tail)
             # What a reader of the file finds now: the line as written, decoded.
             status.tail = record_log.Tail(record_log.last_valid(record_log.encode(record)), size, b"\n")
+            if new.is_terminal:
+                # A final record ends the run's changes: closing lets the lock go (no unlock, no later close).
+                held.drop_status()
             return new
         finally:
-            if status.fd >= 0:
+            if status.fd >= 0 and held.status is status:
                 with contextlib.suppress(OSError):
                     fcntl.flock(status.fd, fcntl.LOCK_UN)
 

@@ -62,7 +62,7 @@ def test_a_run_opens_each_file_once_and_never_reads_back_what_it_wrote(
             done = lifecycle.record_attempt(
                 "r1", started, lambda r: r.evolve(status=RequestStatus.COMPLETED, phase=r.phase)
             )
-            assert store.read_status("r1") == done
+            assert done.status is RequestStatus.COMPLETED  # the final change closed the log (its lock with it)
     # One open of the request file (spec and claim), one of the status log; one read of each.
     # (The commit also opens the store root once, for its syncfs.)
     assert [Path(path).parent.name for path in opens if Path(path).parent.parent == store.root] == [
@@ -207,3 +207,22 @@ def test_threads_each_in_a_batch_lose_no_update_across_compactions(tmp_path: Pat
     record = FileStore(store.root).read_status("r1")
     assert record is not None and record.token == 1 + 4 * 150  # no update lost
     assert len(inodes) >= 2  # the log was compacted (replaced) meanwhile (freed inode numbers come back)
+
+
+def test_a_final_record_lets_the_log_go_and_a_later_read_opens_it_again(tmp_path: Path) -> None:
+    store, client = FileStore(tmp_path / "store"), FileStore(tmp_path / "store")
+    create(store)
+    amended: list[Any] = []
+    with store.batch():
+        assert store.read_status("r1") is not None
+        assert store.update_status("r1", cancel).status is RequestStatus.CANCELLED
+        other = threading.Thread(
+            target=lambda: amended.append(
+                client.update_status("r1", lambda r: r.evolve(last_error="late"), amend_terminal=True)
+            ),
+            daemon=True,
+        )
+        other.start()
+        other.join(timeout=10)
+        assert amended, "the other writer still waits for the status lock"
+        assert store.read_status("r1") == amended[0]
