@@ -126,6 +126,8 @@ class Settings:
     #: Largest body (bytes, decoded) a submit message (``<BGHTTP_QUEUE>.submit``) may carry;
     #: a larger one is one ``request.rejected``. Bounds what the intake holds per message.
     max_submit_body: int = 16 * 1024 * 1024
+    #: Seconds between a worker process's heartbeats in the store (``workers/``); 0: none.
+    heartbeat_interval: float = 5.0
 
     def __post_init__(self) -> None:
         for field, rule in _RULES.items():
@@ -437,6 +439,7 @@ _RULES: dict[str, _Rule] = {
     "max_submit_body": _Rule(
         "BGHTTP_MAX_SUBMIT_BODY", *_whole("a whole number of bytes from 0 to 100663296 (96 MiB)", 0, 96 * 1024 * 1024)
     ),
+    "heartbeat_interval": _Rule("BGHTTP_HEARTBEAT_INTERVAL", *_NON_NEGATIVE),
 }
 
 #: Each setting's ``BGHTTP_*`` variable.

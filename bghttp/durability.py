@@ -29,6 +29,7 @@ import ctypes.util
 import errno
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -47,9 +48,10 @@ class SyncUnavailable(OSError):
     """The kernel has no ``syncfs`` (ENOSYS) or libc does not export it: fsync each file instead."""
 
 
-def sync_filesystem(path: Path) -> None:
+def sync_filesystem(path: Path, fd: int | None = None) -> None:
     """Make every write on the filesystem holding ``path`` durable (``syncfs``), or raise OSError.
 
+    ``fd``: an open fd of ``path`` to sync through (else ``path`` is opened for it).
     Never ``sync(2)``: it reports no error, so a failing disk (EIO) would pass
     for a durable one. SyncUnavailable where ``syncfs`` does not exist at all.
     """
@@ -59,14 +61,20 @@ def sync_filesystem(path: Path) -> None:
     syncfs = getattr(_libc, "syncfs", None)
     if syncfs is None:
         raise SyncUnavailable(errno.ENOSYS, "libc has no syncfs")
-    fd = open_nofollow(path, os.O_RDONLY)
+    opened = open_nofollow(path, os.O_RDONLY) if fd is None else None
     try:
-        if syncfs(fd) != 0:
+        if syncfs(fd if opened is None else opened) != 0:
             error = ctypes.get_errno()
             if error == errno.ENOSYS:
                 raise SyncUnavailable(error, os.strerror(error))
             raise OSError(error, f"syncfs of {path}: {os.strerror(error)}")
     finally:
+        if opened is not None:
+            os.close(opened)
+
+
+def _close_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):
         os.close(fd)
 
 
@@ -86,6 +94,13 @@ class GroupCommit:
         self._finished = 0  # the highest sync number that has finished
         self._running = False
         self._failures: dict[int, OSError] = {}
+        self._fd: int | None = None  # the store root, open for every sync (not opened and closed per sync)
+
+    def _root_fd(self) -> int:
+        if self._fd is None:
+            fd = self._fd = open_nofollow(self.path, os.O_RDONLY)
+            weakref.finalize(self, _close_quietly, fd)
+        return self._fd
 
     def wait_durable(self) -> None:
         """Return once a sync that started after this call has finished; its OSError if it failed."""
@@ -102,7 +117,7 @@ class GroupCommit:
                 self._condition.release()
                 failure: OSError | None = None
                 try:
-                    sync_filesystem(self.path)
+                    sync_filesystem(self.path, self._root_fd())
                 except OSError as error:
                     failure = error
                 finally:

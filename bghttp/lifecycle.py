@@ -90,6 +90,18 @@ def next_token(record: StatusRecord) -> int:
     return record.token + 1
 
 
+def hand_over(
+    record: StatusRecord, publish: Callable[[int], object], write: Callable[[int], StatusRecord]
+) -> StatusRecord:
+    """The token rule, carried out: the next run's message is published under ``next_token(record)``,
+    and only then does ``write`` record that token. A crash between the two leaves a message the
+    record still accepts; the other order could leave a record naming a message that was never sent.
+    If ``publish`` raises, nothing is written (the caller decides what the record says then)."""
+    token = next_token(record)
+    publish(token)
+    return write(token)
+
+
 def is_stale(record: StatusRecord, token: int) -> bool:
     """True if a newer message than ``token`` has been published for this request."""
     return token < record.token
@@ -466,6 +478,7 @@ __all__ = [
     "defer",
     "fail",
     "finish",
+    "hand_over",
     "hold_for_network",
     "is_running_under",
     "is_same_request",

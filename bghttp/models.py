@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
 
+from .core.outcomes import Outcome
+
 
 class RequestStatus(enum.StrEnum):
     """Where a request stands. The last three are terminal: nothing changes them."""
@@ -183,7 +185,7 @@ class AttemptRecord:
     started_at: float
     due_at: float | None = None  # when the attempt was due (retries: previous end + backoff)
     finished_at: float | None = None
-    outcome: str | None = None  # "success", "http_error", "timeout", "network_error", ...
+    outcome: Outcome | None = None  # None while the attempt runs; saved as its value ("success" ...)
     status_code: int | None = None
     error: str | None = None
     counted: bool = True  # False when no retry was spent (the network was down; interrupted before sending)
@@ -269,11 +271,18 @@ class StatusRecord:
         values = {key: value for key, value in data.items() if key in fields}
         values["status"] = RequestStatus(data["status"])
         values["phase"] = Phase(data["phase"])
-        values["attempts"] = tuple(AttemptRecord(**a) for a in data.get("attempts", ()))
+        values["attempts"] = tuple(_attempt_from_json(a) for a in data.get("attempts", ()))
         return cls(**values)
 
 
 _STATUS_FIELDS = dataclasses.fields(StatusRecord)
+
+
+def _attempt_from_json(data: dict[str, Any]) -> AttemptRecord:
+    outcome = data.get("outcome")
+    if outcome is None:
+        return AttemptRecord(**data)
+    return AttemptRecord(**{**data, "outcome": Outcome(outcome)})
 
 
 @dataclasses.dataclass(frozen=True)

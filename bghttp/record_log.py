@@ -53,20 +53,41 @@ def encode(record: dict[str, Any]) -> bytes:
 
 def read_last(fd: int) -> dict[str, Any] | None:
     """The latest version in the open file ``fd``; None for an empty file."""
-    size = os.fstat(fd).st_size
+    return tail_at(fd, os.fstat(fd).st_size).record
+
+
+def tail_at(fd: int, size: int) -> Tail:
+    """The latest version in the open file ``fd`` whose size is ``size``, and its last byte."""
     if size == 0:
-        return None
+        return Tail(None, 0, None)
     window = min(size, TAIL_BYTES)
     data = os.pread(fd, window, size - window)
+    last_byte = data[-1:] if len(data) == window else None  # None: the file shrank (read again to append)
     record = last_valid(data)
     if record is None and window < size:  # the record is longer than the window
         data = _read_all(fd)
         record = last_valid(data)
     if record is None:
         if b"\n" not in data.strip(b"\0"):
-            return None  # the first version is being written, or a crash cut it or zero-filled it
+            return Tail(None, size, last_byte)  # the first version is being written, or a crash cut it
         raise CorruptRecord("no valid record in the file")
-    return record
+    return Tail(record, size, last_byte)
+
+
+def tail_from_start(fd: int) -> Tail | None:
+    """``tail_at`` for a file just opened (not locked) on a local store: one read from its start, no ``fstat``.
+
+    A read of a local regular file returns less than asked only at its end, so a
+    short read is the whole file. None if the file is longer than ``TAIL_BYTES``
+    (then ``tail_at`` with its size).
+    """
+    data = os.pread(fd, TAIL_BYTES, 0)
+    if len(data) == TAIL_BYTES:
+        return None
+    record = last_valid(data)
+    if record is None and b"\n" in data.strip(b"\0"):
+        raise CorruptRecord("no valid record in the file")
+    return Tail(record, len(data), data[-1:] or None)
 
 
 def last_valid(data: bytes) -> dict[str, Any] | None:
@@ -96,7 +117,8 @@ def _decode(line: bytes) -> dict[str, Any] | None:
 
 @dataclasses.dataclass(frozen=True)
 class Tail:
-    """What an uncached read found: the latest version, the file's size and its last byte."""
+    """What a read under the file's lock (or an uncached one) found: the latest version, the file's size
+    and its last byte (None: unknown, the next append starts with a newline)."""
 
     record: dict[str, Any] | None
     size: int

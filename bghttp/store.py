@@ -44,6 +44,7 @@ import dataclasses
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
@@ -52,13 +53,14 @@ import shutil
 import threading
 import time
 import zlib
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from . import record_log, shared_fs
 from .durability import Batch, Durability, fsync_path
 from .errors import InvalidRequestId, RequestRunning, StoreError, UnknownRequest
+from .held_files import HeldFiles, HeldStatus, read_to_end, still_linked
 from .lifecycle import is_untouched, new_record
 from .models import RequestSpec, StatusRecord
 from .quoting import quoted
@@ -78,6 +80,8 @@ _LOCATIONS = {
 _DIRECTORIES = sorted({location for location, _ in _LOCATIONS.values()} | {"locks"})
 #: Where ``delete`` marks the IDs it removed (made by the first removal).
 REMOVED_DIRECTORY = "removed"
+#: Every store directory ``check_root`` looks at: ``removed/`` too, whose old files gc deletes.
+_CHECKED_DIRECTORIES = [*_DIRECTORIES, REMOVED_DIRECTORY]
 
 #: ID locks are spread over this many lock files (one per ID would pile up forever).
 ID_LOCK_STRIPES = 64
@@ -117,6 +121,7 @@ class FileStore:
         self._durability = Durability(
             self.root, enabled=fsync, request_files=self._request_files, per_file_only=self.shared
         )
+        self._held = threading.local()  # this thread's HeldFiles while a batch is open (a local store only)
 
     def _ensure_layout(self) -> None:
         """Create the store's directories (0700); called by writes only, once per instance."""
@@ -127,7 +132,7 @@ class FileStore:
                 make_private_dirs(self.root / directory)
         except OSError as error:
             raise StoreError(f"cannot create the store at {self.root}: {error}") from error
-        check_root(self.root, _DIRECTORIES)  # a directory someone else made meanwhile
+        check_root(self.root, _CHECKED_DIRECTORIES)  # a directory someone else made meanwhile
         self._layout_ready = True
 
     # ----------------------------------------------------------------- paths
@@ -158,20 +163,41 @@ class FileStore:
         """Where the last response's body is saved (what ``Response.response_file_path`` names)."""
         return self.response_body_path(request_id)
 
+    def files_of(self, request_id: str) -> dict[str, Path]:
+        """Where each file of a request is, by kind (``request``, ``status``, ``body`` ...), those that exist."""
+        return {kind: path for kind in _LOCATIONS if (path := self._path(kind, request_id)).exists()}
+
     @property
     def location(self) -> str:
         return str(self.root)
 
     # ----------------------------------------------------------- durability
-    def batch(self, *, shared: bool = True) -> contextlib.AbstractContextManager[Batch]:
+    @contextlib.contextmanager
+    def batch(self, *, shared: bool = True) -> Iterator[Batch]:
         """A unit of work: this thread's writes inside skip their fsyncs, and the batch commits
         them at once when it is left (or earlier, by ``commit()``; see ``durability``).
 
         ``shared``: one filesystem sync shared with other threads' batches (many
         writes, many threads: the worker, a bulk submit); else an fsync of just
         the files the batch wrote (a few files, committed beside something else).
+        On a local store the batch also keeps the request file and status log it
+        uses open until it ends (``held_files``).
         """
-        return self._durability.batch(shared=shared)
+        if self.shared or getattr(self._held, "files", None) is not None:
+            with self._durability.batch(shared=shared) as batch:
+                yield batch
+            return
+        files = self._held.files = HeldFiles()
+        try:
+            with self._durability.batch(shared=shared) as batch:
+                yield batch
+        finally:
+            self._held.files = None
+            files.close()
+
+    def _held_files(self) -> HeldFiles | None:
+        files: HeldFiles | None = getattr(self._held, "files", None)
+        return files
 
     #: The worker's name for a shared batch (kept for callers of the first version).
     group_commit = batch
@@ -201,6 +227,12 @@ class FileStore:
                 os.fsync(fd)
             if verify and (os.fstat(fd).st_size != len(data) or os.pread(fd, len(data) + 1, 0) != data):
                 raise OSError(errno.EIO, f"{path} does not read back as written")
+        except BaseException:
+            # Created by the O_EXCL open above: ours to take back. Only here: an open that
+            # failed (EMFILE comes before EEXIST) says nothing about a file already at ``path``.
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
         finally:
             os.close(fd)
 
@@ -236,12 +268,15 @@ class FileStore:
         """
         sync = self._durability.must_sync(path, new_entry=True)
         try:
-            self._write_file(path, data, sync=sync)
-            if sync:
-                fsync_path(path.parent)
+            self._write_file(path, data, sync=sync)  # takes back a file it created and could not write
         except FileExistsError:
             return False
-        except OSError as error:  # the file, if it was created, is ours
+        except OSError as error:
+            raise StoreError(f"cannot write {path}: {error}") from error
+        try:
+            if sync:
+                fsync_path(path.parent)
+        except OSError as error:  # the file was created above: ours
             with contextlib.suppress(OSError):
                 path.unlink()
             raise StoreError(f"cannot write {path}: {error}") from error
@@ -337,8 +372,28 @@ class FileStore:
             raise StoreError(f"cannot copy multipart files into the store: {error}") from error
 
     def load_request(self, request_id: str) -> RequestSpec | None:
-        data = self._read_json(self.request_path(request_id))
+        held = self._held_files()
+        path = self.request_path(request_id)
+        data = self._read_json(path) if held is None else self._read_json_held(path, request_id, held)
         return None if data is None else RequestSpec.from_json(data)
+
+    def _read_json_held(self, path: Path, request_id: str, held: HeldFiles) -> dict[str, Any] | None:
+        """Read the request file through an fd the batch keeps for the claim that follows."""
+        try:
+            # Opened for writing (nothing is written), as ``claim`` opens it: that claim locks this fd.
+            fd = open_nofollow(path, os.O_RDWR)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return self._read_json(path)  # not writable here (a read-only mount): read it the plain way
+        held.keep_request(request_id, fd)
+        try:
+            data = json.loads(read_to_end(fd))
+        except (OSError, ValueError) as error:
+            raise StoreError(f"cannot read {path}: {error}") from error
+        if not isinstance(data, dict):
+            raise StoreError(f"{path} does not hold a JSON object")
+        return data
 
     def read_request_body(self, request_id: str) -> bytes:
         """The stored body of a request that has one; StoreError if it cannot be read."""
@@ -372,8 +427,57 @@ class FileStore:
 
     # ------------------------------------------------------------- statuses
     def read_status(self, request_id: str) -> StatusRecord | None:
+        held = self._held_files()
+        if held is not None:
+            status = self._held_status(held, request_id, locked=False)
+            if status is not None:
+                data = None if status.tail is None else status.tail.record
+                return None if data is None else StatusRecord.from_json(data)
         data = self._read_record(self._path("status", request_id))
         return None if data is None else StatusRecord.from_json(data)
+
+    def _held_status(self, held: HeldFiles, request_id: str, *, locked: bool) -> HeldStatus | None:
+        """The batch's fd of the status log, read again only if its size moved since this thread saw it.
+
+        ``locked``: hold the status lock (an ``flock`` the caller lets go). None if the
+        log cannot be opened for writing here (the caller takes the plain path); a
+        log that does not exist is held as an empty file (its tail says no record).
+        """
+        path = self._path("status", request_id)
+        status = held.status_of(request_id)
+        while True:
+            if status is None:
+                try:
+                    fd = open_nofollow(path, os.O_RDWR)
+                except FileNotFoundError:
+                    return HeldStatus(request_id, -1, record_log.Tail(None, 0, None))
+                except OSError:
+                    return None
+                status = held.hold_status(request_id, fd)
+                if not locked:
+                    # Just opened by its path, so it is the one there: no fstat for identity or size.
+                    try:
+                        status.tail = record_log.tail_from_start(fd)
+                    except (OSError, record_log.CorruptRecord) as error:
+                        held.drop_status()
+                        raise StoreError(f"cannot read {path}: {error}") from error
+                    if status.tail is not None:
+                        return status
+            try:
+                if locked:
+                    fcntl.flock(status.fd, fcntl.LOCK_EX)
+                info = os.fstat(status.fd)
+                if info.st_nlink == 0:  # compacted (renamed over) or removed: open the one at the path
+                    held.drop_status()  # closing lets the lock go
+                    status = None
+                    continue
+                if status.tail is None or status.tail.size != info.st_size:
+                    status.tail = None
+                    status.tail = record_log.tail_at(status.fd, info.st_size)
+                return status
+            except (OSError, record_log.CorruptRecord) as error:
+                held.drop_status()
+                raise StoreError(f"cannot read {path}: {error}") from error
 
     def status_stamp(self, request_id: str) -> Hashable | None:
         """(inode, size, mtime) of the status log: every version is an append, a compaction a new file.
@@ -416,6 +520,10 @@ class FileStore:
         undo without harm (the record then shows the state before it).
         """
         path = self._path("status", request_id)
+        held = self._held_files()
+        status = None if held is None else self._held_status(held, request_id, locked=True)
+        if held is not None and status is not None:
+            return self._update_held(held, status, path, change, durable=durable, amend_terminal=amend_terminal)
         try:
             fd = self._open_locked(path)
         except FileNotFoundError:
@@ -438,9 +546,43 @@ class FileStore:
         finally:
             os.close(fd)
 
+    def _update_held(
+        self,
+        held: HeldFiles,
+        status: HeldStatus,
+        path: Path,
+        change: Callable[[StatusRecord], StatusRecord | None],
+        *,
+        durable: bool,
+        amend_terminal: bool,
+    ) -> StatusRecord:
+        """``update_status`` on the batch's held status log, whose lock ``_held_status`` took."""
+        try:
+            data = None if status.tail is None else status.tail.record
+            if data is None:
+                raise UnknownRequest(f"no request {status.request_id!r} in the store")
+            current = StatusRecord.from_json(data)
+            if current.is_terminal and not amend_terminal:
+                return current
+            new = change(current)
+            if new is None or new == current:
+                return current
+            record = new.to_json()
+            tail, status.tail = status.tail, None  # unknown until the append is whole
+            size = self._append_record(status.fd, path, record, durable=durable, tail=tail)
+            # What a reader of the file finds now: the line as written, decoded.
+            status.tail = record_log.Tail(record_log.last_valid(record_log.encode(record)), size, b"\n")
+            if new.is_terminal:
+                # A final record ends the run's changes: closing lets the lock go (no unlock, no later close).
+                held.drop_status()
+            return new
+        finally:
+            if status.fd >= 0 and held.status is status:
+                with contextlib.suppress(OSError):
+                    fcntl.flock(status.fd, fcntl.LOCK_UN)
+
     # ------------------------------------------------------------- records
-    @staticmethod
-    def _open_locked(path: Path) -> int:
+    def _open_locked(self, path: Path) -> int:
         """Open ``path`` and hold an exclusive ``flock`` on it until the fd is closed.
 
         A record log is replaced by a compacted copy now and then; whoever
@@ -450,7 +592,7 @@ class FileStore:
             fd = open_nofollow(path, os.O_RDWR)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                if self._is_at(fd, path):
                     return fd
             except BaseException:
                 os.close(fd)
@@ -486,20 +628,23 @@ class FileStore:
         except OSError as error:
             raise StoreError(f"cannot read {path}: {error}") from error
         try:
-            return self._read_record_fd(fd, path)
+            return self._read_record_fd(fd, path, just_opened=True)
         finally:
             os.close(fd)
 
     @staticmethod
-    def _read_record_fd(fd: int, path: Path) -> dict[str, Any] | None:
+    def _read_record_fd(fd: int, path: Path, *, just_opened: bool = False) -> dict[str, Any] | None:
+        """The latest version in the record log open at ``fd``. ``just_opened`` (not locked, local):
+        read from its start, with no ``fstat`` for the size (``record_log.tail_from_start``)."""
         try:
-            return record_log.read_last(fd)
+            tail = record_log.tail_from_start(fd) if just_opened else None
+            return record_log.read_last(fd) if tail is None else tail.record
         except (OSError, record_log.CorruptRecord) as error:
             raise StoreError(f"cannot read {path}: {error}") from error
 
     def _append_record(
         self, fd: int, path: Path, record: dict[str, Any], *, durable: bool = True, tail: record_log.Tail | None = None
-    ) -> None:
+    ) -> int:
         """Append a version (the caller holds the file's lock); compact a file grown too long.
 
         On a shared store the append goes at the end an uncached read found, and
@@ -523,6 +668,7 @@ class FileStore:
             # version is appended already, and the next append tries again.
             with contextlib.suppress(StoreError):
                 self._write_atomic(path, record_log.encode(record), compaction=True)
+        return size
 
     # --------------------------------------------------------------- claims
     @contextlib.contextmanager
@@ -537,6 +683,11 @@ class FileStore:
         it is let go and the current one claimed instead.
         """
         path = self.request_path(request_id)
+        held = self._held_files()
+        if held is not None:
+            with self._claim_held(request_id, path, held) as claimed:
+                yield claimed
+            return
         while True:
             try:
                 # Opened for writing (nothing is written): on NFS, flock becomes a byte-range
@@ -553,11 +704,44 @@ class FileStore:
                 except BlockingIOError:
                     yield False
                     return
-                if _is_at(fd, path):
+                if self._is_at(fd, path):
                     yield True
                     return
             finally:
                 os.close(fd)  # releases the flock
+
+    @contextlib.contextmanager
+    def _claim_held(self, request_id: str, path: Path, held: HeldFiles) -> Iterator[bool]:
+        """``claim`` on the request file the batch holds (the one ``load_request`` read), kept after it."""
+        fd = held.take_request(request_id)
+        while True:
+            if fd is None:
+                try:
+                    fd = open_nofollow(path, os.O_RDWR)
+                except FileNotFoundError:
+                    yield True
+                    return
+                except OSError as error:
+                    raise StoreError(f"cannot open the request file of {request_id}: {error}") from error
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                linked = still_linked(fd)
+            except BlockingIOError:
+                held.keep_request(request_id, fd)
+                yield False
+                return
+            except BaseException:
+                os.close(fd)
+                raise
+            if not linked:  # removed (and maybe created again) since it was opened
+                os.close(fd)
+                fd = None
+                continue
+            try:
+                yield True
+            finally:
+                os.close(fd)  # releases the claim (the run reads the spec before it claims, not after)
+            return
 
     # ------------------------------------------------------------ responses
     def commit_response(self, request_id: str, metadata: dict[str, Any]) -> Path:
@@ -575,6 +759,9 @@ class FileStore:
                 os.replace(part, body)
         except OSError as error:
             raise StoreError(f"cannot save the response body of {request_id}: {error}") from error
+        held = self._held_files()
+        if held is not None:
+            held.part_committed = request_id
         path = self._path("response", request_id)
         if self._write_new(path, record_log.encode(metadata)):  # the first response of this request
             return body
@@ -592,8 +779,16 @@ class FileStore:
         return self._read_record(self._path("response", request_id))
 
     def open_response_part(self, request_id: str) -> IO[bytes]:
-        """Open the file a response body is streamed into; ``commit_response`` moves it into place."""
-        return self._open_private(self.response_part_path(request_id))
+        """Open the file a response body is streamed into; ``commit_response`` moves it into place.
+
+        Buffered as ``open()`` would, but without its ``fstat``, ``ioctl`` and
+        ``lseek`` (3 syscalls of a small response's 7).
+        """
+        fd = open_nofollow(self.response_part_path(request_id), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        held = self._held_files()
+        if held is not None:
+            held.part_committed = None
+        return io.BufferedWriter(_WholeWrites(fd))
 
     def partial_response_size(self, request_id: str) -> int | None:
         """Bytes of the response an attempt is streaming now; None if none is."""
@@ -603,6 +798,9 @@ class FileStore:
             return None
 
     def discard_partial_response(self, request_id: str) -> None:
+        held = self._held_files()
+        if held is not None and held.part_committed == request_id:
+            return  # this batch moved it into place and opened none since: there is none
         with contextlib.suppress(FileNotFoundError):
             self.response_part_path(request_id).unlink()
 
@@ -620,6 +818,65 @@ class FileStore:
                 name = entry.name
                 if name.endswith(".log"):  # temporary files end in .tmp
                     yield name[: -len(".log")]
+
+    def request_file_ids(self) -> list[str]:
+        """IDs of every request file, from one ``listdir`` (no stat, no read).
+
+        A request file exists a moment before its status record (a creation in
+        progress) and may stay a moment after it (a removal half-way): a caller
+        reads the status and skips an ID that has none.
+        """
+        directory, suffix = _LOCATIONS["request"]
+        try:
+            names = os.listdir(self.root / directory)
+        except FileNotFoundError:
+            return []
+        except OSError as error:
+            raise StoreError(f"cannot list {self.root / directory}: {error}") from error
+        cut = len(suffix)
+        return [name[:-cut] for name in names if name.endswith(suffix)]
+
+    def created_times(self, request_ids: Iterable[str]) -> dict[str, float]:
+        """When each request's file was written (its mtime: a request file is never rewritten), by ID;
+        an ID whose file is gone is left out. With :meth:`request_file_ids`, a listing newest first that
+        reads no record: for a reader that wants the newest few of very many (the dashboard)."""
+        directory, suffix = _LOCATIONS["request"]
+        times: dict[str, float] = {}
+        try:
+            directory_fd = os.open(self.root / directory, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            return times
+        except OSError as error:
+            raise StoreError(f"cannot list {self.root / directory}: {error}") from error
+        try:  # relative to the directory's fd: no path built and resolved per file (100,000s of them)
+            for request_id in request_ids:
+                if is_valid_request_id(request_id):
+                    with contextlib.suppress(FileNotFoundError):
+                        times[request_id] = os.stat(request_id + suffix, dir_fd=directory_fd).st_mtime
+        finally:
+            os.close(directory_fd)
+        return times
+
+    def status_change_times(self) -> list[tuple[float, str]]:
+        """``(mtime, ID)`` of every status log, latest change first (one ``scandir``, a stat each, no read)."""
+        directory, suffix = _LOCATIONS["status"]
+        found: list[tuple[float, str]] = []
+        try:
+            entries = os.scandir(self.root / directory)
+        except FileNotFoundError:
+            return found
+        except OSError as error:
+            raise StoreError(f"cannot list {self.root / directory}: {error}") from error
+        cut = len(suffix)
+        with entries:
+            for entry in entries:
+                if entry.name.endswith(suffix):
+                    try:
+                        found.append((entry.stat().st_mtime, entry.name[:-cut]))
+                    except FileNotFoundError:  # removed while listed
+                        continue
+        found.sort(reverse=True)
+        return found
 
     def statuses(self) -> Iterator[StatusRecord]:
         for request_id in self.request_ids():
@@ -650,6 +907,16 @@ class FileStore:
             yield
         finally:
             os.close(fd)
+
+    def _is_at(self, fd: int, path: Path) -> bool:
+        """Whether ``fd`` is the file at ``path`` now (not one removed or replaced meanwhile).
+
+        A local store's files are only ever removed or renamed over, never linked
+        twice: one still linked is the one at its path (one ``fstat``, no ``stat``).
+        A network client may keep a removed file that is still open linked under
+        another name, so a shared store compares inodes with the path's.
+        """
+        return _is_at_path(fd, path) if self.shared else still_linked(fd)
 
     @contextlib.contextmanager
     def _status_lock(self, request_id: str) -> Iterator[None]:
@@ -784,10 +1051,36 @@ class FileStore:
         shutil.rmtree(self.files_dir(request_id), ignore_errors=True)
 
 
+class _WholeWrites(io.RawIOBase):
+    """A file open for writing at ``fd`` whose ``write`` writes all it is given or raises
+    (``store_files.write_all``). Not seekable: a ``BufferedWriter`` over it asks the kernel nothing."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if self.closed:
+            raise ValueError("write to a closed file")
+        view = memoryview(data).cast("B")
+        write_all(self._fd, view)
+        return len(view)
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()
+            os.close(self._fd)
+
+
 def check_store_root(root: Path) -> None:
     """ConfigError (one line) for a store root or directory that another user owns or may write,
     or a store directory that is a symlink: another user could have us write through a symlink."""
-    check_root(root, _DIRECTORIES)
+    check_root(root, _CHECKED_DIRECTORIES)
 
 
 def _open_or_create(path: Path) -> int:
@@ -802,26 +1095,11 @@ def _open_or_create(path: Path) -> int:
     return open_nofollow(path, os.O_RDWR | os.O_CREAT, 0o600)
 
 
-def _is_at(fd: int, path: Path) -> bool:
-    """Whether ``fd`` is the file at ``path`` now (not one removed or replaced meanwhile)."""
+def _is_at_path(fd: int, path: Path) -> bool:
+    """Whether ``fd`` is the file at ``path`` now, compared by inode (for a shared store)."""
     try:
         at_path = os.stat(path)
     except FileNotFoundError:
         return False
     opened = os.fstat(fd)
     return (opened.st_dev, opened.st_ino) == (at_path.st_dev, at_path.st_ino)
-
-
-#: A write refused for want of room: the disk, the user's quota, or the file-size limit (RLIMIT_FSIZE).
-DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-
-
-def is_disk_full(error: BaseException | None) -> bool:
-    """Whether ``error``, or an error it was raised from (a StoreError's OSError), is a disk-full error."""
-    while error is not None:
-        if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
-            return True
-        error = error.__cause__
-    return False
-
-

@@ -71,6 +71,7 @@ def check_root(root: Path, directories: list[str]) -> None:
     are 0600 to their creator anyway.
     """
     uid = os.geteuid()
+    _check_path_to(root, uid)
     for path in [root, *(root / name for name in directories)]:
         try:
             # The root as configured may be a symlink (the operator's choice); the store's own directories not.
@@ -82,6 +83,33 @@ def check_root(root: Path, directories: list[str]) -> None:
         problem = _problem(info, uid)
         if problem is not None:
             raise ConfigError(f"BGHTTP_STORE_DIR {root}: {path} {problem}; refusing to use it")
+
+
+def _check_path_to(root: Path, uid: int) -> None:
+    """Refuse a root another user could swap: one under a directory that user owns or may
+    write (unless sticky, like /tmp), or reached through that user's symlink. Such a user
+    could rename the checked store away while we run and put a symlink in its place; the
+    ``O_NOFOLLOW`` opens guard only the last component. As ssh's StrictModes: every
+    directory from ``/`` to the root (as configured and as resolved) is ours or root's."""
+    for path in [*reversed(root.parents), root, *reversed(Path(os.path.realpath(root)).parents)]:
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            continue  # created by us, private (make_private_dirs)
+        except OSError as error:
+            raise ConfigError(f"BGHTTP_STORE_DIR {root}: cannot inspect {path}: {error}") from error
+        if info.st_uid not in (uid, 0):
+            kind = "a symlink owned" if stat.S_ISLNK(info.st_mode) else "owned"
+            raise ConfigError(
+                f"BGHTTP_STORE_DIR {root}: {path} is {kind} by another user (uid {info.st_uid}), "
+                "who could swap the store; refusing to use it"
+            )
+        writable_by_others = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if path != root and stat.S_ISDIR(info.st_mode) and writable_by_others and not info.st_mode & stat.S_ISVTX:
+            raise ConfigError(
+                f"BGHTTP_STORE_DIR {root}: {path} is writable by other users (mode {stat.S_IMODE(info.st_mode):o}), "
+                "who could swap the store; refusing to use it"
+            )
 
 
 def _problem(info: os.stat_result, uid: int) -> str | None:

@@ -19,10 +19,11 @@ import contextlib
 import dataclasses
 import functools
 import importlib.util
-import urllib.parse
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from .core.outcomes import Outcome
+from .core.urls import origin_key
 from .models import RequestSpec
 from .redaction import request_secrets, scrub
 
@@ -87,9 +88,9 @@ class AttemptSpan:
 
         if result.status_code is not None:
             self.span.set_attribute("http.response.status_code", result.status_code)
-        if result.outcome.value != "success":
+        if result.outcome is not Outcome.SUCCESS:
             # The semantic conventions: the status code as text for an HTTP error, else the failure's name.
-            error_type = str(result.status_code) if result.outcome.value == "http_error" else result.outcome.value
+            error_type = str(result.status_code) if result.outcome is Outcome.HTTP_ERROR else result.outcome.value
             self.span.set_attribute("error.type", error_type)
             self.span.set_status(Status(StatusCode.ERROR, result.error))
 
@@ -129,11 +130,7 @@ def _attributes(spec: RequestSpec, attempt: int) -> dict[str, str | int]:
         "bghttp.request_id": spec.request_id,
         "bghttp.attempt": attempt,
     }
-    try:
-        parts = urllib.parse.urlsplit(spec.url)
-        host, port = parts.hostname, parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    except ValueError:  # a hand-edited URL: the attempt will say what is wrong with it
-        return attributes
+    _, host, port = origin_key(spec.url)  # ("", "", 0) for a hand-edited URL: its attempt says what is wrong
     if host:
         attributes["server.address"] = host
     if port:

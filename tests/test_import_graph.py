@@ -119,3 +119,91 @@ def test_only_the_store_touches_its_paths_and_syncs() -> None:
         if STORE_INTERNALS.search(line)
     ]
     assert offenders == []
+
+
+#: What the core must never import: an HTTP client, the broker, sockets, or the store.
+CORE_FORBIDDEN = re.compile(
+    r"^(httpx|httpcore|h11|aiohttp|dramatiq|pika|socket|ssl|select|selectors|asyncio|fcntl"
+    r"|bghttp\.(store|store_api|durability|shared_fs|record_log|broker|worker|client|aio))(\.|$)"
+)
+
+
+def _imported_names(path: Path) -> set[str]:
+    """Every module ``path`` imports at run time (at any depth, functions included; not the imports
+    under ``if TYPE_CHECKING:``, which only name types), as absolute names."""
+    package = ["bghttp", *path.parent.relative_to(PACKAGE).parts]
+    names: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = ".".join(package[: len(package) - (node.level - 1)] + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
+    return names
+
+
+def test_the_core_imports_no_client_broker_socket_or_store() -> None:
+    """bghttp.core decides and never waits: no HTTP client, no Dramatiq, no sockets, no store, and
+    nothing that imports them (its bghttp imports are followed)."""
+    seen: set[str] = set()
+    offenders: list[str] = []
+    todo = [path for path in (PACKAGE / "core").rglob("*.py")]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in _imported_names(path):
+            if CORE_FORBIDDEN.match(name):
+                offenders.append(f"{path.relative_to(PACKAGE)} imports {name}")
+            elif name.startswith("bghttp."):
+                parts = name.split(".")[1:]
+                for candidate in (PACKAGE.joinpath(*parts).with_suffix(".py"), PACKAGE.joinpath(*parts, "__init__.py")):
+                    if candidate.exists():
+                        todo.append(candidate)
+    assert offenders == []
+    assert any(path.name == "outcomes.py" for path in seen)  # the walk saw the core
+
+
+#: The ``bghttp[dashboard]`` extra's packages.
+DASHBOARD_FRAMEWORK = {"starlette", "uvicorn", "jinja2", "markupsafe"}
+
+
+def test_the_library_the_worker_and_the_cli_do_not_load_the_dashboard_framework() -> None:
+    """``import bghttp``, the worker's entry point and the CLI's parser load no web framework:
+    only ``bghttp dashboard`` does, when it runs (the extra is optional)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, bghttp, bghttp.actors, bghttp.worker, bghttp.cli; bghttp.cli.build_parser(); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & set(sys.argv[1:])))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, *DASHBOARD_FRAMEWORK], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_only_the_cli_imports_the_dashboard() -> None:
+    modules = _modules()
+    importers = [
+        name
+        for name, path in modules.items()
+        if not name.startswith(("dashboard", "cli"))
+        and any(target.startswith("dashboard") for target in _runtime_imports(name, path, set(modules)))
+    ]
+    assert importers == []

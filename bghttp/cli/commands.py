@@ -26,12 +26,12 @@ import re
 import shutil
 import sys
 import time
-import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from ..config import ConfigError, Settings
+from ..core.urls import url_host
 from ..errors import (
     BghttpError,
     BrokerUnavailable,
@@ -45,7 +45,10 @@ from ..models import RequestStatus, StatusRecord
 from ..reading import StoreReader
 from ..store import FileStore
 from . import output as out
+from .dashboard import add_command as add_dashboard_command
 from .input import UsageError, request_options
+from .wait_notes import WaitNotes
+from .workers import cmd_workers, unserved_notice, visible
 
 if TYPE_CHECKING:
     from ..client import BackgroundHttpClient
@@ -165,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     wait.add_argument("request_id", metavar="ID")
     wait.add_argument("--timeout", type=_seconds, metavar="SECONDS", help="give up after this long (exit 5)")
     wait.add_argument("--no-progress", action="store_true", help="do not show progress on stderr")
+    wait.add_argument(
+        "--progress", action="store_true", help="say what the request waits for even when stderr is not a terminal"
+    )
     ls = add("ls", "list requests, newest first")
     ls.add_argument("--status", choices=[s.value for s in RequestStatus], help="only requests with this status")
     ls.add_argument("--limit", type=_positive_int, metavar="N", help="at most N requests")
@@ -189,12 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     gc = add("gc", "remove finished (completed, failed, cancelled) requests older than an age")
     gc.add_argument("--older-than", type=_duration, required=True, metavar="AGE", help="e.g. 90m, 12h, 7d, 2w")
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    add("workers", "list the worker processes whose heartbeats are in the store, live and stale")
     add("recover", "re-send every unfinished request from the store (safe to repeat: nothing runs twice)")
     retry = add("retry", "run failed or cancelled requests again under their IDs, with a fresh retry budget")
     retry.add_argument("request_ids", nargs="*", metavar="ID", help="the requests (or select them with --status)")
     retry.add_argument("--status", choices=["failed", "cancelled"], help="every request that ended with this status")
     retry.add_argument("--since", type=_duration, metavar="AGE", help="with --status: that ended within AGE (e.g. 2h)")
     retry.add_argument("--host", metavar="HOST", help="with --status: whose URL's host is HOST")
+    add_dashboard_command(add)
 
     handlers: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
         "status": cmd_status,
@@ -206,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         "worker": cmd_worker,
         "gc": cmd_gc,
         "recover": cmd_recover,
+        "workers": cmd_workers,
         "retry": cmd_retry,
     }
     for name, handler in handlers.items():
@@ -390,7 +399,13 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
             sys.stdout.flush()
         if waits:
             return _wait_and_report(
-                client, info.request_id, args.wait_timeout, show_progress=True, as_json=args.json, outcome_to=sys.stderr
+                client,
+                info.request_id,
+                args.wait_timeout,
+                show_progress=True,
+                as_json=args.json,
+                outcome_to=sys.stderr,
+                settings=settings,
             )
     return EXIT_OK
 
@@ -406,6 +421,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             out.print_json(out.status_json(record, spec))
         else:
             out.print_status(record, spec)
+    notice = unserved_notice(record, settings)
+    if notice is not None:
+        print(f"warning: {visible(notice)}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -433,7 +451,13 @@ def cmd_response(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_wait(args: argparse.Namespace, settings: Settings) -> int:
     with _reader(settings) as client:
         return _wait_and_report(
-            client, args.request_id, args.timeout, show_progress=not args.no_progress, as_json=args.json
+            client,
+            args.request_id,
+            args.timeout,
+            show_progress=not args.no_progress,
+            as_json=args.json,
+            settings=settings,
+            narrate=args.progress or (not args.no_progress and sys.stderr.isatty()),
         )
 
 
@@ -445,9 +469,17 @@ def _wait_and_report(
     show_progress: bool,
     as_json: bool,
     outcome_to: IO[str] | None = None,
+    settings: Settings,
+    narrate: bool | None = None,
 ) -> int:
-    """Wait, then print the outcome: a JSON document on stdout, or one line on ``outcome_to`` (stdout)."""
-    record = _wait(client, request_id, timeout, show_progress)
+    """Wait, then print the outcome: a JSON document on stdout, or one line on ``outcome_to`` (stdout).
+
+    ``narrate`` (default: stderr is a terminal and progress is shown) says on stderr what the
+    request waits for (see ``wait_notes``); without it only a missing worker is reported.
+    """
+    if narrate is None:
+        narrate = show_progress and sys.stderr.isatty()
+    record = _wait(client, request_id, timeout, show_progress, WaitNotes(settings, sys.stderr, narrate=narrate))
     spec = client.store.load_request(request_id)
     if as_json:
         out.print_json(out.status_json(record, spec))
@@ -458,11 +490,14 @@ def _wait_and_report(
     return EXIT_OK if record.status is RequestStatus.COMPLETED else EXIT_FAILED
 
 
-def _wait(client: Reads, request_id: str, timeout: float | None, show_progress: bool) -> StatusRecord:
-    """The client's wait, showing how much of the response has been streamed so far."""
+def _wait(client: Reads, request_id: str, timeout: float | None, show_progress: bool, notes: WaitNotes) -> StatusRecord:
+    """The client's wait, showing how much of the response has been streamed so far, and what it waits for."""
     progress = out.Progress(request_id) if show_progress else None
+    if progress is not None:
+        notes.before_line = progress.clear_line
 
     def show(record: StatusRecord) -> None:
+        notes.update(record)
         if progress is not None:
             progress.update(record.phase.value, client.received_bytes(request_id))
 
@@ -635,10 +670,7 @@ def _select_ended(client: BackgroundHttpClient, status: str, since: float | None
             continue
         if host is not None:
             spec = _spec_or_none(client, record.request_id)
-            try:
-                target = None if spec is None else urllib.parse.urlsplit(spec.url).hostname
-            except ValueError:
-                target = None
+            target = None if spec is None else url_host(spec.url)
             if target is None or target != host.lower().rstrip("."):
                 continue
         chosen.append(record.request_id)

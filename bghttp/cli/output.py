@@ -196,6 +196,13 @@ class Progress:
         self._last_size = size
         self._last_line = now
 
+    def clear_line(self) -> None:
+        """Make room for another line on stderr: the line drawn in place goes, and is drawn again next time."""
+        if self._drawn:
+            self.stream.write("\r\033[K")
+            self._drawn = False
+            self._last_size = -1
+
     def finish(self) -> None:
         if self._drawn:
             self.stream.write("\r\033[K")

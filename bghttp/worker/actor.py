@@ -29,14 +29,16 @@ from ..errors import BrokerUnavailable, StoreError
 from ..events import EventPublisher
 from ..lifecycle import parse_message_args
 from ..logs import configure_logging, get_logger
+from ..models import RequestSpec, StatusRecord
 from ..shared_fs import check as check_shared_store
 from ..store import check_store_root, is_valid_request_id
 from ..store_api import Store
 from .connectivity import ConnectivityMonitor, MonitorHolder
 from .delays import PromptDelayedMessages
 from .egress import egress_transport
-from .execution import build_http_client
+from .execution import AttemptResult, build_http_client
 from .gate import ConnectivityGate
+from .heartbeat import HeartbeatMiddleware
 from .http_env import HttpEnvironment, load_http_environment
 from .in_flight import InFlightLimits, WorkerSlots
 from .intake import declare_intake_actor, submit_queue_name
@@ -62,16 +64,18 @@ def retry_internal_failure(retries: int, error: BaseException) -> bool:
 
 def worker_middleware(settings: Settings, connectivity: MonitorHolder | None = None) -> list[Middleware]:
     """The worker's middleware; pass the ``connectivity`` the runner shares with the gate."""
+    connectivity = connectivity or MonitorHolder(settings)
     return [
         ShutdownNotifications(),
         CurrentMessage(),
-        ConnectivityGate(settings, connectivity or MonitorHolder(settings)),
+        ConnectivityGate(settings, connectivity),
         PromptDelayedMessages(),  # retries start when due, not at the delay queue's next 1 s wake-up
         Retries(
             retry_when=retry_internal_failure,
             min_backoff=INTERNAL_MIN_BACKOFF_MS,
             max_backoff=OUTAGE_MAX_BACKOFF_MS,
         ),
+        HeartbeatMiddleware(settings, connectivity),
         *metrics_middleware(settings),
     ]
 
@@ -114,6 +118,9 @@ class RunnerHolder:
         self._shared: tuple[Store, ConnectivityMonitor | None] | None = None
         self._lock = threading.Lock()
         self.events = EventPublisher.for_broker(broker, settings)
+        self.heartbeat = next((m for m in broker.middleware if isinstance(m, HeartbeatMiddleware)), None)
+        if self.heartbeat is not None:
+            self.heartbeat.in_flight = lambda: self.in_flight
 
     def get(self) -> RequestRunner:
         runner: RequestRunner | None = getattr(self._thread, "runner", None)
@@ -126,11 +133,16 @@ class RunnerHolder:
             self._http_client(),
             functools.partial(publish_request, self.broker, self.settings.queue_name),
             connectivity=connectivity,
-            on_attempt=observe_attempt,
+            on_attempt=self._on_attempt,
             in_flight=self.in_flight,
             after_run=None if self.events is None else self.events.announce_final,
         )
         return runner
+
+    def _on_attempt(self, spec: RequestSpec, record: StatusRecord, result: AttemptResult) -> None:
+        observe_attempt(spec, record, result)
+        if self.heartbeat is not None and record.is_terminal:
+            self.heartbeat.count_outcome(record)
 
     def _shared_parts(self) -> tuple[Store, ConnectivityMonitor | None]:
         shared = self._shared  # every message passes here: no lock once they are built

@@ -38,17 +38,12 @@ import h11
 import httpcore
 import httpx
 
-#: The message of the timeout raised when the attempt's own deadline passes.
-DEADLINE_PASSED = "the attempt's deadline passed"
+from ..core.outcomes import DEADLINE_PASSED, AttemptCancelled
 
 #: Longest a socket operation blocks before the deadline and the cancel flag are checked.
 CHECK_SECONDS = 0.2
 
 SocketOption = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
-
-
-class AttemptCancelled(Exception):
-    """The request was cancelled while its attempt ran."""
 
 
 class AttemptLimits:

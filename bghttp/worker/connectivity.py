@@ -177,6 +177,12 @@ class ConnectivityMonitor:
     def is_online(self) -> bool:
         return self._online_event.is_set()
 
+    def offline_since(self) -> float | None:
+        """Wall-clock time (``time.time()``) the monitor said offline; None while online."""
+        with self._state_lock:
+            since = self._offline_since
+        return None if since is None else time.time() - (time.monotonic() - since)
+
     def wait_online(self, timeout: float | None = None) -> bool:
         """Block until online or ``timeout`` seconds passed; True if online."""
         return self._online_event.wait(timeout)
@@ -334,6 +340,11 @@ class MonitorHolder:
                 self._pid = os.getpid()
                 self._monitor.start()
             return self._monitor
+
+    def current(self) -> ConnectivityMonitor | None:
+        """This process's monitor if it was built, without building one."""
+        with self._lock:
+            return self._monitor if self._pid == os.getpid() else None
 
     def stop(self) -> None:
         with self._lock:

@@ -29,22 +29,27 @@ import h11
 import httpcore
 import httpx
 
+from ..core.body import BodySink
+from ..core.decoding import content_codings
+from ..core.outcomes import (
+    AttemptCancelled,
+    ClientErrors,
+    EgressBlocked,
+    Outcome,
+    RequestUnsendable,
+    ResponseNotSaved,
+    SendNotRecorded,
+    TooManyRedirects,
+    judge_error,
+    judge_status,
+)
+from ..core.response_meta import ResponseMeta
 from ..errors import StoreError
 from ..models import RequestSpec
 from ..redaction import redact_url
-from ..store import is_disk_full
 from ..store_api import Store
-from .attempt_io import (
-    DEADLINE_PASSED,
-    AttemptCancelled,
-    AttemptLimits,
-    attempt_limits,
-    limit_client_io,
-    release_connection,
-)
-from .decoding import BadEncoding, BodyDecoder, can_decode, content_codings
-from .redirects import MAX_REDIRECTS, Hop, RedirectRefused, is_redirect, next_hop
-from .retry_policy import RETRY_AFTER_STATUSES, Outcome, parse_retry_after
+from .attempt_io import AttemptLimits, attempt_limits, limit_client_io, release_connection
+from .redirects import MAX_REDIRECTS, Hop, is_redirect, next_hop
 
 #: The most of a redirect's own body that is read (so the connection can be reused).
 REDIRECT_BODY_LIMIT = 64 * 1024
@@ -58,26 +63,6 @@ __all__ = [
     "build_http_client",
     "perform_attempt",
 ]
-
-
-class ResponseTooLarge(Exception):
-    pass
-
-
-class EgressBlocked(Exception):
-    """Raised by an egress policy transport when an address is not allowed."""
-
-
-class RequestUnsendable(Exception):
-    """The stored request cannot be turned into an HTTP request (its files, its headers, its URL)."""
-
-
-class SendNotRecorded(Exception):
-    """The attempt could not be marked "sent" before its first byte: it is not sent."""
-
-
-class ResponseNotSaved(Exception):
-    """Writing the response into the store failed (``__cause__`` is the OSError/StoreError)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,60 +172,17 @@ def perform_attempt(
             finally:
                 release_connection(response)
     except Exception as error:  # every error is an outcome: see the module docstring
-        outcome, message = _judge(error, spec, progress)
-        duration_ms = (time.monotonic() - started) * 1000
-        return AttemptResult(
-            outcome, progress.status_code, message, size, duration_ms, final=_is_head_too_large(error)
+        judged = judge_error(
+            error, HTTPX_ERRORS, phase=progress.phase, timeout=spec.timeout, status_code=progress.status_code
         )
+        duration_ms = (time.monotonic() - started) * 1000
+        return AttemptResult(judged.outcome, progress.status_code, judged.error, size, duration_ms, final=judged.final)
     finally:
         with contextlib.suppress(OSError, StoreError):  # a leftover .part is harmless; a resend is not
             store.discard_partial_response(spec.request_id)
     duration_ms = (time.monotonic() - started) * 1000
-    if response.status_code >= 400:
-        error_text = f"HTTP {response.status_code} {response.reason_phrase}"
-        retry_after = None
-        if response.status_code in RETRY_AFTER_STATUSES:
-            retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
-        return AttemptResult(Outcome.HTTP_ERROR, response.status_code, error_text, size, duration_ms, retry_after)
-    return AttemptResult(Outcome.SUCCESS, response.status_code, None, size, duration_ms)
-
-
-def _judge(error: Exception, spec: RequestSpec, progress: _Progress) -> tuple[Outcome, str]:
-    """The one place that turns what an attempt raised into an outcome and a clear error."""
-    where = progress.phase
-    if isinstance(error, AttemptCancelled):
-        return Outcome.CANCELLED, f"cancelled while {where}"
-    if isinstance(error, httpx.TimeoutException):
-        detail = "" if str(error) == DEADLINE_PASSED else f": {error or type(error).__name__}"
-        return Outcome.TIMEOUT, f"timeout after {spec.timeout:g}s while {where}{detail}"
-    if isinstance(error, EgressBlocked):
-        return Outcome.BLOCKED, str(error)
-    if isinstance(error, ResponseTooLarge):
-        return Outcome.TOO_LARGE, str(error)
-    if isinstance(error, httpx.TooManyRedirects | RedirectRefused):
-        return Outcome.INVALID, str(error)
-    if isinstance(error, RequestUnsendable):
-        return Outcome.INVALID, f"the request cannot be sent: {error}"
-    if isinstance(error, httpx.LocalProtocolError | httpx.UnsupportedProtocol | httpx.InvalidURL | UnicodeError):
-        # httpx or h11 refused what we asked it to send (a header value, a URL).
-        return Outcome.INVALID, f"the request cannot be sent: {type(error).__name__}: {error}"
-    if _is_head_too_large(error):
-        # The server's answer, not the network: the same wall next time (see _is_head_too_large).
-        return Outcome.BAD_RESPONSE, (
-            f"the response head is larger than the {RESPONSE_HEAD_LIMIT // 1024} KiB this client reads "
-            f"({error}); not retried: the server would send it again"
-        )
-    if isinstance(error, BadEncoding | httpx.DecodingError):
-        # The server's answer contradicts its own Content-Encoding: like a body cut
-        # short, a broken answer (a proxy, a cache, a bad deploy) may be fine next time.
-        return Outcome.BAD_RESPONSE, f"HTTP {progress.status_code}, {error}"
-    if isinstance(error, httpx.TransportError | httpx.StreamError):
-        return Outcome.NETWORK_ERROR, f"{type(error).__name__} while {where}: {error}"
-    if isinstance(error, ResponseNotSaved | SendNotRecorded):
-        return _judge_store_failure(error)
-    # Anything else (an httpx, h11 or bghttp bug) must not become a resend nobody
-    # allowed: the attempt fails and says what happened.
-    return Outcome.INVALID, f"unexpected {type(error).__name__} while {where}: {error}"
+    judged = judge_status(response.status_code, response.reason_phrase, response.headers.multi_items())
+    return AttemptResult(judged.outcome, response.status_code, judged.error, size, duration_ms, judged.retry_after)
 
 
 def _is_head_too_large(error: BaseException) -> bool:
@@ -256,14 +198,16 @@ def _is_head_too_large(error: BaseException) -> bool:
     return False
 
 
-def _judge_store_failure(error: ResponseNotSaved | SendNotRecorded) -> tuple[Outcome, str]:
-    """The store failed us: before sending (nothing went out) or while saving the answer."""
-    cause = error.__cause__ or error
-    if isinstance(error, SendNotRecorded):
-        return Outcome.STORE_ERROR, f"not sent: the attempt could not be recorded first: {cause}"
-    if is_disk_full(cause):
-        return Outcome.DISK_FULL, f"no space left to save the response: {cause}"
-    return Outcome.STORE_ERROR, f"cannot save the response: {cause}"
+#: What httpx's exceptions mean to an attempt (judged by ``core.outcomes.judge_error``).
+HTTPX_ERRORS = ClientErrors(
+    timeout=(httpx.TimeoutException,),
+    too_many_redirects=(httpx.TooManyRedirects,),
+    refused_to_send=(httpx.LocalProtocolError, httpx.UnsupportedProtocol, httpx.InvalidURL),
+    decoding=(httpx.DecodingError,),
+    transport=(httpx.TransportError, httpx.StreamError),
+    head_too_large=_is_head_too_large,
+    head_limit=RESPONSE_HEAD_LIMIT,
+)
 
 
 # ---------------------------------------------------------------- sending
@@ -291,7 +235,7 @@ def _send_following_redirects(
         if redirects == MAX_REDIRECTS:
             break
         hop = next_hop(hop.method, request.url, hop.headers, response, keeps_body=hop.keeps_body)
-    raise httpx.TooManyRedirects(f"more than {MAX_REDIRECTS} redirects")
+    raise TooManyRedirects(f"more than {MAX_REDIRECTS} redirects")
 
 
 def _parse_url(url: str) -> httpx.URL:
@@ -382,34 +326,21 @@ def _save_body(
     # The names as the server spelled them (multi_items() lower-cases them).
     encoding = response.headers.encoding
     raw_headers = [(name.decode(encoding), value.decode(encoding)) for name, value in response.headers.raw]
-    codings = content_codings(raw_headers)
-    decoder = BodyDecoder(codings) if can_decode(codings) else None
-    if response.is_stream_consumed:  # built in memory (httpx.MockTransport): httpx has read and decoded it
-        raw_chunks: Iterable[bytes] = [response.content]
-        decoder = None
-    else:
-        raw_chunks = response.iter_raw()
-    size = raw_size = 0
-
-    def admit(chunk: bytes) -> bytes:
-        nonlocal size
-        size += len(chunk)
-        if max_bytes is not None and max(size, raw_size) > max_bytes:
-            raise ResponseTooLarge(f"response body passed BGHTTP_MAX_RESPONSE_BYTES={max_bytes}")
-        limits.check(httpx.ReadTimeout)  # the deadline and cancel, also while the data is already buffered
-        return chunk
-
+    in_memory = response.is_stream_consumed  # built in memory (httpx.MockTransport): httpx has read and decoded it
+    sink = BodySink(content_codings(raw_headers), max_bytes, decode=not in_memory)
+    raw_chunks: Iterable[bytes] = [response.content] if in_memory else response.iter_raw()
     with _response_sink(store, request_id) as out:
         for raw in raw_chunks:
-            raw_size += len(raw)
-            for chunk in decoder.feed(raw) if decoder is not None else (raw,):
-                _write(out, admit(chunk))
-        if decoder is not None:
-            for chunk in decoder.finish() if raw_size else ():
-                _write(out, admit(chunk))
-    decoded = decoder is not None and raw_size > 0
+            for chunk in sink.feed(raw):
+                limits.check(httpx.ReadTimeout)  # the deadline and cancel, also while the data is already buffered
+                _write(out, chunk)
+        for chunk in sink.finish():
+            limits.check(httpx.ReadTimeout)
+            _write(out, chunk)
+    size, raw_size, decoded = sink.size, sink.raw_size, sink.decoded
     try:
-        store.commit_response(request_id, _metadata(response, raw_headers, size, raw_size, decoded, started))
+        meta = _metadata(response, raw_headers, size, raw_size, decoded, started)
+        store.commit_response(request_id, meta.to_json())
     except (OSError, StoreError) as error:
         raise ResponseNotSaved() from error
     return size
@@ -456,25 +387,26 @@ def _metadata(
     raw_size: int,
     decoded: bool,
     started: float,
-) -> dict[str, Any]:
+) -> ResponseMeta:
     """The saved headers describe the saved file; when it was decoded, the server's own stay in ``raw_headers``."""
     headers = raw_headers
-    metadata: dict[str, Any] = {}
+    decoded_from = raw = None
     if decoded:
         dropped = {"content-encoding", "content-length"}
         headers = [(k, v) for k, v in raw_headers if k.lower() not in dropped] + [("Content-Length", str(size))]
-        metadata["decoded_content_encoding"] = ", ".join(v for k, v in raw_headers if k.lower() == "content-encoding")
-        metadata["raw_headers"] = [list(pair) for pair in raw_headers]
-    return {
-        "status_code": response.status_code,
-        "reason": response.reason_phrase,
-        "headers": [list(pair) for pair in headers],
+        decoded_from = ", ".join(v for k, v in raw_headers if k.lower() == "content-encoding")
+        raw = tuple(raw_headers)
+    return ResponseMeta(
+        status_code=response.status_code,
+        reason=response.reason_phrase,
+        headers=tuple(headers),
         # The URL's password, like a secret header, is kept only where the worker needs it (the request file).
-        "url": redact_url(str(response.url)),
-        "http_version": response.http_version,
-        "elapsed_ms": round((time.monotonic() - started) * 1000, 3),
-        "size": size,
-        "raw_size": raw_size,
-        **metadata,
-        "saved_at": time.time(),
-    }
+        url=redact_url(str(response.url)),
+        http_version=response.http_version,
+        elapsed_ms=round((time.monotonic() - started) * 1000, 3),
+        size=size,
+        raw_size=raw_size,
+        decoded_content_encoding=decoded_from,
+        raw_headers=raw,
+        saved_at=time.time(),
+    )

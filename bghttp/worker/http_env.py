@@ -23,7 +23,9 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import ssl
+import sys
 from collections.abc import Mapping
 
 import httpx
@@ -70,6 +72,7 @@ def load_http_environment(*, use_proxies: bool, environ: Mapping[str, str] | Non
 def _tls_context(env: Mapping[str, str]) -> ssl.SSLContext:
     # httpx's own choice (``create_ssl_context``), with the variables checked first.
     cafile, capath = env.get("SSL_CERT_FILE"), env.get("SSL_CERT_DIR")
+    _check_key_log()
     try:
         if cafile:
             return ssl.create_default_context(cafile=cafile)
@@ -85,6 +88,21 @@ def _tls_context(env: Mapping[str, str]) -> ssl.SSLContext:
         raise ConfigError(
             f"{name}={value!r}: cannot load CA certificates ({reason}); a worker verifies TLS with it: "
             f"point it at {what}, or unset it for the default bundle ({DOCS})"
+        ) from None
+
+
+def _check_key_log() -> None:
+    """``ssl.create_default_context`` opens ``SSLKEYLOGFILE`` (from ``os.environ``) for every
+    context: an unwritable one failed the context, and was named as a CA variable."""
+    path = os.environ.get("SSLKEYLOGFILE")
+    if not path or sys.flags.ignore_environment:
+        return
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).keylog_filename = path
+    except OSError as error:
+        raise ConfigError(
+            f"SSLKEYLOGFILE={path!r}: cannot open it to log TLS keys ({error.strerror or error}); "
+            f"point it at a writable file or unset it ({DOCS})"
         ) from None
 
 
@@ -142,6 +160,20 @@ def _check_proxy(scheme: str, url: str, found: Mapping[str, tuple[str, str]]) ->
         httpx.HTTPTransport(proxy=url)  # httpx's own checks: the URL, the scheme, socksio for SOCKS
     except Exception as error:
         raise _variable_error(found[scheme], _proxy_reason(error)) from None
+    # httpx takes a proxy with no host, a port past 65535 or a space in its host, and every
+    # request through it then fails to connect (a network_error, retried): refuse them here.
+    parsed = httpx.URL(url)
+    host = parsed.raw_host.decode("ascii", "replace")  # an international name in its IDNA form
+    if not host:
+        raise _variable_error(found[scheme], "not a usable proxy URL: it has no host")
+    if not _PROXY_HOST.fullmatch(host):
+        raise _variable_error(found[scheme], f"not a usable proxy URL: {host!r} is not a host name or address")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise _variable_error(found[scheme], f"not a usable proxy URL: port {parsed.port} is out of range")
+
+
+#: A proxy's host as httpx encodes it: an (IDNA) name, an IPv4 address, or an IPv6 one (without brackets).
+_PROXY_HOST = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*")
 
 
 def _check_pattern(pattern: str, entry: str, variable: tuple[str, str]) -> None:

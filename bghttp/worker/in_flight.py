@@ -23,13 +23,13 @@ import collections
 import random
 import threading
 import time
-import urllib.parse
 from typing import Any
 
 import dramatiq
 from dramatiq.middleware import Middleware
 
 from ..config import Settings
+from ..core.urls import OriginKey, origin_key
 from ..logs import get_logger
 
 #: Longest a message waits in the process for its host; then it goes back to the broker.
@@ -40,19 +40,9 @@ MAX_DEFER_SECONDS = 10.0
 #: Weight of the newest attempt in a host's average attempt time.
 DURATION_WEIGHT = 0.2
 
-HostKey = tuple[str, str, int]
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def host_key(url: str) -> HostKey:
-    """(scheme, host, port) of ``url``; a URL that does not parse shares one key (its attempt fails fast)."""
-    try:
-        parts = urllib.parse.urlsplit(url)  # 15x cheaper than httpx.URL
-        scheme = parts.scheme.lower()
-        return scheme, (parts.hostname or ""), parts.port or _DEFAULT_PORTS.get(scheme, 0)
-    except ValueError:
-        return "", "", 0
+HostKey = OriginKey
+#: A URL that does not parse shares one key (its attempt fails fast).
+host_key = origin_key
 
 
 def waiting_threads(max_in_flight: int) -> int:
@@ -146,6 +136,12 @@ class InFlightLimits:
         """Places taken now, in all or by attempts to ``url``'s host."""
         with self._lock:
             return self._total if url is None else self._per_host.get(host_key(url), 0)
+
+    def snapshot(self) -> tuple[int, dict[str, int]]:
+        """Places taken now: in all, and by ``scheme://host:port`` (for the heartbeat)."""
+        with self._lock:
+            by_host = {f"{scheme}://{host}:{port}": n for (scheme, host, port), n in self._per_host.items() if n}
+            return self._total, by_host
 
     def waiting(self) -> int:
         with self._lock:

@@ -25,7 +25,6 @@ import json
 import re
 import threading
 import time
-import urllib.parse
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -37,6 +36,7 @@ from dramatiq.middleware import CurrentMessage, Middleware
 
 from ..broker import SUBMIT_QUEUE_SUFFIX, BghttpRabbitmqBroker, publish_request
 from ..config import Settings
+from ..core.urls import url_host
 from ..errors import InvalidRequest, RequestExists
 from ..events import REJECTED, EventPublisher, rejected_event
 from ..logs import get_logger
@@ -195,7 +195,7 @@ class Intake:
             # "one request" would leave its producer believing it ran.
             self._reject(args, message_id, str(error), log)
             return
-        host = urllib.parse.urlsplit(prepared.spec.url).hostname
+        host = url_host(prepared.spec.url)
         log.info(
             "request_submitted_by_message",
             request_id=info.request_id,

@@ -1,17 +1,7 @@
-"""Where a redirect leads, with which method, and which of the caller's headers go along.
+"""The driver side of a redirect: the ``Location`` resolved with httpx's URL type.
 
-bghttp follows redirects itself (httpx's ``follow_redirects`` is off) so that
-the header rule is its own:
-
-* same origin (scheme, host and port unchanged): every header the caller gave
-  goes along, ``Cookie`` included;
-* another origin: every header bghttp treats as secret (``logs.is_secret_header``:
-  ``Authorization``, ``Proxy-Authorization``, ``Cookie``, ``X-Api-Key``, any
-  ``*token*`` …) and ``Host`` are dropped, for this hop and every later one.
-
-Methods follow httpx (and browsers): 303 turns anything but HEAD into GET, 301
-and 302 turn POST into GET; a request turned into GET loses its body and the
-headers that described it. 307 and 308 resend the same method and body.
+The rule itself (the method, which headers go along, whether the body is kept)
+is the core's: :mod:`bghttp.core.redirects`.
 """
 
 from __future__ import annotations
@@ -20,16 +10,13 @@ import dataclasses
 
 import httpx
 
-from ..redaction import is_secret_header, redact_url
+from ..core.outcomes import RedirectRefused
+from ..core.redirects import FOLLOWED_SCHEMES, MAX_REDIRECTS, REDIRECT_STATUSES, redirect_rule
+from ..core.redirects import is_redirect as is_redirect_status
+from ..core.urls import DEFAULT_PORTS
+from ..redaction import redact_url
 
-MAX_REDIRECTS = 20
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-_BODY_HEADERS = frozenset({"content-length", "transfer-encoding", "content-type"})
-
-
-class RedirectRefused(Exception):
-    """The redirect cannot be followed (a URL httpx cannot send, a scheme that is not HTTP)."""
+__all__ = ["MAX_REDIRECTS", "REDIRECT_STATUSES", "Hop", "RedirectRefused", "is_redirect", "next_hop", "origin"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,11 +30,11 @@ class Hop:
 
 
 def is_redirect(response: httpx.Response) -> bool:
-    return response.status_code in REDIRECT_STATUSES and "location" in response.headers
+    return is_redirect_status(response.status_code, "location" in response.headers)
 
 
 def origin(url: httpx.URL) -> tuple[str, str, int | None]:
-    return url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme)
+    return url.scheme, url.host, url.port or DEFAULT_PORTS.get(url.scheme)
 
 
 def next_hop(
@@ -60,22 +47,11 @@ def next_hop(
         target = url.join(location)
     except (httpx.InvalidURL, ValueError, UnicodeError) as error:
         raise RedirectRefused(f"redirect to an invalid URL {shown!r}: {error}") from None
-    if target.scheme not in _DEFAULT_PORTS or not target.host:
+    if target.scheme not in FOLLOWED_SCHEMES or not target.host:
         raise RedirectRefused(f"redirect to {shown!r}: only http and https URLs are followed")
     if url.fragment and not target.fragment:
         target = target.copy_with(fragment=url.fragment)
-
-    turns_into_get = (response.status_code == 303 and method != "HEAD") or (
-        response.status_code in (301, 302) and method == "POST"
+    rule = redirect_rule(
+        method, response.status_code, headers, cross_origin=origin(target) != origin(url), keeps_body=keeps_body
     )
-    new_method = "GET" if turns_into_get else method
-    body_dropped = new_method != method
-    cross_origin = origin(target) != origin(url)
-
-    kept = [
-        (name, value)
-        for name, value in headers
-        if not (cross_origin and (is_secret_header(name) or name.lower() == "host"))
-        and not (body_dropped and name.lower() in _BODY_HEADERS)
-    ]
-    return Hop(new_method, target, kept, keeps_body and not body_dropped)
+    return Hop(rule.method, target, rule.headers, rule.keeps_body)

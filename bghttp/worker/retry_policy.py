@@ -6,7 +6,7 @@ network (no retry spent), or fail. The schedule is the original plugin's: after
 error number n the request waits ``min(2**n, 512)`` seconds (2, 4, 8 … 512),
 times ``BGHTTP_BACKOFF_SCALE``. There is no jitter: users rely on the exact schedule.
 
-A 429 or 503 answer with ``Retry-After`` (see :func:`parse_retry_after`) waits at
+A 429 or 503 answer with ``Retry-After`` (see :func:`bghttp.core.retry_after.parse_retry_after`) waits at
 least what the server asked, capped by ``BGHTTP_MAX_RETRY_AFTER``: the delay is
 ``max(schedule delay, min(Retry-After, cap))``. The scale shrinks only our own
 schedule, never the server's value; the retry is spent as any other.
@@ -15,38 +15,19 @@ schedule, never the server's value; the retry is spent as any other.
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import email.utils
 import enum
 from collections.abc import Callable
 
+# Outcome and Retry-After live in the core; imported from here by name as before.
+from ..core.outcomes import Outcome as Outcome
+from ..core.retry_after import RETRY_AFTER_STATUSES as RETRY_AFTER_STATUSES
+from ..core.retry_after import parse_retry_after as parse_retry_after
+from ..core.run_plan import MAX_INTERRUPTED_ATTEMPTS as MAX_INTERRUPTED_ATTEMPTS
+from ..core.run_plan import interrupted_failure as interrupted_failure
+
 MAX_BACKOFF_SECONDS = 512
-#: Attempts during which the worker died (killed, out of memory) *before sending*
-#: do not spend a retry; this many interrupted attempts fail the request, so a
-#: request that kills every worker cannot loop forever. (One interrupted after
-#: sending spends a retry like any error: it may have reached the server.)
-MAX_INTERRUPTED_ATTEMPTS = 5
 #: Methods a server may receive twice with the effect of once (RFC 9110, 9.2.2).
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-#: Answers whose ``Retry-After`` is honoured (RFC 9110 10.2.3 names 503 and 3xx; RFC 6585 adds 429).
-RETRY_AFTER_STATUSES = frozenset({429, 503})
-
-
-class Outcome(enum.StrEnum):
-    """How one attempt ended."""
-
-    SUCCESS = "success"
-    HTTP_ERROR = "http_error"  # the server answered with a status >= 400
-    TIMEOUT = "timeout"
-    NETWORK_ERROR = "network_error"  # refused, reset, DNS failure, unreachable
-    BAD_RESPONSE = "bad_response"  # the answer contradicts its own headers (e.g. a body that is not gzip)
-    DISK_FULL = "disk_full"  # the response could not be written
-    STORE_ERROR = "store_error"  # the response could not be saved for another reason (EIO, EACCES ...)
-    TOO_LARGE = "too_large"  # the response passed BGHTTP_MAX_RESPONSE_BYTES
-    BLOCKED = "blocked"  # the egress policy refused the address
-    INVALID = "invalid"  # the request cannot be sent at all (a header httpx refuses, too many redirects ...)
-    CANCELLED = "cancelled"  # the request was cancelled while it ran
-    INTERRUPTED = "interrupted"  # the worker died during the attempt (killed, out of memory, store failure)
 
 
 _RETRYABLE = frozenset(
@@ -73,26 +54,6 @@ def backoff_seconds(retry_number: int, scale: float = 1.0) -> float:
     if retry_number < 1:
         raise ValueError("retry_number starts at 1")
     return float(min(2**retry_number, MAX_BACKOFF_SECONDS) * scale)
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds a ``Retry-After`` value asks for: delay-seconds or an HTTP-date; None if it is neither.
-
-    A date in the past asks for 0 s. A negative number, a fraction or any other
-    text is ignored (None): a broken header must not stall or break a retry.
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    if text.isascii() and text.isdigit():
-        return float(int(text)) if len(text) <= 12 else 1e12  # beyond any cap; int() refuses 4300+ digits
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:  # "-0000": HTTP-dates are always UTC (RFC 9110 5.6.7)
-        when = when.replace(tzinfo=datetime.UTC)
-    return max(0.0, when.timestamp() - now)
 
 
 #: Outcomes an outage causes (a connect that times out as much as one refused):
@@ -162,9 +123,3 @@ def decide(
         return Decision(Verdict.RETRY, retry_number, delay)
     return Decision(Verdict.FAIL)
 
-
-def interrupted_failure(unfinished_attempts: int) -> str | None:
-    """The error that fails a request whose attempts keep killing the worker, or None to run it again."""
-    if unfinished_attempts >= MAX_INTERRUPTED_ATTEMPTS:
-        return f"the worker died during {unfinished_attempts} attempts"
-    return None

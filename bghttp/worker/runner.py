@@ -10,17 +10,18 @@ decides the next step under that claim:
                          record ``waiting_retry``;
 * network down        -> publish a re-check, record ``waiting_network``; no retry spent.
 
-What to do after an attempt is the retry policy's :func:`~bghttp.retry_policy.decide`;
-every status change and the token rules are :mod:`bghttp.lifecycle`'s. This
-module only carries them out, in the order that keeps a request safe: the next
-message is published *before* the status record names its token.
+What a message does before an attempt is the core's run plan
+(:func:`~bghttp.core.run_plan.plan_run`); what to do after one is the retry
+policy's :func:`~bghttp.worker.retry_policy.decide`; every status change and the
+token rule (:func:`~bghttp.lifecycle.hand_over`: the next message is published
+*before* the status record names its token) are :mod:`bghttp.lifecycle`'s. This
+module only carries them out.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,6 +30,10 @@ import httpx
 
 from .. import lifecycle, record_log, tracing
 from ..config import Settings
+from ..core.outcomes import Judgement, Outcome, judge_status
+from ..core.response_meta import ResponseMeta
+from ..core.run_plan import EARLY_TOLERANCE_SECONDS, RunPlan, Step, plan_run
+from ..core.urls import url_host
 from ..durability import NotDurable
 from ..errors import BrokerUnavailable, StoreError, UnknownRequest
 from ..lifecycle import RequestLifecycle
@@ -39,11 +44,8 @@ from ..store_api import Batch, Store
 from .cancel_watch import CancelWatch
 from .execution import AttemptResult, perform_attempt
 from .in_flight import InFlightLimits
-from .retry_policy import RETRY_AFTER_STATUSES, Outcome, Verdict, decide, interrupted_failure, parse_retry_after
+from .retry_policy import Verdict, decide
 
-#: A message that arrives at most this early (Dramatiq's millisecond etas, clock skew
-#: between hosts) waits here until it is due; an earlier one is handed back for the rest.
-EARLY_TOLERANCE_SECONDS = 0.05
 #: How long the next run waits for the claim its predecessor is about to release
 #: (then it publishes itself again, 1 s later, and the message we hold is acked).
 SUCCESSOR_CLAIM_WAIT_SECONDS = 10.0
@@ -140,7 +142,7 @@ class RequestRunner:
             self._not_here(request_id, log)
             return None, None
         if spec is not None:
-            log = log.bind(method=spec.method, host=_host(spec.url))
+            log = log.bind(method=spec.method, host=url_host(spec.url))
         started = time.monotonic()
         deadline = started + SUCCESSOR_CLAIM_WAIT_SECONDS
         while True:
@@ -156,9 +158,9 @@ class RequestRunner:
                 if record is None:
                     self._not_here(request_id, log)
                     return None, None
-                why_not = lifecycle.why_not_run(record, token)
-                if why_not is not None:
-                    _drop(record, why_not, batch, log)
+                plan = self._plan(record, token)
+                if plan.step is Step.DROP:
+                    _drop(record, plan.reason, batch, log)
                     return self._with_response(record)  # a final one is announced again (at least once)
                 if claimed:
                     return self._with_response(self._run_owned(spec, unreadable, record, token, log))
@@ -243,32 +245,40 @@ class RequestRunner:
             return None
 
     # ---------------------------------------------------------- under claim
+    def _plan(self, record: StatusRecord | None, token: int) -> RunPlan:
+        online = self.connectivity is None or self.connectivity.is_online()
+        return plan_run(record, token, now=time.time(), online=online)
+
     def _run_claimed(self, spec: RequestSpec, record: StatusRecord, token: int, log: Any) -> StatusRecord:
-        """Run the request under its claim; its record as this run left it."""
-        now = time.time()
-        if record.next_attempt_at is not None and record.next_attempt_at - now > EARLY_TOLERANCE_SECONDS:
-            # Never run early: hand the message back for the time that is left.
-            # Keep the due time whatever the phase (the gate may have marked it waiting_network).
-            token = lifecycle.next_token(record)
-            self.publish(spec.request_id, token, record.next_attempt_at - now)
-            return self.lifecycle.defer(spec.request_id, token)
-        if record.next_attempt_at is not None and record.next_attempt_at > now:
-            # Due within the tolerance: wait for it here, so an attempt never starts early.
-            time.sleep(record.next_attempt_at - now)
-            now = time.time()
-        if any(attempt.finished_at is None for attempt in record.attempts):
+        """Carry out the request's run plan under its claim; its record as this run left it."""
+        plan = self._plan(record, token)
+        if plan.step is Step.CLOSE_INTERRUPTED:
             # The claim is ours, so the worker that ran this attempt is gone.
             record, settled = self._close_interrupted(spec, record, log)
             if settled:
                 return record
-        if self.connectivity is not None and not self.connectivity.is_online():
+            plan = self._plan(record, token)  # it was never sent: what now, with the attempt closed
+        if plan.step is Step.DEFER_UNTIL_DUE:
+            # Never run early: hand the message back for the time that is left.
+            request_id, delay = spec.request_id, plan.delay
+            return lifecycle.hand_over(
+                record, lambda t: self.publish(request_id, t, delay), lambda t: self.lifecycle.defer(request_id, t)
+            )
+        if plan.step is Step.WAIT_FOR_NETWORK:
             return self._wait_for_network(spec, record, log)
-
-        error = interrupted_failure(sum(1 for a in record.run_attempts if a.outcome == Outcome.INTERRUPTED.value))
-        if error is not None:
+        if plan.step is Step.FAIL:
+            error = plan.reason or "failed"
             log.error("request_failed", error=error)
             return self.lifecycle.fail(spec.request_id, error)
+        if plan.step is not Step.START:  # DROP: the record was read under this claim, and allowed the run
+            return record
+        return self._attempt(spec, record, token, plan.delay, log)
 
+    def _attempt(self, spec: RequestSpec, record: StatusRecord, token: int, wait: float, log: Any) -> StatusRecord:
+        """Make the attempt the plan started (after ``wait`` s: due within the tolerance, never early)."""
+        if wait > 0:
+            time.sleep(wait)
+        now = time.time()
         if not self.in_flight.acquire(spec.url):
             return self._defer_for_busy_host(spec, record, log)
         number = record.attempt_count + 1
@@ -302,7 +312,7 @@ class RequestRunner:
         finished = dataclasses.replace(
             started,
             finished_at=time.time(),
-            outcome=result.outcome.value,
+            outcome=result.outcome,
             status_code=result.status_code,
             error=result.error,
             sent_at=sent_at[0] if sent_at else None,
@@ -350,19 +360,21 @@ class RequestRunner:
         if verdict is Verdict.RETRY:
             retry_number, delay = decision.retry_number, decision.delay
             log.warning("attempt_failed", error=result.error, retry=retry_number, retry_in_s=delay)
-            new_token = lifecycle.next_token(record)
             # Due exactly as documented (AttemptRecord.due_at): the attempt's end plus the
             # delay, however long judging it took; the message waits only for what is left.
             due = (attempt.finished_at or time.time()) + delay
             try:
-                self.publish(request_id, new_token, max(0.0, due - time.time()))
+                return lifecycle.hand_over(
+                    record,
+                    lambda t: self.publish(request_id, t, max(0.0, due - time.time())),
+                    lambda t: self._schedule_retry(request_id, attempt, retry_number, due, t),
+                )
             except BrokerUnavailable:
                 # Spend the retry and record the due time under the *current*
                 # token: the message we hold comes back (redelivered, or retried by
                 # Dramatiq) and then waits until it is due, as the new one would have.
                 self._schedule_retry(request_id, attempt, retry_number, due, None)
                 raise
-            return self._schedule_retry(request_id, attempt, retry_number, due, new_token)
         log.error("request_failed", error=result.error, retries_used=record.retries_used)
         return self._finish(request_id, attempt, RequestStatus.FAILED)
 
@@ -385,49 +397,40 @@ class RequestRunner:
         closed = [_interrupted(attempt, now) for attempt in unfinished[:-1]]
         last = unfinished[-1]
         saved = self._answer_saved_during(spec.request_id, last)
-        answer, retry_after = saved if saved is not None else (None, None)
-        if answer is not None:
-            outcome = Outcome.SUCCESS if answer < 400 else Outcome.HTTP_ERROR
-            error = None if answer < 400 else f"HTTP {answer}"
-            result = AttemptResult(outcome, answer, error, retry_after=retry_after)
+        if saved is not None:
+            status_code, answer = saved
+            result = AttemptResult(answer.outcome, status_code, answer.error, retry_after=answer.retry_after)
         else:
             result = AttemptResult(Outcome.INTERRUPTED, None, _interrupted(last, now).error)
         attempt = dataclasses.replace(
             last,
             finished_at=now,
-            outcome=result.outcome.value,
+            outcome=result.outcome,
             status_code=result.status_code,
             error=result.error,
-            counted=answer is not None or last.sent_at is not None,
+            counted=saved is not None or last.sent_at is not None,
             retry_after=result.retry_after,
         )
         record = self.lifecycle.close_interrupted(spec.request_id, [*closed, attempt])
         if record.is_terminal:
             return record, True
         log = log.bind(attempt=attempt.number)
-        log.warning("attempt_interrupted", sent=last.sent_at is not None, status_code=answer)
+        log.warning("attempt_interrupted", sent=last.sent_at is not None, status_code=result.status_code)
         if not attempt.counted:
             return record, False  # never sent: run it again now, no retry spent
         return self._settle(spec, record, attempt, result, log), True
 
-    def _answer_saved_during(self, request_id: str, attempt: AttemptRecord) -> tuple[int, float | None] | None:
-        """``(status code, Retry-After seconds)`` of a response the attempt saved before its worker died, if it did."""
+    def _answer_saved_during(self, request_id: str, attempt: AttemptRecord) -> tuple[int, Judgement] | None:
+        """The status code of a response the attempt saved before its worker died, if it did, judged as
+        the attempt would have judged it (its Retry-After counted from now: never earlier than asked)."""
         try:
             metadata = self.store.read_response_metadata(request_id)
-        except StoreError:
+            meta = None if not metadata else ResponseMeta.from_json(metadata)
+        except (StoreError, ValueError):  # unreadable, or not a response's: no answer is known
             return None
-        if not metadata or float(metadata.get("saved_at") or 0) < attempt.started_at:
+        if meta is None or meta.saved_at < attempt.started_at:
             return None
-        status_code = metadata.get("status_code")
-        if not isinstance(status_code, int):
-            return None
-        retry_after = None
-        if status_code in RETRY_AFTER_STATUSES:
-            # The server's wait still holds (counted from now: never earlier than it asked).
-            headers = metadata.get("headers") or []
-            values = [str(pair[1]) for pair in headers if len(pair) == 2 and str(pair[0]).lower() == "retry-after"]
-            retry_after = parse_retry_after(values[0] if values else None, time.time())
-        return status_code, retry_after
+        return meta.status_code, judge_status(meta.status_code, meta.reason, meta.headers)
 
     def _finish(self, request_id: str, attempt: AttemptRecord, status: RequestStatus) -> StatusRecord:
         return self.lifecycle.record_attempt(request_id, attempt, lambda r: lifecycle.finish(r, attempt, status))
@@ -443,9 +446,12 @@ class RequestRunner:
 
     def _wait_for_network(self, spec: RequestSpec, record: StatusRecord, log: Any) -> StatusRecord:
         log.info("waiting_for_network", recheck_in_s=self.settings.connectivity_interval)
-        token = lifecycle.next_token(record)
-        self.publish(spec.request_id, token, self.settings.connectivity_interval)
-        return self.lifecycle.wait_for_network(spec.request_id, token)
+        request_id, delay = spec.request_id, self.settings.connectivity_interval
+        return lifecycle.hand_over(
+            record,
+            lambda t: self.publish(request_id, t, delay),
+            lambda t: self.lifecycle.wait_for_network(request_id, t),
+        )
 
     def _defer_for_busy_host(self, spec: RequestSpec, record: StatusRecord, log: Any) -> StatusRecord:
         """Hand the message back for a little while: its host has all its places taken here.
@@ -456,10 +462,10 @@ class RequestRunner:
         would take itself for a duplicate of a running attempt and drop, and the
         request would be left with no message.)
         """
-        delay = self.in_flight.defer_delay(spec.url)
-        token = lifecycle.next_token(record)
-        self.publish(spec.request_id, token, delay)
-        record = self.lifecycle.defer(spec.request_id, token)
+        request_id, delay = spec.request_id, self.in_flight.defer_delay(spec.url)
+        record = lifecycle.hand_over(
+            record, lambda t: self.publish(request_id, t, delay), lambda t: self.lifecycle.defer(request_id, t)
+        )
         log.info("message_deferred", reason="host busy", retry_in_s=round(delay, 3))
         return record
 
@@ -471,13 +477,13 @@ def _interrupted(attempt: AttemptRecord, now: float) -> AttemptRecord:
     return dataclasses.replace(
         attempt,
         finished_at=now,
-        outcome=Outcome.INTERRUPTED.value,
+        outcome=Outcome.INTERRUPTED,
         error=f"the worker stopped during this attempt, {when}",
         counted=sent,
     )
 
 
-def _drop(record: StatusRecord, why_not: str, batch: Batch, log: Any) -> None:
+def _drop(record: StatusRecord, why_not: str | None, batch: Batch, log: Any) -> None:
     """Drop a message that may not run the request, after making a final record durable.
 
     It may be the retry of a run whose commit failed: the outcome is acked with
@@ -486,12 +492,6 @@ def _drop(record: StatusRecord, why_not: str, batch: Batch, log: Any) -> None:
     if record.is_terminal:
         batch.add_request(record.request_id)
     log.info("message_dropped", reason=why_not)
-
-def _host(url: str) -> str | None:
-    try:
-        return urllib.parse.urlsplit(url).hostname  # 15x cheaper than httpx.URL
-    except ValueError:  # a hand-edited URL: the attempt will say what is wrong with it
-        return None
 
 
 __all__ = ["EARLY_TOLERANCE_SECONDS", "RequestNotInStore", "RequestRunner"]

@@ -54,6 +54,7 @@ BAD_VALUES: dict[str, tuple[str, str]] = {
     "BGHTTP_MAX_IN_FLIGHT": ("5000", "whole number from 1 to 4096"),
     "BGHTTP_MAX_IN_FLIGHT_PER_HOST": ("many", "whole number > 0"),
     "BGHTTP_MAX_SUBMIT_BODY": ("200000000", "whole number of bytes from 0"),
+    "BGHTTP_HEARTBEAT_INTERVAL": ("often", "number >= 0"),
 }
 
 

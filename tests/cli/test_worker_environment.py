@@ -33,6 +33,12 @@ BAD_ENVIRONMENTS: dict[str, tuple[dict[str, str], str, str]] = {
     "missing-ca-dir": ({"SSL_CERT_DIR": "/nonexistent/certs"}, "SSL_CERT_DIR", "/nonexistent/certs"),
     "malformed-http-proxy": ({"HTTP_PROXY": "http://proxy.example:notaport"}, "HTTP_PROXY", "proxy"),
     "proxy-scheme": ({"HTTPS_PROXY": "ftp://proxy.example:21"}, "HTTPS_PROXY", "http"),
+    # Seen: refused, but as "SSL_CERT_DIR=None: cannot load CA certificates" (ssl reads SSLKEYLOGFILE too).
+    "unwritable-key-log": ({"SSLKEYLOGFILE": "/nonexistent/dir/keys"}, "SSLKEYLOGFILE", "/nonexistent/dir/keys"),
+    # Seen: accepted by httpx at start, then every request a ConnectError (a network_error, retried).
+    "proxy-without-host": ({"HTTP_PROXY": "http://:3128"}, "HTTP_PROXY", "no host"),
+    "proxy-port-out-of-range": ({"HTTPS_PROXY": "http://127.0.0.1:99999"}, "HTTPS_PROXY", "port"),
+    "proxy-host-with-a-space": ({"HTTP_PROXY": "http://proxy.example :3128"}, "HTTP_PROXY", "host"),
     "malformed-no-proxy": (
         {"HTTP_PROXY": "http://127.0.0.1:3128", "NO_PROXY": "http://[::1"},
         "NO_PROXY",

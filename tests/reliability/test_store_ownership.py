@@ -18,6 +18,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -176,3 +177,77 @@ def test_symlinks_another_user_planted_are_not_followed(
         wait_until(lambda: counting_server.hits["victim"] >= 1, timeout=60)
         wait_until(lambda: client.get_request_status("victim").phase.value != "running", timeout=60)  # type: ignore[union-attr]
     assert os.listdir(secret) == [], "a write went through a planted symlink"
+
+
+def test_a_store_under_a_directory_another_user_controls_is_refused(
+    rabbitmq_settings: Settings, shared_base: Path, other_user: int
+) -> None:
+    """The root and its own directories were checked, not the path to them. A store whose
+    parent another user owns (or reached through that user's symlink) is theirs to swap:
+    they rename it away while root's client runs and put their own directory, or a
+    symlink to one, in its place; root's next request file (``Authorization`` included)
+    is written there. The walk from ``/`` to the store is checked like ssh's StrictModes."""
+    theirs = shared_base / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, other_user, other_user)
+    os.chmod(theirs, 0o755)
+    root = theirs / "store"
+    result = subprocess.run(
+        [*bghttp_command(), "post", "http://127.0.0.1:9/x", "-d", "a=1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=cli_env(rabbitmq_settings, {"BGHTTP_STORE_DIR": str(root)}),
+        cwd=PROJECT_ROOT,
+    )
+    assert_one_line_error(result, 2)
+    assert f"{theirs} is owned by another user" in result.stderr
+    assert not root.exists()
+    # The same store made by root beforehand, under the other user's directory: refused too.
+    root.mkdir(mode=0o700)
+    with pytest.raises(ConfigError, match=f"{theirs} is owned by another user"):
+        BackgroundHttpClient(dataclasses.replace(rabbitmq_settings, store_dir=root))
+    # A root-owned store reached through the other user's symlink (in a sticky, world-writable
+    # directory, where its owner may delete and re-point it at will).
+    mine = shared_base / "mine"
+    mine.mkdir(mode=0o700)
+    os.chmod(shared_base, 0o1777)
+    link = shared_base / "link"
+    _as_user(other_user, f"import os; os.symlink({str(mine)!r}, {str(link)!r})")
+    with pytest.raises(ConfigError, match=f"{link} is a symlink owned by another user"):
+        BackgroundHttpClient(dataclasses.replace(rabbitmq_settings, store_dir=link))
+    # Root's own symlink to root's own store, in that same sticky directory, is the operator's choice.
+    os.symlink(mine, shared_base / "my-link")
+    BackgroundHttpClient(dataclasses.replace(rabbitmq_settings, store_dir=shared_base / "my-link")).close()
+
+
+def test_a_planted_removed_directory_is_refused_before_gc_deletes_through_it(
+    rabbitmq_settings: Settings, shared_base: Path, other_user: int
+) -> None:
+    """``removed/`` (the marks ``delete`` leaves) was not among the checked store directories.
+    Planted as a symlink while the root was writable, it survived the root being made
+    private again: each removal created its mark in the directory it points at, and
+    ``bghttp gc`` unlinked every file older than 7 days there (its "old marks")."""
+    settings = dataclasses.replace(rabbitmq_settings, store_dir=shared_base / "store")
+    secret = shared_base / "secret"  # root's alone, with a file a month old
+    secret.mkdir(mode=0o700)
+    keep = secret / "config"
+    keep.write_text("root's own\n")
+    month_ago = time.time() - 30 * 86400
+    os.utime(keep, (month_ago, month_ago))
+    _laid_out_store(settings)
+    os.chmod(settings.store_dir, 0o777)
+    _as_user(other_user, f"import os; os.symlink({str(secret)!r}, {str(settings.store_dir / 'removed')!r})")
+    os.chmod(settings.store_dir, 0o700)
+    result = subprocess.run(
+        [*bghttp_command(), "gc", "--older-than", "0s"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=cli_env(settings),
+        cwd=PROJECT_ROOT,
+    )
+    assert keep.exists(), "gc deleted a file through a planted symlink"
+    assert os.listdir(secret) == ["config"]
+    assert_one_line_error(result, 2)
+    assert "removed is a symlink" in result.stderr

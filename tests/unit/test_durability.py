@@ -22,7 +22,7 @@ from bghttp.validation import prepare_request
 def test_each_waiter_returns_after_a_sync_that_started_after_its_call(monkeypatch: pytest.MonkeyPatch) -> None:
     syncs: list[tuple[float, float]] = []
 
-    def slow_sync(path: Path) -> None:
+    def slow_sync(path: Path, fd: int | None = None) -> None:
         started = time.monotonic()
         time.sleep(0.02)
         syncs.append((started, time.monotonic()))
@@ -59,7 +59,7 @@ def test_writes_inside_group_commit_skip_fsync_and_sync_once(tmp_path: Path, mon
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
     filesystem_syncs: list[Path] = []
-    monkeypatch.setattr(durability, "sync_filesystem", filesystem_syncs.append)
+    monkeypatch.setattr(durability, "sync_filesystem", lambda path, fd=None: filesystem_syncs.append(path))
 
     with store.group_commit():
         store.update_status("r1", lambda r: r.evolve(phase=Phase.RUNNING))
@@ -137,7 +137,7 @@ def test_every_waiter_of_a_failed_sync_raises(monkeypatch: pytest.MonkeyPatch) -
     """A shared sync that fails fails all it served, not only the thread that ran it (issue 21, item 6)."""
     started = threading.Event()
 
-    def failing_sync(path: Path) -> None:
+    def failing_sync(path: Path, fd: int | None = None) -> None:
         started.set()
         time.sleep(0.05)  # the other waiters arrive while it runs, and wait for the next one
         raise OSError(errno.EIO, "Input/output error")
@@ -170,7 +170,7 @@ def test_every_waiter_of_a_failed_sync_raises(monkeypatch: pytest.MonkeyPatch) -
 def test_without_syncfs_a_shared_batch_fsyncs_each_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """ENOSYS is the only fallback, and it is durable: each file is fsynced (never sync(2), which reports nothing)."""
 
-    def no_syncfs(path: Path) -> None:
+    def no_syncfs(path: Path, fd: int | None = None) -> None:
         raise durability.SyncUnavailable(errno.ENOSYS, "no syncfs")
 
     fsynced: list[str] = []

@@ -156,3 +156,22 @@ def test_a_503_saved_before_the_worker_died_keeps_its_retry_after(tmp_path: Path
     assert record.attempts[0].retry_after == 120.0
     [(_, _, delay)] = published
     assert delay is not None and 119.9 < delay <= 120.0  # what the server asked, not the 2 s of the schedule
+
+
+def test_an_answer_saved_before_the_worker_died_is_worded_as_the_attempt_words_it(tmp_path: Path) -> None:
+    # One judge of a status (core.outcomes.judge_status): the error names the status and its reason
+    # whether the attempt recorded it or a later run read it back from the saved metadata.
+    transport, calls = counting_transport()
+    runner, _ = make_runner(tmp_path, transport)
+    submit(runner, retries=0)
+    crash(runner, "r1", sent=True)
+    with runner.store.open_response_part("r1"):
+        pass
+    metadata = {"status_code": 502, "reason": "Bad Gateway", "headers": [], "size": 0, "saved_at": time.time()}
+    runner.store.commit_response("r1", metadata)
+
+    runner.run("r1", 1)
+
+    record = runner.store.read_status("r1")
+    assert record is not None and record.status is RequestStatus.FAILED and calls == []
+    assert record.last_error == record.attempts[0].error == "HTTP 502 Bad Gateway"

@@ -349,3 +349,23 @@ def test_replace_takes_a_queued_request_this_run_never_attempted() -> None:
 def test_replace_refuses_a_request_with_an_attempt_behind_or_running(phase: Phase) -> None:
     refusal = lifecycle.why_not_replace(record(phase, attempts=(finished_attempt(),)))
     assert refusal is not None and f"in_progress/{phase.value}" in refusal and "cancel it first" in refusal
+
+
+def test_hand_over_publishes_the_next_token_before_the_record_names_it() -> None:
+    steps: list[tuple[str, int]] = []
+    current = record(Phase.WAITING_RETRY)
+
+    def write(token: int) -> StatusRecord:
+        steps.append(("write", token))
+        return lifecycle.defer(current, token)
+
+    new = lifecycle.hand_over(current, lambda token: steps.append(("publish", token)), write)
+    assert steps == [("publish", current.token + 1), ("write", current.token + 1)] and new.token == current.token + 1
+
+    def refused(token: int) -> None:
+        raise OSError("broker down")
+
+    steps.clear()
+    with pytest.raises(OSError, match="broker down"):
+        lifecycle.hand_over(current, refused, write)
+    assert steps == []  # a message that was not published is never named by the record

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bghttp.core.outcomes import Outcome
 from bghttp.models import AttemptRecord, MultipartFile, Phase, RequestSpec, RequestStatus, StatusRecord
 from bghttp.validation import prepare_request
 
@@ -67,3 +68,21 @@ def test_the_fields_of_traces_retry_after_and_replays_round_trip_and_older_files
     del data["attempts"][0]["retry_after"]
     old = StatusRecord.from_json(data)
     assert (old.replays, old.earlier_attempts, old.attempts[0].retry_after) == (0, 0, None)
+
+
+def test_an_attempts_outcome_is_typed_and_written_as_before() -> None:
+    # A status line as the worker wrote it before the outcome was typed (a str on disk and in memory).
+    line = (
+        '{"request_id":"r1","status":"in_progress","phase":"waiting_retry","created_at":1.0,"updated_at":2.0,'
+        '"max_retries":3,"token":2,"retries_used":1,"attempts":[{"number":1,"started_at":2.0,"due_at":null,'
+        '"finished_at":3.0,"outcome":"interrupted","status_code":null,"error":"the worker stopped",'
+        '"counted":true,"sent_at":2.5,"retry_after":null},{"number":2,"started_at":4.0}]}'
+    )
+    record = StatusRecord.from_json(json.loads(line))
+    assert record.attempts[0].outcome is Outcome.INTERRUPTED and record.attempts[1].outcome is None
+    written = json.loads(json.dumps(record.to_json(), separators=(",", ":")))
+    assert written["attempts"][0] == json.loads(line)["attempts"][0]
+    assert json.dumps(record.to_json()["attempts"][0]["outcome"]) == '"interrupted"'
+    unknown = {**json.loads(line), "attempts": [{"number": 1, "started_at": 2.0, "outcome": "exploded"}]}
+    with pytest.raises(ValueError, match="'exploded'"):
+        StatusRecord.from_json(unknown)

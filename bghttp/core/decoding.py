@@ -16,14 +16,13 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Iterator
 
+from .outcomes import BadEncoding
+
 OUTPUT_STEP = 64 * 1024
 
 _GZIP = {"gzip", "x-gzip"}
 _DECODABLE = _GZIP | {"deflate", "identity"}
 
-
-class BadEncoding(Exception):
-    """The body does not decode as its ``Content-Encoding`` says."""
 
 
 def content_codings(headers: Iterable[tuple[str, str]]) -> list[str]:

@@ -1,0 +1,130 @@
+"""``bghttp wait`` says what it waits for: on a terminal (a real pty) or with ``--progress``, one line per change."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pty
+import select
+import subprocess
+import time
+from collections.abc import Callable
+
+import pytest
+
+from bghttp import BackgroundHttpClient, Settings
+from bghttp.cli.workers import visible
+from tests.cli.helpers import bghttp_command, cli_env, run_cli
+from tests.reliability.server import CountingServer
+from tests.support import PROJECT_ROOT, WorkerProcess
+
+pytestmark = pytest.mark.rabbitmq
+
+
+def told(lines: list[str], prefix: str, *, at_most: float) -> bool:
+    """Exactly one line is ``prefix`` + "N s", with N the seconds left (up to ``at_most``) when it was seen."""
+    [line] = [line for line in lines if line.startswith(prefix)] or [""]
+    left = line.removeprefix(prefix).removesuffix(" s")
+    return bool(line) and 0 <= float(left) <= at_most
+
+
+class TerminalWait:
+    """``bghttp wait`` with stderr on a pseudo-terminal, started now, read to its end by ``finish``."""
+
+    def __init__(self, settings: Settings, request_id: str) -> None:
+        self.controller, terminal = pty.openpty()
+        self.process = subprocess.Popen(
+            [*bghttp_command(), "wait", request_id],
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            env=cli_env(settings),
+            cwd=PROJECT_ROOT,
+        )
+        os.close(terminal)
+
+    def finish(self, timeout: float = 60) -> tuple[int, str, str]:
+        """(exit code, stdout, what the terminal showed)."""
+        shown = bytearray()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.controller], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(self.controller, 65536)
+                except OSError:  # EIO: the process closed the terminal
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+            elif self.process.poll() is not None:
+                break
+        os.close(self.controller)
+        assert self.process.stdout is not None
+        stdout = self.process.stdout.read().decode()
+        code = self.process.wait(timeout=10)
+        return code, stdout, shown.decode(errors="replace")
+
+
+def test_on_a_terminal_wait_tells_each_failed_attempt_and_its_retry_once(
+    rabbitmq_settings: Settings, start_worker: Callable[..., WorkerProcess], counting_server: CountingServer
+) -> None:
+    settings = dataclasses.replace(rabbitmq_settings, backoff_scale=0.5)  # retries 1 s and 2 s after a failure
+    with BackgroundHttpClient(settings) as client:
+        request_id = client.get(counting_server.url("/flaky?id=a&fail=2"), retries=4).request_id
+    waiting = TerminalWait(settings, request_id)  # before any worker: it sees every change
+    start_worker(settings)
+    code, stdout, shown = waiting.finish()
+    assert (code, stdout) == (0, f"{request_id} completed (HTTP 200)\n"), shown
+    lines = [line.split("\x1b[K")[-1] for line in shown.replace("\r\n", "\n").split("\n")]
+    assert told(lines, "attempt 1 failed (HTTP 503); retry 1 of 4 in ", at_most=1), shown
+    assert told(lines, "attempt 2 failed (HTTP 503); retry 2 of 4 in ", at_most=2), shown
+    assert lines.count("attempt 3 running") <= 1, shown
+
+
+def test_without_a_terminal_wait_is_quiet_unless_asked_with_progress(
+    rabbitmq_settings: Settings, start_worker: Callable[..., WorkerProcess], counting_server: CountingServer
+) -> None:
+    settings = dataclasses.replace(rabbitmq_settings, backoff_scale=0.5)
+    with BackgroundHttpClient(settings) as client:
+        request_id = client.get(counting_server.url("/flaky?id=q&fail=1"), retries=2).request_id
+
+    def wait(*args: str) -> subprocess.Popen[str]:
+        command = [*bghttp_command(), "wait", request_id, *args]
+        pipe = subprocess.PIPE
+        return subprocess.Popen(command, stdout=pipe, stderr=pipe, text=True, env=cli_env(settings))
+
+    quiet, narrated = wait(), wait("--progress")
+    start_worker(settings)
+    _, quiet_err = quiet.communicate(timeout=60)
+    _, told_err = narrated.communicate(timeout=60)
+    assert quiet.returncode == narrated.returncode == 0
+    assert "attempt" not in quiet_err, quiet_err
+    assert told(told_err.splitlines(), "attempt 1 failed (HTTP 503); retry 1 of 2 in ", at_most=1), told_err
+
+
+def test_wait_tells_since_when_it_waits_for_the_network(
+    rabbitmq_settings: Settings, start_worker: Callable[..., WorkerProcess], counting_server: CountingServer
+) -> None:
+    settings = rabbitmq_settings
+    start_worker(
+        settings,
+        extra_env={
+            "BGHTTP_NETWORK_INTERFACES": "bghttp-none0",  # no machine has it: the worker is offline
+            "BGHTTP_OFFLINE_AFTER_FAILURES": "1",
+            "BGHTTP_CONNECTIVITY_INTERVAL": "0.2",
+        },
+    )
+    with BackgroundHttpClient(settings) as client:
+        request_id = client.get(counting_server.url("/ok?id=n"), retries=0).request_id
+    result = run_cli(settings, "wait", request_id, "--progress", "--timeout", "4")
+    assert result.returncode == 5, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("waiting for the network since ")]
+    assert len(lines) == 1, result.stderr
+    assert counting_server.hits["n"] == 0
+
+
+def test_visible_escapes_what_a_terminal_would_act_on() -> None:
+    assert visible("plain text: ok") == "plain text: ok"
+    assert visible("a\x1b[2Jb\x07c\x9bd") == "a\\x1b[2Jb\\x07c\\x9bd"
+    assert visible("x\u202ey\u2066z") == "x\\u202ey\\u2066z"
+    assert visible("back\\slash\nnew") == "back\\\\slash\\x0anew"

@@ -1,0 +1,161 @@
+"""``bghttp workers``, and ``status``/``wait`` saying when no live worker serves a request's queue and store.
+
+Heartbeats are real records: from a real worker group, or written by the
+library's own writer as another host would (a hostile host name, a clock two
+minutes ahead, a worker that died).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bghttp import BackgroundHttpClient, Settings
+from bghttp.heartbeats import HeartbeatWriter, WorkerState
+from tests.cli.conftest import Cli
+from tests.cli.helpers import assert_one_line_error, run_cli
+from tests.support import WorkerProcess, wait_until
+
+HOSTILE_HOST = "evil\x1b]52;c;SGVsbG8=\x07\u202ehost"
+
+
+def plant(settings: Settings, *, host: str, pid: int, queue: str | None = None, **state: object) -> Path:
+    """A heartbeat record as a worker on ``host`` would write it now."""
+    writer = HeartbeatWriter(
+        settings.store_dir,
+        queue=settings.queue_name if queue is None else queue,
+        broker="amqp://guest:guest@rabbit.internal:5672/",
+        state=lambda: WorkerState(**state),  # type: ignore[arg-type]
+        host=host,
+        pid=pid,
+    )
+    assert writer.beat()
+    return writer.path
+
+
+def shift(path: Path, *, clock_by: float = 0.0, written_ago: float = 0.0) -> None:
+    """Make a record's clock ``clock_by`` s off its file time, and the file ``written_ago`` s old."""
+    record = json.loads(path.read_text())
+    written = time.time() - written_ago
+    record["clock"] = written + clock_by
+    path.write_text(json.dumps(record))
+    os.utime(path, (written, written))
+
+
+@pytest.mark.rabbitmq
+def test_workers_lists_live_and_stale_workers_escaped_and_as_json(
+    rabbitmq_settings: Settings, start_worker: Callable[..., WorkerProcess], cli: Cli
+) -> None:
+    settings = dataclasses.replace(rabbitmq_settings, heartbeat_interval=0.5)
+    start_worker(settings)
+    wait_until(lambda: (settings.store_dir / "workers").is_dir() and any((settings.store_dir / "workers").iterdir()))
+    plant(settings, host=HOSTILE_HOST, pid=7, in_flight=2, taken=5, completed=3, failed=1)
+    shift(plant(settings, host="dead-host", pid=8), written_ago=3600)
+
+    table = cli("workers")
+    assert table.returncode == 0, table.stderr
+    assert "\x1b" not in table.stdout and "\u202e" not in table.stdout and "\x07" not in table.stdout
+    assert "evil\\x1b]52;c;SGVsbG8=\\x07\\u202ehost" in table.stdout
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:4] == ["HOST", "PID", "QUEUE", "STATE"]
+    assert [line.split()[3] for line in lines[1:]] == ["live", "live", "stale"]  # stale ones last
+    assert "dead-host" in lines[-1] and "60m ago" in lines[-1]
+    assert "guest" not in table.stdout and "rabbit.internal:5672" in table.stdout
+    assert table.stderr == ""
+
+    document = json.loads(cli("workers", "--json").stdout)
+    workers = document["workers"]
+    assert len(workers) == 3
+    hostile = next(w for w in workers if w["pid"] == 7)
+    assert hostile["host"] == HOSTILE_HOST  # JSON stays exact
+    assert (hostile["in_flight"], hostile["taken"], hostile["completed"], hostile["failed"]) == (2, 5, 3, 1)
+    assert [w["stale"] for w in workers if w["host"] == "dead-host"] == [True]
+    assert {w["queue"] for w in workers} == {settings.queue_name}
+
+
+def test_workers_warns_about_clocks_more_than_a_second_off(tmp_path: Path) -> None:
+    settings = Settings(broker_url="local", store_dir=tmp_path / "store", queue_name="q")
+    shift(plant(settings, host="fast", pid=1), clock_by=120)
+    shift(plant(settings, host="fine", pid=2), clock_by=0.2)
+    shift(plant(settings, host="dead-and-slow", pid=3), clock_by=-300, written_ago=600)  # stale: not compared
+    for args in (("workers",), ("workers", "--json")):
+        result = run_cli(settings, *args)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.splitlines() == ["warning: the clock of worker fast pid 1 is 120.0 s ahead of the store's"]
+    assert json.loads(run_cli(settings, "workers", "--json").stdout)["clock_warnings"] == [
+        "the clock of worker fast pid 1 is 120.0 s ahead of the store's"
+    ]
+
+
+#: A ``sitecustomize`` that sets a process's wall clock off by ``BGHTTP_TEST_CLOCK_OFFSET`` seconds.
+SKEWED_CLOCK = Path(__file__).parent / "skewed_clock"
+
+
+@pytest.mark.rabbitmq
+def test_a_real_worker_whose_clock_is_two_minutes_behind_is_reported(
+    rabbitmq_settings: Settings, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    settings = dataclasses.replace(rabbitmq_settings, heartbeat_interval=0.5)
+    # The worker's wall clock 120 s behind; the kernel still stamps its files with the real time.
+    clock = {"PYTHONPATH": str(SKEWED_CLOCK), "BGHTTP_TEST_CLOCK_OFFSET": "-120"}
+    start_worker(settings, extra_env=clock)
+    wait_until(lambda: (settings.store_dir / "workers").is_dir() and any((settings.store_dir / "workers").iterdir()))
+    result = run_cli(settings, "workers")
+    assert result.returncode == 0
+    [warning] = result.stderr.splitlines()
+    behind = r"warning: the clock of worker \S+ pid \d+ is 1(19|20)\.\d s behind the store's"
+    assert re.fullmatch(behind, warning), warning
+    [row] = result.stdout.splitlines()[1:]
+    assert row.split()[3] == "live" and re.search(r" -1(19|20)\.\ds ", row), row
+
+
+def test_workers_on_an_empty_store_and_on_no_store(tmp_path: Path) -> None:
+    settings = Settings(broker_url="local", store_dir=tmp_path / "store")
+    settings.store_dir.mkdir()
+    result = run_cli(settings, "workers")
+    assert (result.returncode, result.stdout) == (0, "no workers have a heartbeat in this store\n")
+    assert json.loads(run_cli(settings, "workers", "--json").stdout)["workers"] == []
+    assert_one_line_error(run_cli(settings, "workers", "--store", str(tmp_path / "typo")), 6)  # as status
+
+
+@pytest.mark.rabbitmq
+def test_status_and_wait_say_when_no_live_worker_serves_a_queued_request(rabbitmq_settings: Settings) -> None:
+    settings = rabbitmq_settings
+    with BackgroundHttpClient(settings) as client:
+        request_id = client.get("http://127.0.0.1:9/never", retries=0).request_id
+    submitted = time.monotonic()
+    # Workers that do not serve it: another queue, and one of this queue that died.
+    plant(settings, host="elsewhere", pid=1, queue="other-queue")
+    shift(plant(settings, host="dead", pid=2), written_ago=600)
+
+    fresh = run_cli(settings, "status", request_id)
+    assert fresh.returncode == 0
+    if time.monotonic() - submitted < 4.5:  # queued for less than a few seconds: not worth a word yet
+        assert "no live worker" not in fresh.stderr
+    time.sleep(max(0.0, submitted + 5.5 - time.monotonic()))
+
+    status = run_cli(settings, "status", request_id)
+    assert status.returncode == 0
+    [warning] = status.stderr.splitlines()
+    assert warning.startswith(f"warning: {request_id} has waited for a worker since ")
+    assert f"no live worker serves queue {settings.queue_name} on store {settings.store_dir}" in warning
+    status_json = run_cli(settings, "status", request_id, "--json")
+    assert json.loads(status_json.stdout)["phase"] == "queued" and "no live worker" in status_json.stderr
+
+    # wait: not a terminal and no --progress: only the warning, once.
+    waited = run_cli(settings, "wait", request_id, "--timeout", "1")
+    assert waited.returncode == 5
+    assert waited.stderr.count("no live worker serves them") == 1, waited.stderr
+
+    # A live worker of this queue on the store: nothing to warn about.
+    plant(settings, host="serving", pid=3)
+    assert "no live worker" not in run_cli(settings, "status", request_id).stderr
+    told = run_cli(settings, "wait", request_id, "--timeout", "1", "--progress")
+    assert told.stderr.count("1 live worker serves them") == 1, told.stderr

@@ -1,0 +1,106 @@
+"""The dashboard's reads without a browser: escaping, the listing newest first, filters, the preview."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from bghttp.dashboard.queries import PREVIEW_BYTES, BadFilter, DashboardQueries, RequestFilter
+from bghttp.dashboard.visible import visible, visible_line
+from bghttp.models import RequestSpec
+from bghttp.store import FileStore
+
+
+def test_visible_shows_controls_bidi_and_invisible_characters_as_escapes() -> None:
+    hostile = "a\x1b[31mb\x00c\x7f\x9b\u202ed\u2066e\u200bf\ufeffg\U000e0041h"
+    assert visible(hostile) == "a\\x1b[31mb\\x00c\\x7f\\x9b\\u202ed\\u2066e\\u200bf\\ufeffg\\ue0041h"
+    assert visible("line 1\n\tline 2 ü 中") == "line 1\n\tline 2 ü 中"
+    assert visible_line("a\nb\tc\r") == "a\\nb\\tc\\x0d"
+
+
+def _add(store: FileStore, request_id: str, created: float, url: str = "http://a.example/") -> None:
+    store.create_request(RequestSpec(request_id, "GET", url, [], 5.0, 0, created))
+    os.utime(store.request_file_path(request_id), (created, created))
+
+
+def test_requests_are_listed_newest_first_and_the_index_follows_new_and_removed_ones(tmp_path: Path) -> None:
+    store = FileStore(tmp_path, fsync=False)
+    now = time.time()
+    for number in range(250):
+        _add(store, f"r{number:03d}", now - 1000 + number, url=f"http://h{number % 2}.example/")
+    queries = DashboardQueries(store)
+    first = queries.list_requests(RequestFilter(), page=1)
+    assert [row.record.request_id for row in first.rows[:2]] == ["r249", "r248"] and first.has_next
+    third = queries.list_requests(RequestFilter(), page=3)
+    assert [row.record.request_id for row in third.rows] == [f"r{n:03d}" for n in range(49, -1, -1)]
+    assert not third.has_next
+    _add(store, "newest", now)
+    store.delete("r249")
+    assert [row.record.request_id for row in queries.list_requests(RequestFilter(), 1).rows[:2]] == ["newest", "r248"]
+    hosts = queries.list_requests(RequestFilter(host="h1.example"), 1).rows
+    assert {row.host for row in hosts} == {"h1.example"} and hosts[0].record.request_id == "r247"
+    recent = queries.list_requests(RequestFilter.parse({"since": "755s"}, now), 1).rows
+    assert [row.record.request_id for row in recent] == ["newest", "r248", "r247", "r246", "r245"]
+    assert [row.record.request_id for row in queries.list_requests(RequestFilter(search="r10"), 1).rows] == [
+        f"r10{n}" for n in range(9, -1, -1)
+    ]
+
+
+@pytest.mark.parametrize(
+    "params", [{"status": "<script>"}, {"q": "../etc"}, {"since": "yesterday"}, {"until": "2026-13-45"}]
+)
+def test_a_bad_filter_is_refused_with_a_message(params: dict[str, str]) -> None:
+    with pytest.raises(BadFilter):
+        RequestFilter.parse(params, time.time())
+
+
+def test_an_id_that_is_no_request_id_has_no_page(tmp_path: Path) -> None:
+    queries = DashboardQueries(FileStore(tmp_path, fsync=False))
+    for request_id in ("..", ".", "../status/x", "a/b", "a" * 129, ""):
+        assert queries.request_detail(request_id) is None
+
+
+def test_the_body_preview_is_cut_at_its_limit(tmp_path: Path) -> None:
+    store = FileStore(tmp_path, fsync=False)
+    _add(store, "big", time.time())
+    with store.open_response_part("big") as part:
+        part.write(b"<b>" * PREVIEW_BYTES)
+    store.commit_response("big", {"status_code": 200, "headers": [["X-A", "\u202e"]], "size": 3 * PREVIEW_BYTES})
+    detail = DashboardQueries(store).request_detail("big")
+    assert detail is not None and detail.preview is not None
+    assert detail.preview.shown == PREVIEW_BYTES and detail.preview.size == 3 * PREVIEW_BYTES and detail.preview.cut
+    assert set(detail.files) >= {"request", "status", "response", "response_body"}
+
+
+def test_a_page_past_the_last_reads_no_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``?page=10**9`` must not make the dashboard read every status record of the store."""
+    store = FileStore(tmp_path, fsync=False)
+    for number in range(30):
+        _add(store, f"r{number}", time.time())
+    queries = DashboardQueries(store)
+    reads: list[str] = []
+    original = queries._status
+    monkeypatch.setattr(queries, "_status", lambda request_id: reads.append(request_id) or original(request_id))
+    page = queries.list_requests(RequestFilter(), page=10**9, page_size=10)
+    assert page.rows == [] and not page.has_next
+    assert reads == []
+
+
+def test_a_store_that_cannot_be_listed_is_a_page_that_says_so(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from bghttp import Settings
+    from bghttp.dashboard.app import create_app
+
+    store = FileStore(tmp_path / "store", fsync=False)
+    _add(store, "r1", time.time())
+    app = create_app(Settings(store_dir=tmp_path / "store", broker_url="local"))
+    # Broken after the dashboard started (a store that is not a store is refused at start, in one line).
+    (tmp_path / "store" / "requests" / "r1.json").unlink()
+    (tmp_path / "store" / "requests").rmdir()
+    (tmp_path / "store" / "requests").write_text("not a directory")
+    answer = TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False).get("/requests")
+    assert answer.status_code == 503 and "cannot be read" in answer.text
