@@ -533,13 +533,8 @@ class FileStore:
         try:
             tail = self._read_tail(path)
             data = self._read_record_fd(fd, path) if tail is None else tail.record
-            if data is None:
-                raise UnknownRequest(f"no request {request_id!r} in the store")
-            current = StatusRecord.from_json(data)
-            if current.is_terminal and not amend_terminal:
-                return current
-            new = change(current)
-            if new is None or new == current:
+            current, new = _changed(data, request_id, change, amend_terminal=amend_terminal)
+            if new is None:
                 return current
             self._append_record(fd, path, new.to_json(), durable=durable, tail=tail)
             return new
@@ -559,13 +554,8 @@ class FileStore:
         """``update_status`` on the batch's held status log, whose lock ``_held_status`` took."""
         try:
             data = None if status.tail is None else status.tail.record
-            if data is None:
-                raise UnknownRequest(f"no request {status.request_id!r} in the store")
-            current = StatusRecord.from_json(data)
-            if current.is_terminal and not amend_terminal:
-                return current
-            new = change(current)
-            if new is None or new == current:
+            current, new = _changed(data, status.request_id, change, amend_terminal=amend_terminal)
+            if new is None:
                 return current
             record = new.to_json()
             tail, status.tail = status.tail, None  # unknown until the append is whole
@@ -1103,3 +1093,25 @@ def _is_at_path(fd: int, path: Path) -> bool:
         return False
     opened = os.fstat(fd)
     return (opened.st_dev, opened.st_ino) == (at_path.st_dev, at_path.st_ino)
+
+
+def _changed(
+    data: dict[str, Any] | None,
+    request_id: str,
+    change: Callable[[StatusRecord], StatusRecord | None],
+    *,
+    amend_terminal: bool,
+) -> tuple[StatusRecord, StatusRecord | None]:
+    """(the record ``data`` holds, the record ``change`` makes of it, or None when nothing is to be written).
+
+    A final record is changed only when ``amend_terminal`` says so.
+    """
+    if data is None:
+        raise UnknownRequest(f"no request {request_id!r} in the store")
+    current = StatusRecord.from_json(data)
+    if current.is_terminal and not amend_terminal:
+        return current, None
+    new = change(current)
+    if new is None or new == current:
+        return current, None
+    return current, new
