@@ -191,7 +191,9 @@ def read_heartbeat(path: Path) -> WorkerHeartbeat | None:
     except OSError:
         return None
     finally:
-        os.close(fd)
+        # On a shared filesystem a record renamed over meanwhile may fail even its close (ESTALE).
+        with contextlib.suppress(OSError):
+            os.close(fd)
     try:
         return _from_record(json.loads(raw), datetime.fromtimestamp(info.st_mtime_ns / 1e9, UTC))
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
