@@ -1082,6 +1082,13 @@ def _open_or_create(path: Path) -> int:
             return open_nofollow(path, os.O_RDWR | os.O_CREAT, 0o600)
         except FileExistsError:
             continue
+        except FileNotFoundError:
+            # Its directory, just made by another host, may not be visible here yet (a
+            # FUSE client's cached "no such entry"): look it up afresh and try again.
+            # Seen once in 200 simultaneous creations of a new store on two GlusterFS mounts.
+            with contextlib.suppress(OSError):
+                os.stat(path.parent)
+            time.sleep(0.01)
     return open_nofollow(path, os.O_RDWR | os.O_CREAT, 0o600)
 
 

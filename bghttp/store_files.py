@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -51,7 +52,11 @@ def make_private_dirs(path: Path) -> None:
         try:
             os.mkdir(directory, 0o700)
         except FileExistsError:
-            continue  # made by someone else meanwhile: checked like any existing directory
+            # Made by someone else meanwhile (checked like any existing directory). Look it up
+            # afresh: a FUSE client (GlusterFS) may still hold the "no such entry" seen above.
+            with contextlib.suppress(OSError):
+                os.stat(directory)
+            continue
         # mkdir's mode is masked by the umask; chmod through an fd that is surely this directory.
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
