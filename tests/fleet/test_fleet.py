@@ -290,12 +290,14 @@ def test_recover_on_one_host_while_workers_on_both_are_busy_sends_nothing_twice(
     fleet: Fleet, base_settings: Settings, start_worker: Callable[..., WorkerProcess], counting_server: CountingServer
 ) -> None:
     count = 300  # 0.5 s each on 8 threads: about 20 s of work, while recover runs twice
-    start_hosts(fleet, base_settings, start_worker, threads=4)
     with BackgroundHttpClient(base_settings) as client:
         ids = [
             client.get(counting_server.url(f"/wait?id=rc{n}&delay=0.5"), request_id=f"rc{n}").request_id
             for n in range(count)
         ]
+        # The workers start on a full queue: recover then always meets queued requests (started
+        # first, they kept up with a submit slowed by a loaded machine, and recover found none).
+        start_hosts(fleet, base_settings, start_worker, threads=4)
         wait_until(lambda: sum(counting_server.hits.values()) >= 50, timeout=120)
         recovered = []
         for host in WORKER_HOSTS:  # once from each worker host, while both run requests
