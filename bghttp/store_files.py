@@ -12,10 +12,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
+import time
 from pathlib import Path
 
 from .errors import ConfigError
@@ -43,26 +43,45 @@ def open_nofollow(path: str | os.PathLike[str], flags: int, mode: int = 0o600) -
 
 
 def make_private_dirs(path: Path) -> None:
-    """Create ``path`` and its missing parents, each 0700 whatever the umask (existing ones are left as they are)."""
-    missing = []
-    while not os.path.lexists(path) and path != path.parent:
-        missing.append(path)
-        path = path.parent
-    for directory in reversed(missing):
+    """Create ``path`` and its missing parents, each 0700 whatever the umask (existing ones are left as they are).
+
+    mkdir first, look later (as ``Path.mkdir(parents=True)``): a lookup of a
+    directory that another host is about to create may leave this host's
+    GlusterFS client believing it missing for a moment after that host made it.
+    """
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        return  # made by someone else (meanwhile, maybe): checked like any existing directory
+    except FileNotFoundError:
+        if path.parent == path:
+            raise
+        make_private_dirs(path.parent)
         try:
-            os.mkdir(directory, 0o700)
+            os.mkdir(path, 0o700)
         except FileExistsError:
-            # Made by someone else meanwhile (checked like any existing directory). Look it up
-            # afresh: a FUSE client (GlusterFS) may still hold the "no such entry" seen above.
-            with contextlib.suppress(OSError):
-                os.stat(directory)
-            continue
-        # mkdir's mode is masked by the umask; chmod through an fd that is surely this directory.
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            return
+    # mkdir's mode is masked by the umask; chmod through an fd that is surely this directory.
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
+
+
+def wait_visible(path: Path, seconds: float = 2.0) -> None:
+    """Until ``path`` can be looked up here: a directory another host just made on a shared
+    filesystem may look missing to this client for a moment (seen on GlusterFS: a file created
+    in it at once failed with ENOENT about once in 100 new stores made by two hosts at once)."""
+    deadline = time.monotonic() + seconds
+    while True:
         try:
-            os.fchmod(fd, 0o700)
-        finally:
-            os.close(fd)
+            os.stat(path)
+            return
+        except FileNotFoundError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def check_root(root: Path, directories: list[str]) -> None:
