@@ -64,7 +64,7 @@ from .held_files import HeldFiles, HeldStatus, read_to_end, still_linked
 from .lifecycle import is_untouched, new_record
 from .models import RequestSpec, StatusRecord
 from .quoting import quoted
-from .store_files import check_root, make_private_dirs, open_nofollow, wait_visible, write_all
+from .store_files import check_root, make_private_dirs, make_shared_dirs, open_nofollow, write_all
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
@@ -129,9 +129,7 @@ class FileStore:
             return
         try:
             for directory in _DIRECTORIES:
-                make_private_dirs(self.root / directory)
-                if self.shared:
-                    wait_visible(self.root / directory)
+                (make_shared_dirs if self.shared else make_private_dirs)(self.root / directory)
         except OSError as error:
             raise StoreError(f"cannot create the store at {self.root}: {error}") from error
         check_root(self.root, _CHECKED_DIRECTORIES)  # a directory someone else made meanwhile

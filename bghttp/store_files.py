@@ -69,19 +69,24 @@ def make_private_dirs(path: Path) -> None:
         os.close(fd)
 
 
-def wait_visible(path: Path, seconds: float = 2.0) -> None:
-    """Until ``path`` can be looked up here: a directory another host just made on a shared
-    filesystem may look missing to this client for a moment (seen on GlusterFS: a file created
-    in it at once failed with ENOENT about once in 100 new stores made by two hosts at once)."""
+def make_shared_dirs(path: Path, seconds: float = 5.0) -> None:
+    """``make_private_dirs`` on a filesystem other hosts mount, until ``path`` can be looked up here.
+
+    Two GlusterFS clients making one new directory at once can leave one of them
+    unable to find it for a moment: its mkdir says it exists, and a lookup or a
+    file created in it fails with ENOENT (about once in 100 new stores made by two
+    hosts at once). Making and looking again until it is found ends that.
+    """
     deadline = time.monotonic() + seconds
     while True:
         try:
+            make_private_dirs(path)
             os.stat(path)
             return
         except FileNotFoundError:
             if time.monotonic() > deadline:
                 raise
-            time.sleep(0.01)
+            time.sleep(0.02)
 
 
 def check_root(root: Path, directories: list[str]) -> None:
