@@ -22,10 +22,8 @@ Only RabbitMQ brokers publish events: the local mode has no exchange
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import json
-import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -52,8 +50,6 @@ REJECTED = "request.rejected"
 EVENT_NAMESPACE = uuid.UUID("5d3c8f0e-6a53-4c1c-9a55-2d1b8f7e4a10")
 #: Publishes tried, each on a fresh connection after a failure (a stale connection is common).
 PUBLISH_ATTEMPTS = 2
-#: How many confirmed events a worker process remembers, so as not to publish one twice itself.
-CONFIRMED_EVENTS_KEPT = 4096
 
 
 def event_id(record: StatusRecord) -> str:
@@ -122,11 +118,6 @@ class EventPublisher:
         self.broker = broker
         self.exchange = exchange
         self._declared: set[int] = set()  # ids of the channels the exchange was declared on
-        # Events this process got confirmed, newest last: a second copy of a message (Dramatiq's
-        # retry copy and the original, both given back when a worker died between them) must not
-        # publish the same event twice from here. Bounded; across processes it is at least once.
-        self._confirmed: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self._confirmed_lock = threading.Lock()
 
     @classmethod
     def for_broker(cls, broker: dramatiq.Broker, settings: Settings) -> EventPublisher | None:
@@ -145,17 +136,9 @@ class EventPublisher:
         message announces nothing (the runner's rule). Raises BrokerUnavailable.
         """
         event = final_event(record, response_file_path)
-        event_key = str(event["event_id"])
-        with self._confirmed_lock:
-            if event_key in self._confirmed:
-                return event  # published and confirmed by this process already
         self.publish(ROUTING_KEYS[record.status], event)
         if record.on_complete is not None:
             self.send_to_actor(record.on_complete["queue"], record.on_complete["actor"], event)
-        with self._confirmed_lock:
-            self._confirmed[event_key] = None
-            while len(self._confirmed) > CONFIRMED_EVENTS_KEPT:
-                self._confirmed.popitem(last=False)
         get_logger(request_id=record.request_id).debug(
             "event_published", routing_key=event["event_type"], event_id=event["event_id"]
         )

@@ -178,7 +178,10 @@ def test_a_worker_killed_before_its_final_event_got_out_leaves_it_to_the_next_wo
             start_worker(settings)
             [(routing_key, event)] = events.wait_for(1, timeout=90)
             time.sleep(2)
-            assert len(events.drain()) == 1
+            # At least once, one outcome: the killed worker may leave Dramatiq's retry copy beside
+            # its original (killed between them), and each announces the same event (same event_id).
+            again = events.drain()
+            assert again and {e["event_id"] for _, e in again} == {event["event_id"]}
         finally:
             events.close()
 

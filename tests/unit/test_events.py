@@ -68,33 +68,3 @@ def test_a_rejected_submit_has_an_event_id_of_its_message() -> None:
     assert first["status"] == "rejected" and first["event_type"] == "request.rejected"
     assert first["last_error"] == "the field 'url' is required" and first["metadata"] == {"job": "42"}
     assert first["message_id"] == "m-1"
-
-
-def test_a_process_publishes_an_outcomes_event_once_however_often_its_message_comes() -> None:
-    """Dramatiq's retry copy and the original, both given back by a worker killed between them,
-    meet the final record in the next worker: that process publishes the event once."""
-    import pytest
-    from dramatiq.brokers.stub import StubBroker
-
-    from bghttp.errors import BrokerUnavailable
-    from bghttp.events import EventPublisher
-
-    publisher = EventPublisher(StubBroker(), "bghttp.events")
-    published: list[str] = []
-    refuse = [True]
-
-    def publish(routing_key: str, event: dict[str, object]) -> None:
-        if refuse[0]:
-            raise BrokerUnavailable("the broker did not confirm the event")
-        published.append(str(event["event_id"]))
-
-    publisher.publish = publish  # type: ignore[method-assign]
-    record = finished()
-    with pytest.raises(BrokerUnavailable):
-        publisher.announce_final(record, None)  # refused: not remembered, so the next copy publishes it
-    refuse[0] = False
-    publisher.announce_final(record, None)
-    publisher.announce_final(record, None)
-    assert published == [event_id(record)]
-    publisher.announce_final(finished(at=3000.0), None)  # another outcome (a replay's) is its own event
-    assert len(published) == 2
