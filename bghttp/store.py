@@ -679,15 +679,10 @@ class FileStore:
                 yield claimed
             return
         while True:
-            try:
-                # Opened for writing (nothing is written): on NFS, flock becomes a byte-range
-                # lock, and an exclusive one needs a file open for writing.
-                fd = open_nofollow(path, os.O_RDWR)
-            except FileNotFoundError:
+            fd = _open_for_claim(path, request_id)
+            if fd is None:
                 yield True
                 return
-            except OSError as error:
-                raise StoreError(f"cannot open the request file of {request_id}: {error}") from error
             try:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -706,13 +701,10 @@ class FileStore:
         fd = held.take_request(request_id)
         while True:
             if fd is None:
-                try:
-                    fd = open_nofollow(path, os.O_RDWR)
-                except FileNotFoundError:
+                fd = _open_for_claim(path, request_id)
+                if fd is None:
                     yield True
                     return
-                except OSError as error:
-                    raise StoreError(f"cannot open the request file of {request_id}: {error}") from error
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 linked = still_linked(fd)
@@ -1071,6 +1063,20 @@ def check_store_root(root: Path) -> None:
     """ConfigError (one line) for a store root or directory that another user owns or may write,
     or a store directory that is a symlink: another user could have us write through a symlink."""
     check_root(root, _CHECKED_DIRECTORIES)
+
+
+def _open_for_claim(path: Path, request_id: str) -> int | None:
+    """The request file opened to be claimed; None when it is gone (a removed request: anyone may "hold" it).
+
+    Opened for writing (nothing is written): on NFS, flock becomes a byte-range
+    lock, and an exclusive one needs a file open for writing.
+    """
+    try:
+        return open_nofollow(path, os.O_RDWR)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise StoreError(f"cannot open the request file of {request_id}: {error}") from error
 
 
 def _open_or_create(path: Path) -> int:
