@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import re
 import secrets
@@ -196,7 +197,9 @@ def read_heartbeat(path: Path) -> WorkerHeartbeat | None:
             os.close(fd)
     try:
         return _from_record(json.loads(raw), datetime.fromtimestamp(info.st_mtime_ns / 1e9, UTC))
-    except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError, OSError):
+        # RecursionError: JSON nested deeper than the parser recurses ("[" * 100_000 is 100 kB);
+        # OSError: a time datetime cannot hold on this platform (EOVERFLOW for 1e18).
         return None
 
 
@@ -224,7 +227,7 @@ def _from_record(data: dict[str, Any], written: datetime) -> WorkerHeartbeat:
         completed=_whole(data["completed"]),
         failed=_whole(data["failed"]),
         clock=_time(data["clock"]),
-        interval=float(data["interval"]),
+        interval=_interval(data["interval"]),
     )
 
 
@@ -238,6 +241,13 @@ def _whole(value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError("expected an integer")
     return value
+
+
+def _interval(value: Any) -> float:
+    # NaN or infinity would keep a record live forever, 0 or less stale at once (and NaN is no JSON for --json).
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value < math.inf:
+        raise ValueError("expected a positive number of seconds")
+    return float(value)
 
 
 def _time(value: Any) -> datetime:

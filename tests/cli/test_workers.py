@@ -159,3 +159,29 @@ def test_status_and_wait_say_when_no_live_worker_serves_a_queued_request(rabbitm
     assert "no live worker" not in run_cli(settings, "status", request_id).stderr
     told = run_cli(settings, "wait", request_id, "--timeout", "1", "--progress")
     assert told.stderr.count("1 live worker serves them") == 1, told.stderr
+
+
+def test_a_garbage_record_neither_breaks_workers_nor_stays_live_forever(tmp_path: Path) -> None:
+    """A record is a file anyone with write access to the store could have written (or a torn copy
+    of one): deeply nested JSON under the size limit, or an interval that is no number of seconds,
+    must be skipped like any other garbage, not crash the command or print invalid JSON."""
+    settings = Settings(broker_url="local", store_dir=tmp_path / "store", queue_name="q")
+    good = plant(settings, host="good", pid=1)
+    workers = good.parent
+    (workers / "deep-2.json").write_text("[" * 100_000 + "]" * 100_000)  # 200 kB: under the 1 MiB limit
+    for pid, interval in ((3, "NaN"), (4, "Infinity"), (5, "-5"), (6, "0")):
+        record = json.loads(good.read_text())
+        record.update(host=f"bad-{pid}", pid=pid)
+        text = json.dumps(record, separators=(",", ":")).replace('"interval":5.0', f'"interval":{interval}')
+        assert f'"interval":{interval}' in text
+        (workers / f"bad-{pid}.json").write_text(text)
+    record = json.loads(good.read_text())
+    record.update(host="bad-7", pid=7, clock=1e18)  # datetime raises OSError (EOVERFLOW) for this one
+    (workers / "bad-7.json").write_text(json.dumps(record))
+    table = run_cli(settings, "workers")
+    assert table.returncode == 0, table.stderr
+    assert [line.split()[0] for line in table.stdout.splitlines()[1:]] == ["good"]
+    result = run_cli(settings, "workers", "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+    assert [worker["host"] for worker in document["workers"]] == ["good"]
