@@ -14,7 +14,9 @@ import bisect
 import contextlib
 import dataclasses
 import datetime
+import os
 import re
+import stat
 import threading
 import time
 import urllib.parse
@@ -27,6 +29,7 @@ from ..errors import StoreError
 from ..models import Phase, RequestSpec, RequestStatus, StatusRecord
 from ..redaction import redact_headers, redact_url
 from ..store import FileStore, is_valid_request_id
+from ..store_files import open_nofollow
 
 #: Rows on one requests page.
 PAGE_SIZE = 100
@@ -294,14 +297,21 @@ class DashboardQueries:
 
     def _preview(self, request_id: str) -> BodyPreview | None:
         """The first ``PREVIEW_BYTES`` of the saved response body, as text (never as markup)."""
+        # As the store reads its files: no symlink followed (it could point at any file this process may
+        # read), and only a regular file (an open of a FIFO would wait for a writer, holding a thread).
         try:
-            with open(self.store.response_file_path(request_id), "rb") as body:
-                size = body.seek(0, 2)
-                body.seek(0)
+            fd = open_nofollow(self.store.response_file_path(request_id), os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            return None
+        try:
+            with os.fdopen(fd, "rb") as body:
+                info = os.fstat(body.fileno())
+                if not stat.S_ISREG(info.st_mode):
+                    return None
                 head = body.read(PREVIEW_BYTES)
         except OSError:
             return None
-        return BodyPreview(head.decode("utf-8", errors="replace"), len(head), size)
+        return BodyPreview(head.decode("utf-8", errors="replace"), len(head), max(info.st_size, len(head)))
 
     # ---------------------------------------------------------------- overview
     def overview(self, now: float | None = None) -> Overview:

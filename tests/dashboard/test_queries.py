@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from bghttp.dashboard.queries import PREVIEW_BYTES, BadFilter, DashboardQueries, RequestFilter
+from bghttp.dashboard.queries import PREVIEW_BYTES, BadFilter, DashboardQueries, RequestDetail, RequestFilter
 from bghttp.dashboard.visible import visible, visible_line
 from bghttp.models import RequestSpec
 from bghttp.store import FileStore
@@ -104,3 +105,36 @@ def test_a_store_that_cannot_be_listed_is_a_page_that_says_so(tmp_path: Path) ->
     (tmp_path / "store" / "requests").write_text("not a directory")
     answer = TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False).get("/requests")
     assert answer.status_code == 503 and "cannot be read" in answer.text
+
+
+def test_the_body_preview_reads_only_a_regular_file_at_the_store_path(tmp_path: Path) -> None:
+    """Anyone who can write the store could put a symlink (to a file only the dashboard's user may read)
+    or a FIFO (an open that waits for a writer forever, holding a server thread) where a body belongs."""
+    store = FileStore(tmp_path / "store", fsync=False)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the dashboard user's private key")
+    for request_id in ("linked", "fifo"):
+        _add(store, request_id, time.time())
+        with store.open_response_part(request_id) as part:
+            part.write(b"body")
+        store.commit_response(request_id, {"status_code": 200, "headers": [], "size": 4})
+        store.response_file_path(request_id).unlink()
+    store.response_file_path("linked").symlink_to(secret)
+    os.mkfifo(store.response_file_path("fifo"))
+    queries = DashboardQueries(store)
+
+    linked = queries.request_detail("linked")
+    assert linked is not None and linked.response is not None
+    assert linked.preview is None or "private key" not in linked.preview.text
+
+    details: list[object] = []
+    reader = threading.Thread(target=lambda: details.append(queries.request_detail("fifo")), daemon=True)
+    reader.start()
+    reader.join(timeout=60)  # a hang guard, not a timing: the read returns at once or never
+    if reader.is_alive():
+        with open(os.open(store.response_file_path("fifo"), os.O_WRONLY | os.O_NONBLOCK), "wb"):
+            pass  # lets the stuck open return
+        reader.join()
+        pytest.fail("the page of a request whose body is a FIFO waited for a writer")
+    [detail] = details
+    assert isinstance(detail, RequestDetail) and detail.preview is None
