@@ -110,7 +110,7 @@ def _decode(line: bytes) -> dict[str, Any] | None:
         if int(line[:_CHECKSUM_DIGITS], 16) != zlib.crc32(payload):
             return None
         record = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser recurses
         return None
     return record if isinstance(record, dict) else None
 

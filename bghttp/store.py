@@ -105,6 +105,11 @@ def validate_request_id(request_id: object) -> str:
     return request_id
 
 
+#: Why a file of JSON nested deeper than the parser recurses (edited by hand) cannot be read: a
+#: ValueError, as for any invalid JSON, not the RecursionError no reader of the store expects.
+_NESTED_TOO_DEEP = "JSON nested deeper than the parser recurses"
+
+
 class FileStore:
     """Request, status and response files under one root directory."""
 
@@ -290,6 +295,8 @@ class FileStore:
             return None
         except (OSError, ValueError) as error:
             raise StoreError(f"cannot read {path}: {error}") from error
+        except RecursionError:
+            raise StoreError(f"cannot read {path}: {_NESTED_TOO_DEEP}") from ValueError(_NESTED_TOO_DEEP)
         if not isinstance(data, dict):
             raise StoreError(f"{path} does not hold a JSON object")
         return data
@@ -391,6 +398,8 @@ class FileStore:
             data = json.loads(read_to_end(fd))
         except (OSError, ValueError) as error:
             raise StoreError(f"cannot read {path}: {error}") from error
+        except RecursionError:
+            raise StoreError(f"cannot read {path}: {_NESTED_TOO_DEEP}") from ValueError(_NESTED_TOO_DEEP)
         if not isinstance(data, dict):
             raise StoreError(f"{path} does not hold a JSON object")
         return data

@@ -138,3 +138,26 @@ def test_the_body_preview_reads_only_a_regular_file_at_the_store_path(tmp_path: 
         pytest.fail("the page of a request whose body is a FIFO waited for a writer")
     [detail] = details
     assert isinstance(detail, RequestDetail) and detail.preview is None
+
+
+def test_a_request_file_nested_too_deep_is_an_unreadable_request_not_a_failed_page(tmp_path: Path) -> None:
+    """A request file edited by hand into JSON nested deeper than the parser recurses is unreadable like
+    any other file that is no request: its page says so; the requests page lists it without its URL."""
+    from starlette.testclient import TestClient
+
+    from bghttp import Settings
+    from bghttp.dashboard.app import create_app
+
+    store = FileStore(tmp_path / "store", fsync=False)
+    _add(store, "deep", time.time())
+    store.request_file_path("deep").write_text("[" * 100_000 + "]" * 100_000)
+    client = TestClient(
+        create_app(Settings(store_dir=tmp_path / "store", broker_url="local")),
+        base_url="http://127.0.0.1",
+        raise_server_exceptions=False,
+    )
+    page = client.get("/requests/deep")
+    assert page.status_code == 200, page.text[-500:]
+    assert "cannot read" in page.text
+    listing = client.get("/requests")
+    assert listing.status_code == 200 and 'href="/requests/deep"' in listing.text
