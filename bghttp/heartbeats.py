@@ -1,7 +1,8 @@
 """Worker heartbeats: each worker process keeps a small record of itself in the store it serves.
 
 Layout: ``<store>/workers/<host>-<pid>.json`` (directory 0700, file 0600), one
-per worker process (a ``bghttp worker`` / ``dramatiq bghttp.actors`` worker
+per worker process (``<host>-<pid>-<random>.json`` when another live process has
+the same host name and PID: containers on host networking) (a ``bghttp worker`` / ``dramatiq bghttp.actors`` worker
 process, or a local-mode worker). :class:`HeartbeatWriter` rewrites it every
 ``BGHTTP_HEARTBEAT_INTERVAL`` seconds (default 5; 0: no heartbeats) on a thread
 of its own: a new file under a temporary name (``O_EXCL | O_NOFOLLOW``), then
@@ -381,6 +382,7 @@ class HeartbeatWriter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
+        self._placed = False  # the first record is put in place by _place, the later ones replace it
         self._lock = threading.Lock()  # one write at a time: the thread's and a final one
 
     def start(self) -> None:
@@ -455,11 +457,43 @@ class HeartbeatWriter:
                     view = view[os.write(fd, view) :]
             finally:
                 os.close(fd)
-            os.replace(tmp, self.path)
+            if self._placed:
+                os.replace(tmp, self.path)
+            else:
+                self._place(tmp)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+    def _place(self, tmp: Path) -> None:
+        """Put the first record in place without replacing another live process's record.
+
+        Two processes can have one host name and PID: worker containers on host
+        networking share the host's name, and each has a PID namespace of its own.
+        A record already at the name is replaced only when it is stale (a
+        predecessor that died: a restarted container has the same name and PID);
+        a live one keeps it, and this writer takes a name of its own.
+        """
+        try:
+            os.link(tmp, self.path)  # fails if the name is taken: no window in which a twin's record is lost
+        except FileExistsError:
+            existing = read_heartbeat(self.path)
+            written = datetime.fromtimestamp(os.stat(tmp).st_mtime_ns / 1e9, UTC)  # the store's clock, now
+            if existing is not None and not existing.is_stale(written):
+                self._rename(f"-{secrets.token_hex(4)}")
+            os.replace(tmp, self.path)
+        except OSError:  # a filesystem without hard links: replace, as every later beat does
+            os.replace(tmp, self.path)
+        else:
+            os.unlink(tmp)
+        self._placed = True
+
+    def _rename(self, suffix: str) -> None:
+        with _paths_lock:
+            _paths_in_use.discard(self.path)
+            self.path = self.path.with_name(self.path.name.removesuffix(".json") + suffix + ".json")
+            _paths_in_use.add(self.path)
 
     def _ensure_directory(self) -> None:
         try:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from bghttp.heartbeats import (
     read_heartbeats,
     skew_warnings,
 )
+from tests.support import PROJECT_ROOT
 
 
 def writer(store: Path, **state: object) -> HeartbeatWriter:
@@ -133,3 +137,60 @@ def test_two_writers_in_one_process_keep_two_records(tmp_path: Path) -> None:
     assert [h.pid for h in read_heartbeats(tmp_path)] == [4242]  # the other client's record stays
     second.stop()
     assert read_heartbeats(tmp_path) == []
+
+
+TWIN = """
+import sys, time
+from bghttp.heartbeats import HeartbeatWriter
+writer = HeartbeatWriter(sys.argv[1], queue="orders", broker="local", interval=60, host="twin", pid=7)
+writer.start()
+print("started", flush=True)
+sys.stdin.readline()
+writer.stop()
+"""
+
+
+def test_two_processes_with_one_host_name_and_pid_keep_two_records(tmp_path: Path) -> None:
+    """Containers on host networking share the host's name and each has its own PID namespace,
+    so two worker processes of two replicas are both, say, ``node-1`` pid 7: each keeps its own
+    record, and the one that stops cleanly leaves the other's in place."""
+    twins = []
+    for _ in range(2):
+        twin = subprocess.Popen(
+            [sys.executable, "-c", TWIN, str(tmp_path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        )
+        assert twin.stdout is not None and twin.stdout.readline() == "started\n"
+        twins.append(twin)
+    try:
+        records = read_heartbeats(tmp_path)
+        assert [(r.host, r.pid, r.stale) for r in records] == [("twin", 7, False)] * 2
+        assert len({r.started_at for r in records}) == 2
+        twins[0].communicate("stop\n", timeout=30)
+        [left] = read_heartbeats(tmp_path)
+        assert left.started_at == max(r.started_at for r in records)
+    finally:
+        for twin in twins:
+            if twin.poll() is None:
+                twin.communicate("stop\n", timeout=30)
+    assert read_heartbeats(tmp_path) == []
+
+
+def test_a_restarted_worker_takes_over_the_stale_record_of_its_predecessor(tmp_path: Path) -> None:
+    """A container restarted after a crash has the same host name and PID as the process that died:
+    its record replaces the stale one instead of adding a second."""
+    dead = writer(tmp_path)
+    dead.beat()
+    long_ago = time.time() - 3600
+    os.utime(dead.path, (long_ago, long_ago))
+    dead.stop(remove=False)
+    assert [h.stale for h in read_heartbeats(tmp_path)] == [True]
+    restarted = writer(tmp_path)
+    restarted.start()
+    try:
+        assert [(h.pid, h.stale) for h in read_heartbeats(tmp_path)] == [(4242, False)]
+    finally:
+        restarted.stop()
