@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from dramatiq.middleware import Middleware
 
+from ..core.outcomes import Outcome
 from ..logs import get_logger
 from .in_flight import InFlightLimits, WorkerSlots
 from .intake import submit_queue_name
@@ -172,7 +173,8 @@ class WorkerMetrics:
         from ..models import Phase, RequestStatus
 
         self.attempts.labels(result.outcome.value).inc()
-        self.attempt_duration.observe(result.duration_ms / 1000)
+        if result.outcome is not Outcome.INTERRUPTED:  # closed after its worker died: its duration is unknown
+            self.attempt_duration.observe(result.duration_ms / 1000)
         if result.response_bytes:
             self.response_bytes.inc(result.response_bytes)
         if record.phase is Phase.WAITING_RETRY:

@@ -322,8 +322,7 @@ class RequestRunner:
             outcome=result.outcome.value, status_code=result.status_code, duration_ms=round(result.duration_ms, 1)
         )
         record = self._settle(spec, record, finished, result, log)
-        if self.on_attempt is not None:
-            self.on_attempt(spec, record, result)
+        self._attempt_ended(spec, record, result)
         return record
 
     def _settle(
@@ -413,12 +412,21 @@ class RequestRunner:
         )
         record = self.lifecycle.close_interrupted(spec.request_id, [*closed, attempt])
         if record.is_terminal:
+            self._attempt_ended(spec, record, result)
             return record, True
         log = log.bind(attempt=attempt.number)
         log.warning("attempt_interrupted", sent=last.sent_at is not None, status_code=result.status_code)
         if not attempt.counted:
             return record, False  # never sent: run it again now, no retry spent
-        return self._settle(spec, record, attempt, result, log), True
+        record = self._settle(spec, record, attempt, result, log)
+        # The worker that ran the attempt died before it could count it: this one ended it, and counts it
+        # (and the request, when that made it final) in its metrics and heartbeat.
+        self._attempt_ended(spec, record, result)
+        return record, True
+
+    def _attempt_ended(self, spec: RequestSpec, record: StatusRecord, result: AttemptResult) -> None:
+        if self.on_attempt is not None:
+            self.on_attempt(spec, record, result)
 
     def _answer_saved_during(self, request_id: str, attempt: AttemptRecord) -> tuple[int, Judgement] | None:
         """The status code of a response the attempt saved before its worker died, if it did, judged as

@@ -12,14 +12,18 @@ import os
 import signal
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bghttp import BackgroundHttpClient, RequestStatus, Settings
 from bghttp.heartbeats import WorkerHeartbeat, read_heartbeats
+from tests.cli.helpers import BghttpWorker
 from tests.conftest import local_settings
 from tests.reliability.server import CountingServer
-from tests.support import WorkerProcess, wait_until
+from tests.support import WorkerProcess, free_port, wait_until
 
 INTERVAL = 0.2
 
@@ -121,3 +125,56 @@ def test_an_offline_worker_says_so_and_since_when(store_dir: object) -> None:
         [record] = wait_until(lambda: [r for r in _records(settings) if not r.online])
         assert record.offline_since is not None
         assert before - timedelta(seconds=1) <= record.offline_since <= datetime.now(UTC)
+
+
+@pytest.mark.rabbitmq
+def test_a_request_failed_by_the_worker_that_closes_a_killed_attempt_is_counted_by_it(
+    rabbitmq_settings: Settings,
+    start_worker: Callable[..., WorkerProcess],
+    counting_server: CountingServer,
+    tmp_path: Path,
+) -> None:
+    """kill -9 during an attempt that was sent, with no retry left: the next worker closes the attempt
+    and fails the request. That worker brought it to ``failed``: its record and its metrics count it."""
+    settings = dataclasses.replace(rabbitmq_settings, heartbeat_interval=INTERVAL)
+    port = free_port()
+    first = start_worker(settings)
+    with BackgroundHttpClient(settings) as client:
+        request_id = client.get(counting_server.url("/wait?id=killed&delay=60"), retries=0).request_id
+
+        def sent() -> bool:
+            record = client.get_request_status(request_id)
+            return record is not None and bool(record.attempts) and record.attempts[-1].sent_at is not None
+
+        wait_until(sent, timeout=30)
+        first.kill(signal.SIGKILL)
+        first.process.wait(timeout=10)
+        second = BghttpWorker(
+            settings, "--processes", "1", "--threads", "2", "--metrics-port", str(port),
+            "--metrics-host", "127.0.0.1", log_path=tmp_path / "second.log",
+        )  # fmt: skip
+        try:
+            record = client.wait(request_id, timeout=60)
+            assert record.status is RequestStatus.FAILED and record.attempt_count == 1
+            [closer] = wait_until(lambda: [r for r in _records(settings) if not r.stale and r.taken == 1])
+            assert wait_until(lambda: [r for r in _records(settings) if r.pid == closer.pid and r.failed == 1])
+
+            def scrape() -> dict[str, float] | None:
+                try:
+                    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+                except httpx.HTTPError:
+                    return None  # the exposition server is still starting
+                samples = {
+                    sample.name + str(sorted(sample.labels.values())): sample.value
+                    for family in text_string_to_metric_families(text)
+                    for sample in family.samples
+                }
+                return samples if "bghttp_requests_total['failed']" in samples else None
+
+            samples = wait_until(scrape, timeout=30)
+        finally:
+            second.stop()
+    assert samples["bghttp_requests_total['failed']"] == 1
+    assert samples["bghttp_attempts_total['interrupted']"] == 1
+    assert samples["bghttp_retries_exhausted_total[]"] == 1
+    assert samples["bghttp_attempt_duration_seconds_count[]"] == 0  # its duration is unknown
