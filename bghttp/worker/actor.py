@@ -42,7 +42,7 @@ from .heartbeat import HeartbeatMiddleware
 from .http_env import HttpEnvironment, load_http_environment
 from .in_flight import InFlightLimits, WorkerSlots
 from .intake import declare_intake_actor, submit_queue_name
-from .metrics import metrics_middleware, observe_attempt
+from .metrics import metrics_middleware, observe_attempt, observe_final
 from .process_store import process_store
 from .runner import RequestNotInStore, RequestRunner
 
@@ -134,6 +134,7 @@ class RunnerHolder:
             functools.partial(publish_request, self.broker, self.settings.queue_name),
             connectivity=connectivity,
             on_attempt=self._on_attempt,
+            on_failed_without_attempt=self._on_failed_without_attempt,
             in_flight=self.in_flight,
             after_run=None if self.events is None else self.events.announce_final,
         )
@@ -142,6 +143,11 @@ class RunnerHolder:
     def _on_attempt(self, spec: RequestSpec, record: StatusRecord, result: AttemptResult) -> None:
         observe_attempt(spec, record, result)
         if self.heartbeat is not None and record.is_terminal:
+            self.heartbeat.count_outcome(record)
+
+    def _on_failed_without_attempt(self, record: StatusRecord) -> None:
+        observe_final(record)
+        if self.heartbeat is not None:
             self.heartbeat.count_outcome(record)
 
     def _shared_parts(self) -> tuple[Store, ConnectivityMonitor | None]:

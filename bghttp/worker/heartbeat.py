@@ -4,8 +4,9 @@
 when the Dramatiq worker boots (in each worker process of ``bghttp worker`` or
 ``dramatiq bghttp.actors``, and in local mode), stops it and removes the record
 when the worker shuts down cleanly. It counts the request messages taken; the
-runner's ``on_attempt`` hook (through :class:`~bghttp.worker.actor.RunnerHolder`)
-counts the requests ended ``completed`` or ``failed``. The writer's thread reads
+runner's ``on_attempt`` and ``on_failed_without_attempt`` hooks (through
+:class:`~bghttp.worker.actor.RunnerHolder`) count the requests ended ``completed``
+or ``failed``. The writer's thread reads
 the in-flight places and the gate's state itself, every interval, so the
 message path pays for one counter increment only.
 """

@@ -180,9 +180,7 @@ class WorkerMetrics:
         if record.phase is Phase.WAITING_RETRY:
             self.retries.inc()
         if record.is_terminal:
-            self.requests.labels(record.status.value).inc()
-            finished = record.completed_at or record.updated_at
-            self.submit_to_completion.labels(record.status.value).observe(max(0.0, finished - record.created_at))
+            self.observe_final(record)
             if (
                 record.status is RequestStatus.FAILED
                 and is_retryable(result.outcome)
@@ -192,6 +190,12 @@ class WorkerMetrics:
         waited = queue_wait(record)
         if waited is not None:
             self.queue_wait.observe(waited)
+
+    def observe_final(self, record: StatusRecord) -> None:
+        """Count a request this process brought to its final status (after an attempt, or with none)."""
+        self.requests.labels(record.status.value).inc()
+        finished = record.completed_at or record.updated_at
+        self.submit_to_completion.labels(record.status.value).observe(max(0.0, finished - record.created_at))
 
     def connectivity_changed(self, online: bool, now: float | None = None, wall: float | None = None) -> None:
         """Record a change of the network state; offline time is counted when it ends.
@@ -245,6 +249,12 @@ def observe_attempt(spec: RequestSpec, record: StatusRecord, result: AttemptResu
     """The ``RequestRunner.on_attempt`` hook: a no-op while metrics are off."""
     if _metrics is not None:
         _metrics.observe_attempt(spec, record, result)
+
+
+def observe_final(record: StatusRecord) -> None:
+    """The runner's ``on_failed_without_attempt`` hook (with the heartbeat's): a no-op while metrics are off."""
+    if _metrics is not None:
+        _metrics.observe_final(record)
 
 
 def connectivity_changed(online: bool) -> None:

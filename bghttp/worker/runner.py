@@ -79,6 +79,7 @@ class RequestRunner:
         publish: Publish,
         connectivity: Connectivity | None = None,
         on_attempt: Callable[[RequestSpec, StatusRecord, AttemptResult], None] | None = None,
+        on_failed_without_attempt: Callable[[StatusRecord], None] | None = None,
         after_run: AfterRun | None = None,
         in_flight: InFlightLimits | None = None,
     ) -> None:
@@ -88,6 +89,9 @@ class RequestRunner:
         self.publish = publish
         self.connectivity = connectivity
         self.on_attempt = on_attempt
+        #: Called with the record when this run fails a request with no attempt (unreadable, or its
+        #: attempts kept killing workers): counted like a failure after an attempt, by whoever counts.
+        self.on_failed_without_attempt = on_failed_without_attempt
         self.after_run = after_run
         self.lifecycle = RequestLifecycle(store)
         self.in_flight = in_flight or InFlightLimits(settings.max_in_flight, settings.max_in_flight_per_host)
@@ -239,7 +243,7 @@ class RequestRunner:
         """End a request whose file no worker can read: failed, with the reason (no retry helps)."""
         log.error("request_unreadable", error=error)
         try:
-            return self.lifecycle.fail(request_id, error)
+            return self._failed_without_attempt(self.lifecycle.fail(request_id, error))
         except (StoreError, UnknownRequest) as status_error:
             log.error("request_unreadable_status_not_written", error=str(status_error), store=self.store.location)
             return None
@@ -269,7 +273,7 @@ class RequestRunner:
         if plan.step is Step.FAIL:
             error = plan.reason or "failed"
             log.error("request_failed", error=error)
-            return self.lifecycle.fail(spec.request_id, error)
+            return self._failed_without_attempt(self.lifecycle.fail(spec.request_id, error))
         if plan.step is not Step.START:  # DROP: the record was read under this claim, and allowed the run
             return record
         return self._attempt(spec, record, token, plan.delay, log)
@@ -423,6 +427,11 @@ class RequestRunner:
         # (and the request, when that made it final) in its metrics and heartbeat.
         self._attempt_ended(spec, record, result)
         return record, True
+
+    def _failed_without_attempt(self, record: StatusRecord) -> StatusRecord:
+        if self.on_failed_without_attempt is not None and record.status is RequestStatus.FAILED:
+            self.on_failed_without_attempt(record)
+        return record
 
     def _attempt_ended(self, spec: RequestSpec, record: StatusRecord, result: AttemptResult) -> None:
         if self.on_attempt is not None:

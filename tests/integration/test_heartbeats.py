@@ -178,3 +178,42 @@ def test_a_request_failed_by_the_worker_that_closes_a_killed_attempt_is_counted_
     assert samples["bghttp_attempts_total['interrupted']"] == 1
     assert samples["bghttp_retries_exhausted_total[]"] == 1
     assert samples["bghttp_attempt_duration_seconds_count[]"] == 0  # its duration is unknown
+
+
+@pytest.mark.rabbitmq
+def test_a_request_a_worker_fails_without_an_attempt_is_counted_by_it(
+    rabbitmq_settings: Settings, counting_server: CountingServer, tmp_path: Path
+) -> None:
+    """A request file no worker can read (cut off, edited by hand) is failed by the worker that takes
+    it, with no attempt: that worker brought it to ``failed``, so its record and metrics count it."""
+    settings = dataclasses.replace(rabbitmq_settings, heartbeat_interval=INTERVAL)
+    port = free_port()
+    with BackgroundHttpClient(settings) as client:
+        request_id = client.get(counting_server.url("/ok?id=unreadable"), retries=0).request_id
+        client.store.request_file_path(request_id).write_text('{"cut off')  # before any worker runs
+        worker = BghttpWorker(
+            settings, "--processes", "1", "--threads", "2", "--metrics-port", str(port),
+            "--metrics-host", "127.0.0.1", log_path=tmp_path / "worker.log",
+        )  # fmt: skip
+        try:
+            record = client.wait(request_id, timeout=60)
+            assert record.status is RequestStatus.FAILED and record.attempt_count == 0
+            assert wait_until(lambda: [r for r in _records(settings) if r.taken == 1 and r.failed == 1])
+
+            def scrape() -> dict[str, float] | None:
+                try:
+                    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+                except httpx.HTTPError:
+                    return None  # the exposition server is still starting
+                samples = {
+                    sample.name + str(sorted(sample.labels.values())): sample.value
+                    for family in text_string_to_metric_families(text)
+                    for sample in family.samples
+                }
+                return samples if "bghttp_requests_total['failed']" in samples else None
+
+            samples = wait_until(scrape, timeout=30)
+        finally:
+            worker.stop()
+    assert samples["bghttp_requests_total['failed']"] == 1
+    assert samples["bghttp_submit_to_completion_seconds_count['failed']"] == 1
