@@ -44,6 +44,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .errors import StoreError
+
 #: The store's directory of heartbeat records.
 WORKERS_DIR = "workers"
 #: Seconds between heartbeats unless ``BGHTTP_HEARTBEAT_INTERVAL`` says otherwise.
@@ -159,15 +161,17 @@ def read_heartbeats(store_dir: str | Path, *, now: datetime | None = None) -> li
 
     ``now`` (default: this host's clock) judges staleness. A missing directory is
     no workers; a record that is not one (torn, foreign, a symlink) is skipped.
+    A directory that cannot be listed (not this user's: it is 0700) is a
+    StoreError: nobody can tell from it whether any worker lives.
     """
     now = now or datetime.now(UTC)
     directory = workers_dir(store_dir)
     try:
         names = sorted(os.listdir(directory))
-    except (FileNotFoundError, NotADirectoryError):
+    except FileNotFoundError:
         return []
-    except OSError:
-        return []
+    except OSError as error:
+        raise StoreError(f"cannot list {directory}: {error.strerror or error}") from error
     heartbeats = []
     for name in names:
         if not name.endswith(".json") or name.startswith("."):

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import IO
 
 from ..config import Settings
+from ..errors import StoreError
 from ..heartbeats import WorkerHeartbeat, read_heartbeats
 from ..models import Phase, StatusRecord
 from . import output as out
@@ -86,7 +87,10 @@ class WaitNotes:
 
     def _queue_note(self, record: StatusRecord, since: float, now: float) -> tuple[object, str] | None:
         if now - self._workers_read_at >= HEARTBEAT_READ_SECONDS or self._workers is None:
-            self._workers = serving_workers(self.read_workers(), self.settings.queue_name)
+            try:
+                self._workers = serving_workers(self.read_workers(), self.settings.queue_name)
+            except StoreError:
+                return None  # the heartbeats cannot be read here: whether a worker serves it is not known
             self._workers_read_at = now
         count = len(self._workers)
         if count and not self.narrate:

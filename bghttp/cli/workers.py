@@ -133,8 +133,11 @@ def unserved_notice(record: StatusRecord, settings: Settings, *, now: float | No
     since = waiting_for_a_worker_since(record, now)
     if since is None or now - since < QUEUED_NOTICE_SECONDS:
         return None
-    if serving_workers(read_heartbeats(settings.store_dir), settings.queue_name):
-        return None
+    try:
+        if serving_workers(read_heartbeats(settings.store_dir), settings.queue_name):
+            return None
+    except StoreError:
+        return None  # the heartbeats cannot be read here: whether a worker serves it is not known
     return (
         f"{record.request_id} has waited for a worker since {out.timestamp(since)}, and no live worker serves "
         f"queue {settings.queue_name} on store {settings.store_dir} (see bghttp workers)"

@@ -11,6 +11,8 @@ import dataclasses
 import json
 import os
 import re
+import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,8 +22,8 @@ import pytest
 from bghttp import BackgroundHttpClient, Settings
 from bghttp.heartbeats import HeartbeatWriter, WorkerState
 from tests.cli.conftest import Cli
-from tests.cli.helpers import assert_one_line_error, run_cli
-from tests.support import WorkerProcess, wait_until
+from tests.cli.helpers import assert_one_line_error, bghttp_command, cli_env, run_cli
+from tests.support import PROJECT_ROOT, WorkerProcess, wait_until
 
 HOSTILE_HOST = "evil\x1b]52;c;SGVsbG8=\x07\u202ehost"
 
@@ -185,3 +187,35 @@ def test_a_garbage_record_neither_breaks_workers_nor_stays_live_forever(tmp_path
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
     assert [worker["host"] for worker in document["workers"]] == ["good"]
+
+
+def _as_an_operator_the_store_denies(command: list[str]) -> list[str]:
+    """``command`` run so that file permissions apply to it: root without the capabilities that bypass them."""
+    if os.geteuid() != 0:
+        return command
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to run a command as root without CAP_DAC_OVERRIDE")
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
+
+
+def test_a_workers_directory_that_cannot_be_read_is_an_error_not_no_workers(tmp_path: Path) -> None:
+    """An operator whose user may not read the store's ``workers/`` (0700, the workers' user) must not be
+    told that no worker has a heartbeat there: that is a fleet that looks dead while it runs."""
+    settings = Settings(broker_url="local", store_dir=tmp_path / "store", queue_name="q")
+    record = plant(settings, host="live-host", pid=1)
+    record.parent.chmod(0)
+    try:
+        for args in (("workers",), ("workers", "--json")):
+            result = subprocess.run(
+                _as_an_operator_the_store_denies([*bghttp_command(), *args]),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=cli_env(settings),
+                cwd=PROJECT_ROOT,
+            )
+            assert "no workers have a heartbeat" not in result.stdout
+            assert_one_line_error(result, 6)
+            assert "Permission denied" in result.stderr
+    finally:
+        record.parent.chmod(0o700)
