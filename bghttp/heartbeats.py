@@ -184,9 +184,15 @@ def read_heartbeats(store_dir: str | Path, *, now: datetime | None = None) -> li
 
 
 def read_heartbeat(path: Path) -> WorkerHeartbeat | None:
-    """The record at ``path``; None when it is gone or not a heartbeat record."""
+    """The record at ``path``; None when it is gone or not a heartbeat record.
+
+    StoreError if this user may not read it (another user's 0600 record).
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except PermissionError as error:
+        # Not this user's to read (0600, the workers' user): unknown, not "no worker".
+        raise StoreError(f"cannot read {path}: {error.strerror or error}") from error
     except OSError:
         return None
     try:
@@ -482,7 +488,11 @@ class HeartbeatWriter:
         try:
             os.link(tmp, self.path)  # fails if the name is taken: no window in which a twin's record is lost
         except FileExistsError:
-            existing = read_heartbeat(self.path)
+            try:
+                existing = read_heartbeat(self.path)
+            except StoreError:  # another user's record, so another process's: take a name of its own
+                existing = None
+                self._rename(f"-{secrets.token_hex(4)}")
             written = datetime.fromtimestamp(os.stat(tmp).st_mtime_ns / 1e9, UTC)  # the store's clock, now
             if existing is not None and not existing.is_stale(written):
                 self._rename(f"-{secrets.token_hex(4)}")

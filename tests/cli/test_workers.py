@@ -205,17 +205,28 @@ def test_a_workers_directory_that_cannot_be_read_is_an_error_not_no_workers(tmp_
     record = plant(settings, host="live-host", pid=1)
     record.parent.chmod(0)
     try:
-        for args in (("workers",), ("workers", "--json")):
-            result = subprocess.run(
-                _as_an_operator_the_store_denies([*bghttp_command(), *args]),
-                capture_output=True,
-                text=True,
-                timeout=60,
-                env=cli_env(settings),
-                cwd=PROJECT_ROOT,
-            )
-            assert "no workers have a heartbeat" not in result.stdout
-            assert_one_line_error(result, 6)
-            assert "Permission denied" in result.stderr
+        _assert_workers_cannot_be_read(settings)
+        # A directory opened to others for listing still holds records private to the workers' user.
+        record.parent.chmod(0o755)
+        if os.geteuid() == 0:
+            os.chown(record, 65534, 65534)  # the workers' user is another one (nobody)
+        else:
+            record.chmod(0)
+        _assert_workers_cannot_be_read(settings)
     finally:
         record.parent.chmod(0o700)
+
+
+def _assert_workers_cannot_be_read(settings: Settings) -> None:
+    for args in (("workers",), ("workers", "--json")):
+        result = subprocess.run(
+            _as_an_operator_the_store_denies([*bghttp_command(), *args]),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=cli_env(settings),
+            cwd=PROJECT_ROOT,
+        )
+        assert "no workers have a heartbeat" not in result.stdout
+        assert_one_line_error(result, 6)
+        assert "Permission denied" in result.stderr
