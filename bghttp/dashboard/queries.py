@@ -35,6 +35,8 @@ from ..store_files import open_nofollow
 PAGE_SIZE = 100
 #: Bytes of a response body shown on a request's page.
 PREVIEW_BYTES = 16 * 1024
+#: The fields of a response record the request's page shows.
+RESPONSE_FIELDS = ("status_code", "reason", "url", "http_version", "elapsed_ms", "size", "headers")
 #: The overview reads at most this many of the most recently changed status records.
 OVERVIEW_RECORDS = 5000
 #: The overview's window and its number of time buckets.
@@ -281,6 +283,9 @@ class DashboardQueries:
             response = None
         response_headers: list[tuple[str, str]] = []
         if response is not None:
+            # A record holds what its writer put in it (an older version, another Store): the page
+            # reads every field it shows, so each one it lacks is None ("-") rather than an error.
+            response = {**dict.fromkeys(RESPONSE_FIELDS), **response}
             with contextlib.suppress(TypeError, ValueError):
                 response_headers = redact_headers((str(k), str(v)) for k, v in response.get("headers") or [])
         return RequestDetail(

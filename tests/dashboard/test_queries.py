@@ -161,3 +161,26 @@ def test_a_request_file_nested_too_deep_is_an_unreadable_request_not_a_failed_pa
     assert "cannot read" in page.text
     listing = client.get("/requests")
     assert listing.status_code == 200 and 'href="/requests/deep"' in listing.text
+
+
+def test_a_response_record_with_only_some_fields_is_shown_with_the_rest_as_dashes(tmp_path: Path) -> None:
+    """A response record holds what its writer put in it (an older bghttp, another Store, a hand-made
+    one): the page shows the fields it has, not a 500 for the ones it lacks."""
+    from starlette.testclient import TestClient
+
+    from bghttp import Settings
+    from bghttp.dashboard.app import create_app
+
+    store = FileStore(tmp_path / "store", fsync=False)
+    _add(store, "sparse", time.time())
+    with store.open_response_part("sparse") as part:
+        part.write(b"body")
+    store.commit_response("sparse", {"status_code": 200, "headers": [["X-A", "b"]]})
+    client = TestClient(
+        create_app(Settings(store_dir=tmp_path / "store", broker_url="local")),
+        base_url="http://127.0.0.1",
+        raise_server_exceptions=False,
+    )
+    page = client.get("/requests/sparse")
+    assert page.status_code == 200, page.text[-500:]
+    assert 'id="response-status">200 </td>' in page.text and "X-A" in page.text and ">body</pre>" in page.text
