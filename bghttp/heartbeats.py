@@ -393,6 +393,7 @@ class HeartbeatWriter:
         self._thread: threading.Thread | None = None
         self._failing = False
         self._placed = False  # the first record is put in place by _place, the later ones replace it
+        self._contested: Path | None = None  # a live-looking record under this writer's first name
         self._lock = threading.Lock()  # one write at a time: the thread's and a final one
 
     def start(self) -> None:
@@ -469,6 +470,8 @@ class HeartbeatWriter:
                 os.close(fd)
             if self._placed:
                 os.replace(tmp, self.path)
+                if self._contested is not None:
+                    self._remove_contested_once_stale()
             else:
                 self._place(tmp)
         except BaseException:
@@ -495,6 +498,8 @@ class HeartbeatWriter:
                 self._rename(f"-{secrets.token_hex(4)}")
             written = datetime.fromtimestamp(os.stat(tmp).st_mtime_ns / 1e9, UTC)  # the store's clock, now
             if existing is not None and not existing.is_stale(written):
+                # A twin, or a predecessor dead for less than 3 of its intervals: watched until it is stale.
+                self._contested = self.path
                 self._rename(f"-{secrets.token_hex(4)}")
             os.replace(tmp, self.path)
         except OSError:  # a filesystem without hard links: replace, as every later beat does
@@ -502,6 +507,24 @@ class HeartbeatWriter:
         else:
             os.unlink(tmp)
         self._placed = True
+
+    def _remove_contested_once_stale(self) -> None:
+        """Remove the record under this writer's first name once it is stale (its writer died): a
+        restarted container's predecessor. A live twin keeps rewriting its record, which stays."""
+        contested = self._contested
+        assert contested is not None
+        try:
+            existing = read_heartbeat(contested)
+        except StoreError:
+            existing = None
+        if existing is None:
+            self._contested = None  # gone (removed by a clean stop), or no record: nothing to watch
+            return
+        now = datetime.fromtimestamp(os.stat(self.path).st_mtime_ns / 1e9, UTC)  # the store's clock
+        if existing.is_stale(now):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(contested)
+            self._contested = None
 
     def _rename(self, suffix: str) -> None:
         with _paths_lock:

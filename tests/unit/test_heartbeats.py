@@ -194,3 +194,21 @@ def test_a_restarted_worker_takes_over_the_stale_record_of_its_predecessor(tmp_p
         assert [(h.pid, h.stale) for h in read_heartbeats(tmp_path)] == [(4242, False)]
     finally:
         restarted.stop()
+
+
+def test_a_worker_restarted_before_its_predecessor_went_stale_removes_that_record_once_it_is(tmp_path: Path) -> None:
+    """A container restarted at once after a crash finds its predecessor's record not stale yet: it
+    keeps a name of its own meanwhile, and removes that record once it has gone stale (as a restart
+    after it went stale replaces it), so crash loops do not pile up records."""
+    dead = writer(tmp_path)
+    dead.beat()
+    dead.stop(remove=False)
+    restarted = writer(tmp_path)
+    restarted.beat()
+    assert [(h.pid, h.stale) for h in read_heartbeats(tmp_path)] == [(4242, False)] * 2
+    long_ago = time.time() - 3600
+    os.utime(dead.path, (long_ago, long_ago))
+    restarted.beat()
+    assert [(h.pid, h.stale) for h in read_heartbeats(tmp_path)] == [(4242, False)]
+    restarted.stop()
+    assert read_heartbeats(tmp_path) == []
