@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 import time
 import urllib.parse
@@ -134,6 +135,15 @@ def _ago(value: float | None) -> str:
     return f"{seconds / 3600:.1f} h ago"
 
 
+def _shown_at(raw: str | None) -> float | None:
+    """The time a page with a form was rendered (its hidden ``shown_at``), if the form carries a valid one."""
+    try:
+        value = float(raw or "")
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 def _bar_class(count: int, largest: int) -> str:
     """A CSS class ``w0``..``w20`` for a bar's width (no inline style: the CSP forbids it)."""
     return f"w{0 if largest <= 0 else round(20 * count / largest)}"
@@ -205,6 +215,7 @@ class Dashboard:
         return self.render(
             request,
             "overview.html",
+            shown_at=repr(now),
             stats=stats,
             largest=largest,
             queues=read_queues(self.settings.broker_url, self.settings.queue_name),
@@ -284,21 +295,25 @@ class Dashboard:
         form, refusal = await self._checked_form(request, need_login=True)
         if refusal is not None:
             return refusal
+        now = time.time()
         try:
-            since = parse_time(form.get("since"), time.time(), "since")
+            since = parse_time(form.get("since"), now, "since")
         except BadFilter as bad:
             return self.message(request, "Not retried", str(bad), 400, back="/requests?status=failed")
         if since is None:
             return self.message(request, "Not retried", "give since: an age or a time", 400, back="/")
-        retried, refused = await run_in_threadpool(self._retry_all, since)
+        # Only the failures the page could show: those its own retries bring about after it was
+        # shown (a second click, a form sent again) are not retried again.
+        until = min(_shown_at(form.get("shown_at")) or now, now)
+        retried, refused = await run_in_threadpool(self._retry_all, since, until)
         text = f"Retried {retried} failed request(s)."
         if refused:
             text += f" {len(refused)} refused: {'; '.join(refused[:5])}"
         return self.message(request, "Retried", text, 200, back="/requests?status=failed")
 
-    def _retry_all(self, since: float) -> tuple[int, list[str]]:
+    def _retry_all(self, since: float, until: float) -> tuple[int, list[str]]:
         retried, refused = 0, []
-        for request_id in self.queries.failed_since(since):
+        for request_id in self.queries.failed_since(since, until):
             try:
                 self.client().retry(request_id)
                 retried += 1

@@ -358,13 +358,16 @@ class DashboardQueries:
         )
 
     # ---------------------------------------------------------------- actions
-    def failed_since(self, since: float) -> list[str]:
-        """IDs of the requests that ended failed at or after ``since``, oldest first."""
+    def failed_since(self, since: float, until: float | None = None) -> list[str]:
+        """IDs of the requests that ended failed at or after ``since`` (and at or before ``until``), oldest first."""
         chosen: list[tuple[float, str]] = []
         for mtime, request_id in self.store.status_change_times():
             if mtime < since:
                 break  # newest first: every later one changed before ``since``
             record = self._status(request_id)
-            if record is not None and record.status is RequestStatus.FAILED and (record.completed_at or 0) >= since:
-                chosen.append((record.completed_at or 0, request_id))
+            if record is None or record.status is not RequestStatus.FAILED:
+                continue
+            ended = record.completed_at or 0
+            if since <= ended and (until is None or ended <= until):
+                chosen.append((ended, request_id))
         return [request_id for _, request_id in sorted(chosen)]
