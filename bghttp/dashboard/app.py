@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..client import BackgroundHttpClient
 from ..config import Settings
 from ..errors import BghttpError, StoreError
+from ..models import RequestStatus
 from ..store import FileStore, is_valid_request_id
 from . import fleet
 from .auth import SESSION_COOKIE, SESSION_SECONDS, Session, Sessions, csrf_matches
@@ -133,6 +134,19 @@ def _ago(value: float | None) -> str:
     if abs(seconds) < 5400:
         return f"{seconds / 60:.0f} min ago"
     return f"{seconds / 3600:.1f} h ago"
+
+
+class AlreadyFinished(BghttpError):
+    """A cancel that found the request finished: nothing was cancelled (``bghttp cancel`` exits 1)."""
+
+
+def _cancel(client: BackgroundHttpClient, request_id: str) -> str:
+    before = client.get_request_status(request_id)
+    record = client.cancel(request_id)
+    if record.status is not RequestStatus.CANCELLED or (before is not None and before.is_terminal):
+        # The page was shown before the request ended (its button is off for a finished one).
+        raise AlreadyFinished(f"{request_id} had already finished: {record.status.value}; nothing was cancelled")
+    return f"{request_id} is {record.status.value}"
 
 
 def _shown_at(raw: str | None) -> float | None:
@@ -286,7 +300,7 @@ class Dashboard:
 
     # -------------------------------------------------------------- actions
     async def cancel(self, request: Request) -> Response:
-        return await self._act(request, lambda client, rid: f"{rid} is {client.cancel(rid).status.value}")
+        return await self._act(request, _cancel)
 
     async def retry(self, request: Request) -> Response:
         return await self._act(request, lambda client, rid: f"{rid} is {client.retry(rid).phase.value} again")

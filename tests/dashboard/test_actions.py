@@ -58,3 +58,24 @@ def test_retry_all_sent_twice_from_one_page_retries_each_failure_it_showed_once(
             assert "Retried 0 failed request(s)." in second.text, second.text
 
     assert [counting_server.hits[f"twice{n}"] for n in range(3)] == [2, 2, 2]
+
+
+@pytest.mark.rabbitmq
+def test_cancel_from_a_page_shown_before_the_request_finished_says_nothing_was_cancelled(
+    rabbitmq_settings: Settings, start_worker: Callable[..., WorkerProcess], counting_server: CountingServer
+) -> None:
+    """The request's page was shown while it ran; it completed before the click. The answer must not
+    be "Done": nothing was cancelled (as ``bghttp cancel`` exits 1 for a finished request)."""
+    settings = rabbitmq_settings
+    with BackgroundHttpClient(settings) as client:
+        request_id = client.get(counting_server.url("/ok?id=finished-first"), retries=0).request_id
+        with TestClient(create_app(settings, secret=SECRET), base_url="http://127.0.0.1") as http:
+            _logged_in(http)
+            page = http.get(f"/requests/{request_id}").text
+            form = _form(page, f"/requests/{request_id}/cancel")
+            start_worker(settings)
+            assert client.wait(request_id, timeout=30).status is RequestStatus.COMPLETED
+            answer = http.post(f"/requests/{request_id}/cancel", data=form, headers=ORIGIN)
+    assert answer.status_code == 409, answer.text
+    assert "<h1>Done</h1>" not in answer.text
+    assert f"{request_id} had already finished: completed" in answer.text
