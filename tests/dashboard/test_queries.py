@@ -184,3 +184,25 @@ def test_a_response_record_with_only_some_fields_is_shown_with_the_rest_as_dashe
     page = client.get("/requests/sparse")
     assert page.status_code == 200, page.text[-500:]
     assert 'id="response-status">200 </td>' in page.text and "X-A" in page.text and ">body</pre>" in page.text
+
+
+def test_failures_of_an_unknown_host_are_not_a_link_to_a_filter_that_finds_none(tmp_path: Path) -> None:
+    """The overview counts a failure whose request file cannot be read under "(unknown)"; a link to
+    ``/requests?host=(unknown)`` would list none of them."""
+    from starlette.testclient import TestClient
+
+    from bghttp import Settings
+    from bghttp.dashboard.app import create_app
+    from bghttp.lifecycle import RequestLifecycle
+
+    store = FileStore(tmp_path / "store", fsync=False)
+    for request_id in ("known", "unreadable"):
+        _add(store, request_id, time.time(), url="http://failing.example/")
+        RequestLifecycle(store).fail(request_id, "broken")
+    store.request_file_path("unreadable").write_text("{cut")
+    client = TestClient(
+        create_app(Settings(store_dir=tmp_path / "store", broker_url="local")), base_url="http://127.0.0.1"
+    )
+    table = client.get("/").text.split('id="failures-by-host"', 1)[1].split("</table>", 1)[0]
+    assert 'href="/requests?status=failed&amp;host=failing.example"' in table
+    assert "(unknown)" in table and "host=%28unknown%29" not in table
