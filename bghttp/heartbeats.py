@@ -16,7 +16,9 @@ Times. ``clock`` is the worker's wall clock when it wrote the record;
 on one machine that is the same clock, on NFS the file server's. So
 ``clock - last_seen`` (:attr:`WorkerHeartbeat.skew`) estimates how far a worker's
 clock is off the store's, without trusting the reader's clock or the age of a
-record (up to one interval), and staleness is judged on the store's time too.
+record (up to one interval). Staleness is the record's age, its ``last_seen`` (the
+store's time) against the reader's clock: a reader whose clock is off by more than
+3 intervals sees live workers as stale, or dead ones as live (``docs/operations.md``).
 A filesystem that stamps files with its client's clock (GlusterFS's
 ``features.ctime`` does) hides skew between hosts from this estimate.
 
