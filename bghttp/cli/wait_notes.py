@@ -86,12 +86,14 @@ class WaitNotes:
         return None
 
     def _queue_note(self, record: StatusRecord, since: float, now: float) -> tuple[object, str] | None:
-        if now - self._workers_read_at >= HEARTBEAT_READ_SECONDS or self._workers is None:
+        if now - self._workers_read_at >= HEARTBEAT_READ_SECONDS:  # at once the first time (-inf)
+            self._workers_read_at = now
             try:
                 self._workers = serving_workers(self.read_workers(), self.settings.queue_name)
             except StoreError:
-                return None  # the heartbeats cannot be read here: whether a worker serves it is not known
-            self._workers_read_at = now
+                self._workers = None
+        if self._workers is None:
+            return None  # the heartbeats cannot be read here: whether a worker serves it is not known
         count = len(self._workers)
         if count and not self.narrate:
             return None
