@@ -43,8 +43,9 @@ OVERVIEW_RECORDS = 5000
 OVERVIEW_WINDOW_SECONDS = 3600.0
 OVERVIEW_BUCKETS = 12
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# The unit is required: a bare "2026" could be a year or 2026 seconds, and is refused, not guessed.
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 class BadFilter(ValueError):

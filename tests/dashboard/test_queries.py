@@ -51,7 +51,14 @@ def test_requests_are_listed_newest_first_and_the_index_follows_new_and_removed_
 
 
 @pytest.mark.parametrize(
-    "params", [{"status": "<script>"}, {"q": "../etc"}, {"since": "yesterday"}, {"until": "2026-13-45"}]
+    "params",
+    [
+        {"status": "<script>"},
+        {"q": "../etc"},
+        {"since": "yesterday"},
+        {"until": "2026-13-45"},
+        {"since": "2026"},  # a year or 2026 seconds? A bare number has no unit: refused, not guessed
+    ],
 )
 def test_a_bad_filter_is_refused_with_a_message(params: dict[str, str]) -> None:
     with pytest.raises(BadFilter):
