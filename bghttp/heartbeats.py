@@ -279,7 +279,8 @@ def serving(heartbeats: list[WorkerHeartbeat], queue: str) -> list[WorkerHeartbe
 
 
 def skew_warnings(heartbeats: list[WorkerHeartbeat], *, now: datetime | None = None) -> list[str]:
-    """One line per clock more than :data:`SKEW_WARNING_SECONDS` off the store's: live workers', and this host's.
+    """One line per clock more than :data:`SKEW_WARNING_SECONDS` off the store's: live workers', and this host's;
+    or, when each is within that of the store, one line if two live workers are further apart than that.
 
     A worker's skew is its ``clock`` minus the file's modification time. This
     host's clock is late by at least ``last_seen - now`` when a record is stamped
@@ -290,15 +291,25 @@ def skew_warnings(heartbeats: list[WorkerHeartbeat], *, now: datetime | None = N
     current = live(heartbeats)
     for heartbeat in current:
         if abs(heartbeat.skew) > SKEW_WARNING_SECONDS:
-            direction = "ahead of" if heartbeat.skew > 0 else "behind"
+            warnings.append(f"the clock of worker {heartbeat.host} pid {heartbeat.pid} is {_offset(heartbeat.skew)}")
+    if not warnings and len(current) > 1:
+        # Each within a second of the store, but apart by more: a retry one of them
+        # schedules and the other runs is early or late by the difference.
+        fast = max(current, key=lambda heartbeat: heartbeat.skew)
+        slow = min(current, key=lambda heartbeat: heartbeat.skew)
+        if fast.skew - slow.skew > SKEW_WARNING_SECONDS:
             warnings.append(
-                f"the clock of worker {heartbeat.host} pid {heartbeat.pid} is {abs(heartbeat.skew):.1f} s "
-                f"{direction} the store's"
+                f"the clocks of live workers differ by {fast.skew - slow.skew:.1f} s: "
+                f"{fast.host} pid {fast.pid} is {_offset(fast.skew)}, {slow.host} pid {slow.pid} {_offset(slow.skew)}"
             )
     ahead = max((-heartbeat.age(now) for heartbeat in current), default=0.0)
     if ahead > SKEW_WARNING_SECONDS:
         warnings.append(f"this host's clock is at least {ahead:.1f} s behind the store's")
     return warnings
+
+
+def _offset(skew: float) -> str:
+    return f"{abs(skew):.1f} s ahead of the store's" if skew > 0 else f"{abs(skew):.1f} s behind the store's"
 
 
 # ------------------------------------------------------------------- writing

@@ -101,6 +101,28 @@ def test_skew_is_the_workers_clock_against_the_files_time(tmp_path: Path) -> Non
     )
 
 
+def test_two_workers_each_within_a_second_of_the_store_but_apart_by_more_are_warned_of(tmp_path: Path) -> None:
+    # Retry due times are wall-clock: a retry written by one worker and run by the other is
+    # early or late by their difference, whatever each is against the store.
+    for pid, offset in ((1, 0.7), (2, -0.7)):
+        beats = writer(tmp_path)
+        beats.path = beats.path.with_name(f"host-{pid}.json")
+        beats.beat()
+        record = json.loads(beats.path.read_text())
+        mtime = beats.path.stat().st_mtime
+        record["clock"], record["pid"] = mtime + offset, pid
+        beats.path.write_text(json.dumps(record))
+        os.utime(beats.path, (mtime, mtime))
+    heartbeats = read_heartbeats(tmp_path)
+    assert sorted(round(h.skew, 1) for h in heartbeats) == [-0.7, 0.7]
+    assert skew_warnings(heartbeats) == [
+        "the clocks of live workers differ by 1.4 s: "
+        "host/a pid 1 is 0.7 s ahead of the store's, host/a pid 2 0.7 s behind the store's"
+    ]
+    # Within a second of each other: nothing to say.
+    assert skew_warnings(heartbeats[:1]) == []
+
+
 def test_foreign_and_symlinked_records_are_skipped_and_a_planted_directory_link_is_refused(tmp_path: Path) -> None:
     workers = tmp_path / "workers"
     workers.mkdir()
