@@ -99,6 +99,30 @@ def test_bghttp_worker_refuses_an_unusable_environment(settings: Settings, no_so
     assert "Worker process is ready" not in result.stdout + result.stderr
 
 
+#: Proxy values whose password the error line printed. A password with an unencoded '/', '?' or '#'
+#: ("HTTPS_PROXY='http://user:hun7er/s3cret@proxy.example:3128': not a usable proxy URL (Invalid port:
+#: 'hun7er')": httpx ends the authority there, and redact_url found no password), and a value without a
+#: scheme (documented as taken for http://) with a bad port: redact_url saw no "//", so no userinfo.
+LEAKED_PROXY_PASSWORDS = {
+    "slash-in-password": "http://user:hun7er/s3cret@proxy.example:3128",
+    "question-mark-in-password": "http://user:hun7er?s3cret@proxy.example:3128",
+    "hash-in-password": "http://user:hun7er#s3cret@proxy.example:3128",
+    "no-scheme-bad-port": "user:hun7er-s3cret@proxy.example:35x8",
+    "no-scheme-port-out-of-range": "user:hun7er-s3cret@proxy.example:99999",
+    "no-scheme-slash-in-password": "user:hun7er/s3cret@proxy.example:3128",
+}
+
+
+@pytest.mark.parametrize("case", sorted(LEAKED_PROXY_PASSWORDS))
+def test_a_proxy_password_is_never_printed(settings: Settings, no_socksio: str, case: str) -> None:
+    variables = {"HTTPS_PROXY": LEAKED_PROXY_PASSWORDS[case]}
+    result = _run([*bghttp_command(), "worker", "--processes", "1"], _environment(settings, variables, no_socksio))
+
+    assert_one_line_error(result, 2)
+    assert "HTTPS_PROXY" in result.stderr and "proxy.example" in result.stderr, result.stderr
+    assert "hun7er" not in result.stderr and "s3cret" not in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize("case", ["socks-without-socksio", "missing-ca-file", "malformed-http-proxy"])
 def test_dramatiq_entry_refuses_an_unusable_environment(settings: Settings, no_socksio: str, case: str) -> None:
     variables, variable, reason = BAD_ENVIRONMENTS[case]
