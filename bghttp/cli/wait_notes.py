@@ -117,8 +117,10 @@ class WaitNotes:
 
 
 def _seconds(value: float) -> str:
-    if value < 10:
-        return f"{value:.1f} s" if value < 1 else f"{value:.0f} s"
-    if value < 120:
-        return f"{value:.0f} s"
-    return f"{value / 60:.0f} min {value % 60:.0f} s"
+    if value < 1:
+        return f"{value:.1f} s"
+    whole = round(value)  # rounded once: the minutes are whole ones, never rounded up on their own
+    if whole < 120:
+        return f"{whole} s"
+    minutes, seconds = divmod(whole, 60)
+    return f"{minutes} min {seconds} s"
