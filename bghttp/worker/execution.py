@@ -49,7 +49,7 @@ from ..models import RequestSpec
 from ..redaction import redact_url
 from ..store_api import Store
 from .attempt_io import AttemptLimits, attempt_limits, limit_client_io, release_connection
-from .redirects import MAX_REDIRECTS, Hop, is_redirect, next_hop
+from .redirects import MAX_REDIRECTS, Hop, is_redirect, next_hop, refuse_unparsable_location
 
 #: The most of a redirect's own body that is read (so the connection can be reused).
 REDIRECT_BODY_LIMIT = 64 * 1024
@@ -115,6 +115,7 @@ def build_http_client(
         verify=verify,
         cookies=_NoCookieJar(),
         mounts=mounts,
+        event_hooks={"response": [refuse_unparsable_location]},
     )
     return limit_client_io(client)
 
