@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -23,7 +24,7 @@ from bghttp import Settings
 from bghttp.store import FileStore
 from bghttp.worker.http_env import load_http_environment
 from tests.cli.helpers import assert_one_line_error, bghttp_command, cli_env
-from tests.support import RABBITMQ_URL, require_rabbitmq, unique_queue
+from tests.support import RABBITMQ_URL, free_port, require_rabbitmq, unique_queue
 
 #: Every case: its variables, the one the error must name, a fragment of the reason.
 BAD_ENVIRONMENTS: dict[str, tuple[dict[str, str], str, str]] = {
@@ -182,3 +183,55 @@ def test_a_worker_sends_through_the_proxy_variables_it_read_at_start() -> None:
     # Lower-case wins, as in urllib; NO_PROXY's host went direct.
     assert _Proxy.seen == ["GET http://through.invalid/x HTTP/1.1"]
     assert load_http_environment(use_proxies=False, environ={"HTTP_PROXY": proxy}).proxies == {}
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    """A connectivity probe's target: counts the HEAD requests that reach it."""
+
+    heads: list[str] = []
+
+    def do_HEAD(self) -> None:
+        self.heads.append(self.path)
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_with_the_egress_policy_on_a_probe_ignores_the_proxy_variables_as_requests_do(
+    settings: Settings, no_socksio: str, tmp_path: Path
+) -> None:
+    # Seen: the HTTP probe (httpx.head, trust_env) went through HTTP_PROXY although the egress
+    # policy makes the worker ignore every proxy variable; with that proxy down the worker logged
+    # network_offline ("no probe answered: http://127.0.0.1:…/health: ConnectError") and held
+    # every request waiting for the network, while its requests would have gone direct.
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    variables = {
+        "HTTP_PROXY": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        "BGHTTP_BLOCK_PRIVATE_ADDRESSES": "1",
+        "BGHTTP_CONNECTIVITY_PROBES": f"http://127.0.0.1:{server.server_address[1]}/health",
+        "BGHTTP_CONNECTIVITY_INTERVAL": "0.5",
+    }
+    log = tmp_path / "worker.log"
+    with log.open("w") as sink:
+        worker = subprocess.Popen(
+            [*bghttp_command(), "worker", "--processes", "1"],
+            env=_environment(settings, variables, no_socksio),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while len(_Health.heads) < 2 and "network_offline" not in log.read_text(errors="replace"):
+            assert worker.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
+            time.sleep(0.1)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=60)
+        server.shutdown()
+        server.server_close()
+    assert "network_offline" not in log.read_text(errors="replace"), log.read_text(errors="replace")[-3000:]
+    assert _Health.heads[:2] == ["/health", "/health"]
