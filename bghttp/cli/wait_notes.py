@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import IO
 
 from ..config import Settings
+from ..core.outcomes import Outcome
 from ..heartbeats import WorkerHeartbeat, read_heartbeats
 from ..models import Phase, StatusRecord
 from . import output as out
@@ -102,7 +103,8 @@ class WaitNotes:
     @staticmethod
     def _retry_line(record: StatusRecord, now: float) -> str:
         last = record.attempts[-1] if record.attempts else None
-        if last is not None and last.status_code is not None:
+        if last is not None and last.status_code is not None and last.outcome is Outcome.HTTP_ERROR:
+            # Only an error status is the reason: a 200 whose body was cut short failed for that.
             why = f"HTTP {last.status_code}"
         elif last is not None and (last.error or last.outcome):
             why = (last.error or last.outcome or "")[:ERROR_CHARACTERS]

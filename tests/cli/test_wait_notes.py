@@ -201,3 +201,46 @@ def test_the_retry_delay_is_told_in_minutes_and_seconds(seconds_left: float, tol
     stream = io.StringIO()
     WaitNotes(Settings(broker_url="local"), stream, narrate=True, read_workers=list, clock=lambda: now).update(record)
     assert stream.getvalue() == f"attempt 1 failed (HTTP 500); retry 9 of 10 in {told_as}\n"
+
+
+class _CutShort(http.server.BaseHTTPRequestHandler):
+    """200 with a body promised 100 bytes long and cut after 10: the attempt fails after its head."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "100")
+        self.end_headers()
+        self.wfile.write(b"0123456789")
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_an_attempt_that_failed_after_a_200_head_is_told_by_its_error_not_its_status(
+    rabbitmq_settings: Settings, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    # Seen: "attempt 1 failed (HTTP 200); retry 1 of 1 in 10 s": the status code was shown as
+    # the reason whenever the attempt had one, though the body was cut short after a 200.
+    settings = dataclasses.replace(rabbitmq_settings, backoff_scale=5.0)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CutShort)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        start_worker(settings)
+        with BackgroundHttpClient(settings) as client:
+            request_id = client.get(f"http://127.0.0.1:{server.server_address[1]}/cut", retries=1).request_id
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                record = client.get_request_status(request_id)
+                if record is not None and record.next_attempt_at is not None:
+                    break
+                time.sleep(0.05)
+        result = run_cli(settings, "wait", request_id, "--progress", "--timeout", "1")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 5, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("attempt 1 failed")]
+    assert not line.startswith("attempt 1 failed (HTTP 200)"), line
+    assert "response body" in line and "retry 1 of 1 in " in line, line
