@@ -130,7 +130,12 @@ class _Progress:
     on_sending: Callable[[], object] | None = None
 
     def trace(self, event: str, info: dict[str, Any]) -> None:
-        # httpcore's trace extension names the steps of an HTTP/1.1 exchange.
+        # httpcore's trace extension names the steps of an HTTP/1.1 exchange. It traces the
+        # CONNECT it sends to an HTTPS proxy too (bghttp never sends one itself): that is
+        # still connecting, and no byte of the request has gone out.
+        request = info.get("request")
+        if getattr(request, "method", None) == b"CONNECT":
+            return
         if event.endswith("send_request_headers.started"):
             self.phase = "sending the request"
             on_sending, self.on_sending = self.on_sending, None
