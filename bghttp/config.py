@@ -398,6 +398,22 @@ def _check_queue(value: Any) -> str:
     return value
 
 
+def _check_queue_name(value: Any) -> str:
+    name = _check_queue(value)
+    if name.startswith("amq."):
+        # RabbitMQ refuses to declare a queue so named (403): every submit and every worker would fail.
+        raise ValueError("must not start with 'amq.', which RabbitMQ reserves for its own queues")
+    return name
+
+
+def _check_exchange_name(value: Any) -> str:
+    name = _check_queue(value)
+    if name.startswith("amq.") and name != "amq.topic":
+        # RabbitMQ refuses to declare a new exchange so named (403): no event could ever be published.
+        raise ValueError("must not start with 'amq.', which RabbitMQ reserves (its own amq.topic may be used)")
+    return name
+
+
 _POSITIVE = _number("a number > 0", 0, inclusive=False)
 _NON_NEGATIVE = _number("a number >= 0", 0, inclusive=True)
 _POSITIVE_INT = _whole("a whole number > 0", 1)
@@ -406,9 +422,9 @@ _POSITIVE_INT = _whole("a whole number > 0", 1)
 _RULES: dict[str, _Rule] = {
     "broker_url": _Rule("BGHTTP_BROKER_URL", str.strip, _check_broker_url),
     "store_dir": _Rule("BGHTTP_STORE_DIR", Path, _check_store_dir),
-    "queue_name": _Rule("BGHTTP_QUEUE", str, _check_queue),
+    "queue_name": _Rule("BGHTTP_QUEUE", str, _check_queue_name),
     "queue_type": _Rule("BGHTTP_QUEUE_TYPE", str, _check_choice(QUEUE_TYPES, upper=False)),
-    "events_exchange": _Rule("BGHTTP_EVENTS_EXCHANGE", str, _check_queue),
+    "events_exchange": _Rule("BGHTTP_EVENTS_EXCHANGE", str, _check_exchange_name),
     "backoff_scale": _Rule("BGHTTP_BACKOFF_SCALE", *_NON_NEGATIVE),
     "max_retry_after": _Rule("BGHTTP_MAX_RETRY_AFTER", *_NON_NEGATIVE),
     "default_timeout": _Rule("BGHTTP_DEFAULT_TIMEOUT", *_POSITIVE),

@@ -140,8 +140,8 @@ def missing_scheme_message(url: str) -> str | None:
     return f"URL {given!r} has no scheme (http:// or https://); did you mean {meant} ?"
 
 
-#: A scheme written wrong: "//", "http:/", "https:" followed by no or one slash.
-_BROKEN_SCHEME = re.compile(r"(?i)(?:(https?):/{0,2}|//)(?!/)")
+#: A scheme written wrong: "//", "http:/", "https:" followed by no or one slash, "http//" (no colon).
+_BROKEN_SCHEME = re.compile(r"(?i)(?:(https?)(?::/{0,2}|//)|//)(?!/)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -614,6 +614,7 @@ def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
     if settings.is_local:
         raise UsageError("recover re-sends to RabbitMQ; in local mode `bghttp worker --local` recovers at start")
+    _check_store_exists(settings)  # a mistyped --store must not read as "nothing left to re-send"
     from ..client import BackgroundHttpClient
 
     with BackgroundHttpClient(settings) as client:
@@ -633,6 +634,7 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--since and --host select with --status; not with request IDs")
     if settings.is_local:
         raise UsageError("retry sends to RabbitMQ; in local mode call client.retry() in the process running the worker")
+    _check_store_exists(settings)
     from ..client import BackgroundHttpClient
 
     retried: list[str] = []

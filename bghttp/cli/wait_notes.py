@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import IO
 
 from ..config import Settings
+from ..core.outcomes import Outcome
 from ..errors import StoreError
 from ..heartbeats import WorkerHeartbeat, read_heartbeats
 from ..models import Phase, StatusRecord
@@ -108,7 +109,8 @@ class WaitNotes:
     @staticmethod
     def _retry_line(record: StatusRecord, now: float) -> str:
         last = record.attempts[-1] if record.attempts else None
-        if last is not None and last.status_code is not None:
+        if last is not None and last.status_code is not None and last.outcome is Outcome.HTTP_ERROR:
+            # Only an error status is the reason: a 200 whose body was cut short failed for that.
             why = f"HTTP {last.status_code}"
         elif last is not None and (last.error or last.outcome):
             why = (last.error or last.outcome or "")[:ERROR_CHARACTERS]
@@ -123,8 +125,10 @@ class WaitNotes:
 
 
 def _seconds(value: float) -> str:
-    if value < 10:
-        return f"{value:.1f} s" if value < 1 else f"{value:.0f} s"
-    if value < 120:
-        return f"{value:.0f} s"
-    return f"{value / 60:.0f} min {value % 60:.0f} s"
+    if value < 1:
+        return f"{value:.1f} s"
+    whole = round(value)  # rounded once: the minutes are whole ones, never rounded up on their own
+    if whole < 120:
+        return f"{whole} s"
+    minutes, seconds = divmod(whole, 60)
+    return f"{minutes} min {seconds} s"

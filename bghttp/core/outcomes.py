@@ -168,9 +168,11 @@ def judge_error(
         # The client refused what we asked it to send (a header value, a URL).
         return Judgement(Outcome.INVALID, f"the request cannot be sent: {type(error).__name__}: {error}")
     if client.head_too_large(error):
-        # The server's answer, not the network: the same wall next time.
+        # The server's answer, not the network: the same wall next time. With the head
+        # read (a status code), it was a line of the chunked body: a chunk size or a trailer.
+        what = "the response head" if status_code is None else f"HTTP {status_code}, a line of the chunked body"
         text = (
-            f"the response head is larger than the {client.head_limit // 1024} KiB this client reads "
+            f"{what} is larger than the {client.head_limit // 1024} KiB this client reads "
             f"({error}); not retried: the server would send it again"
         )
         return Judgement(Outcome.BAD_RESPONSE, text, final=True)

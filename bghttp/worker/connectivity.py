@@ -35,6 +35,7 @@ from ..config import ConfigError, Settings
 from ..logs import get_logger
 from ..redaction import broker_url_secrets, redact_userinfo, scrub
 from . import metrics
+from .http_env import HttpEnvironment, load_http_environment
 
 #: Longest a single probe may take; shorter when the check interval is shorter.
 MAX_PROBE_TIMEOUT_SECONDS = 5.0
@@ -68,18 +69,25 @@ class TcpProbe:
 @dataclasses.dataclass(frozen=True)
 class HttpProbe:
     spec: str
+    #: The worker's TLS context and proxy routes, as read at its start: a probe takes the path its
+    #: requests take (no proxy at all under the egress policy). None: direct, default TLS.
+    environment: HttpEnvironment | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def check(self, timeout: float) -> str | None:
+        # Not httpx.head: it reads the proxy variables itself, and went through HTTP_PROXY
+        # while the egress policy made the worker's requests ignore it.
+        environment = self.environment or HttpEnvironment(httpx.create_ssl_context(trust_env=False))
         try:
-            # Any answer proves the path to the server works; its status does not matter.
-            httpx.head(self.spec, timeout=timeout, follow_redirects=False)
+            with environment.client(1) as client:
+                # Any answer proves the path to the server works; its status does not matter.
+                client.head(self.spec, timeout=timeout)
         except httpx.HTTPError as error:
             return f"{redact_userinfo(self.spec)}: {type(error).__name__}: {error}"
         return None
 
 
-def parse_probe(spec: str) -> Probe:
-    """``tcp://host:port`` or an http(s) URL; anything else raises ConfigError."""
+def parse_probe(spec: str, environment: HttpEnvironment | None = None) -> Probe:
+    """``tcp://host:port`` or an http(s) URL (sent as ``environment`` says); anything else raises ConfigError."""
     where = f"BGHTTP_CONNECTIVITY_PROBES entry {redact_userinfo(spec)!r}"
     try:
         parts = urlsplit(spec)
@@ -96,12 +104,12 @@ def parse_probe(spec: str) -> Probe:
             raise ConfigError(f"{where}: a tcp probe is only tcp://host:port")
         return TcpProbe(spec, parts.hostname, port)
     if scheme in ("http", "https"):
-        return HttpProbe(spec)
+        return HttpProbe(spec, environment)
     raise ConfigError(f"{where}: unknown scheme {parts.scheme!r}; use tcp://host:port or an http(s):// URL")
 
 
-def parse_probes(specs: Sequence[str]) -> tuple[Probe, ...]:
-    return tuple(parse_probe(spec) for spec in specs)
+def parse_probes(specs: Sequence[str], environment: HttpEnvironment | None = None) -> tuple[Probe, ...]:
+    return tuple(parse_probe(spec, environment) for spec in specs)
 
 
 # --------------------------------------------------------------- interfaces
@@ -151,7 +159,11 @@ class ConnectivityMonitor:
         *,
         read_interfaces: Callable[[], Mapping[str, InterfaceInfo]] = read_interfaces,
     ) -> None:
-        self.probes = parse_probes(settings.connectivity_probes)
+        environment = None
+        if any(not spec.lower().startswith("tcp:") for spec in settings.connectivity_probes):
+            # The variables were checked when the worker started (a bad one stopped it there).
+            environment = load_http_environment(use_proxies=not settings.block_private_addresses)
+        self.probes = parse_probes(settings.connectivity_probes, environment)
         self.interfaces = settings.network_interfaces
         self.interval = settings.connectivity_interval
         self.failures_to_offline = settings.offline_after_failures

@@ -49,7 +49,7 @@ from ..models import RequestSpec
 from ..redaction import redact_url
 from ..store_api import Store
 from .attempt_io import AttemptLimits, attempt_limits, limit_client_io, release_connection
-from .redirects import MAX_REDIRECTS, Hop, is_redirect, next_hop
+from .redirects import MAX_REDIRECTS, Hop, is_redirect, next_hop, refuse_unparsable_location
 
 #: The most of a redirect's own body that is read (so the connection can be reused).
 REDIRECT_BODY_LIMIT = 64 * 1024
@@ -115,6 +115,7 @@ def build_http_client(
         verify=verify,
         cookies=_NoCookieJar(),
         mounts=mounts,
+        event_hooks={"response": [refuse_unparsable_location]},
     )
     return limit_client_io(client)
 
@@ -129,7 +130,12 @@ class _Progress:
     on_sending: Callable[[], object] | None = None
 
     def trace(self, event: str, info: dict[str, Any]) -> None:
-        # httpcore's trace extension names the steps of an HTTP/1.1 exchange.
+        # httpcore's trace extension names the steps of an HTTP/1.1 exchange. It traces the
+        # CONNECT it sends to an HTTPS proxy too (bghttp never sends one itself): that is
+        # still connecting, and no byte of the request has gone out.
+        request = info.get("request")
+        if getattr(request, "method", None) == b"CONNECT":
+            return
         if event.endswith("send_request_headers.started"):
             self.phase = "sending the request"
             on_sending, self.on_sending = self.on_sending, None

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 import httpx
 
 from ..errors import ConfigError
-from ..redaction import redact_url
+from ..redaction import broker_url_secrets, redact_url, redact_userinfo, request_secrets, scrub
 from .execution import build_http_client
 
 PROXY_SCHEMES = ("http", "https", "all")
@@ -193,11 +193,18 @@ def _proxy_reason(error: Exception) -> str:
 
 def _variable_error(variable: tuple[str, str], reason: str) -> ConfigError:
     name, value = variable
+    # A value without a scheme is read as http:// (so is its password); a password with an
+    # unencoded '/', '?' or '#' is cut there by httpx, which then quotes a piece ("Invalid port: 'pa'").
+    url = value if "://" in value else f"http://{value}"
+    secrets = [*broker_url_secrets(url), *request_secrets([], url)]
     try:
-        shown = redact_url(value)
+        shown = redact_userinfo(redact_url(url))
+        shown = shown if url is value else shown.removeprefix("http://")
     except Exception:  # too malformed to find its password: show none of it
         shown = "<not shown>"
-    return ConfigError(f"{name}={shown!r}: {reason}; a worker reads it at start to route its requests ({DOCS})")
+    return ConfigError(
+        f"{name}={shown!r}: {scrub(reason, secrets)}; a worker reads it at start to route its requests ({DOCS})"
+    )
 
 
 __all__ = ["HttpEnvironment", "load_http_environment"]

@@ -171,9 +171,16 @@ class Intake:
         log = get_logger(message_id=message_id)
         oversized = kwargs.get(OVERSIZED) if not args and len(kwargs) == 1 else None
         if isinstance(oversized, dict):
-            size = oversized.get("bytes")
-            what = f"the message is {size} bytes, more than such a body takes in base64 (not decoded)"
-            reason = str(_body_too_large(what, self.settings.max_submit_body))
+            size, queue = oversized.get("bytes"), oversized.get("queue")
+            if queue in (None, submit_queue_name(self.settings), dq_name(submit_queue_name(self.settings))):
+                what = f"the message is {size} bytes, more than such a body takes in base64 (not decoded)"
+                reason = str(_body_too_large(what, self.settings.max_submit_body))
+            else:
+                reason = (
+                    f"the message is {size} bytes, more than the {ENVELOPE_ALLOWANCE} a message on queue "
+                    f"{queue} may be (not decoded): submit messages go to {submit_queue_name(self.settings)}, "
+                    f"where a body may be BGHTTP_MAX_SUBMIT_BODY={self.settings.max_submit_body} bytes"
+                )
             given = oversized.get("request_id")
             self._reject(({"request_id": given},) if isinstance(given, str) else (), message_id, reason, log)
             return
@@ -282,7 +289,7 @@ class OversizedMessage:
             "queue_name": queue_name,
             "actor_name": SUBMIT_ACTOR_NAME,
             "args": [],
-            "kwargs": {OVERSIZED: {"bytes": self.size, "request_id": self.request_id}},
+            "kwargs": {OVERSIZED: {"bytes": self.size, "request_id": self.request_id, "queue": queue_name}},
             "options": {},
             "message_id": self.message_id or uuid.uuid4().hex,
             "message_timestamp": int(time.time() * 1000),
@@ -334,7 +341,14 @@ def declare_intake_actor(broker: dramatiq.Broker, settings: Settings) -> dramati
     broker.add_middleware(SubmitPrefetch(settings))
     if isinstance(broker, BghttpRabbitmqBroker):
         # A message too big to carry an allowed body is refused without being decoded.
-        broker.limit_messages(submit_queue_name(settings), max_message_bytes(settings), OversizedMessage)
+        submit_queue = submit_queue_name(settings)
+        for queue in (submit_queue, dq_name(submit_queue)):
+            broker.limit_messages(queue, max_message_bytes(settings), OversizedMessage)
+        # The work queue and its delays carry bghttp's own small messages (an ID and a token), and are
+        # prefetched by the hundred: Dramatiq finds an actor by its name whatever the queue, so a submit
+        # message published there by mistake ran from it, unbounded. A big one is refused as it streams in.
+        for queue in (settings.queue_name, dq_name(settings.queue_name)):
+            broker.limit_messages(queue, ENVELOPE_ALLOWANCE, OversizedMessage)
 
     def submit_request(*args: Any, **kwargs: Any) -> None:
         message = CurrentMessage.get_current_message()

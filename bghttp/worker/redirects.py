@@ -14,9 +14,18 @@ from ..core.outcomes import RedirectRefused
 from ..core.redirects import FOLLOWED_SCHEMES, MAX_REDIRECTS, REDIRECT_STATUSES, redirect_rule
 from ..core.redirects import is_redirect as is_redirect_status
 from ..core.urls import DEFAULT_PORTS
-from ..redaction import redact_url
+from ..sendable import scrubbed_parse_error, shown_url
 
-__all__ = ["MAX_REDIRECTS", "REDIRECT_STATUSES", "Hop", "RedirectRefused", "is_redirect", "next_hop", "origin"]
+__all__ = [
+    "MAX_REDIRECTS",
+    "REDIRECT_STATUSES",
+    "Hop",
+    "RedirectRefused",
+    "is_redirect",
+    "next_hop",
+    "origin",
+    "refuse_unparsable_location",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,16 +51,41 @@ def next_hop(
 ) -> Hop:
     """The hop that ``response`` (a redirect answering ``method url``) asks for."""
     location = response.headers["location"]
-    shown = redact_url(location)[:200]  # a Location may carry a password like any URL
     try:
         target = url.join(location)
     except (httpx.InvalidURL, ValueError, UnicodeError) as error:
-        raise RedirectRefused(f"redirect to an invalid URL {shown!r}: {error}") from None
+        raise _invalid_location(location, error) from None
     if target.scheme not in FOLLOWED_SCHEMES or not target.host:
-        raise RedirectRefused(f"redirect to {shown!r}: only http and https URLs are followed")
+        # A Location may carry a password like any URL (with an unencoded '/' in it, too).
+        raise RedirectRefused(f"redirect to {shown_url(location)}: only http and https URLs are followed")
     if url.fragment and not target.fragment:
         target = target.copy_with(fragment=url.fragment)
     rule = redirect_rule(
         method, response.status_code, headers, cross_origin=origin(target) != origin(url), keeps_body=keeps_body
     )
     return Hop(rule.method, target, rule.headers, rule.keeps_body)
+
+
+def refuse_unparsable_location(response: httpx.Response) -> None:
+    """An httpx response hook: a redirect whose ``Location`` httpx cannot parse, told without its password.
+
+    httpx parses the ``Location`` of every redirect inside ``send``, even with
+    ``follow_redirects=False``, right after the response hooks, and quoted its
+    parser's message: "Invalid URL in location header: Invalid port: 'pa'" for a
+    password with an unencoded '/'. The same protocol error (a malformed answer,
+    retried as one) is raised here first, with the Location shown redacted.
+    """
+    location = response.headers.get("location")
+    if location is None or not response.has_redirect_location:
+        return
+    try:
+        httpx.URL(location)
+    except (httpx.InvalidURL, ValueError, UnicodeError) as error:
+        reason = scrubbed_parse_error(error, location)
+        raise httpx.RemoteProtocolError(
+            f"Invalid URL in location header {shown_url(location)}: {reason}", request=response.request
+        ) from None
+
+
+def _invalid_location(location: str, error: Exception) -> RedirectRefused:
+    return RedirectRefused(f"redirect to an invalid URL {shown_url(location)}: {scrubbed_parse_error(error, location)}")

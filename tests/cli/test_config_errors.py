@@ -99,6 +99,34 @@ def test_bad_store_option_is_one_line_and_exit_2(settings: Settings) -> None:
     assert "--store" in result.stderr
 
 
+@pytest.mark.parametrize("command", [["get", URL], ["worker", "--processes", "1"]])
+def test_a_queue_name_rabbitmq_reserves_is_a_bad_setting(settings: Settings, command: list[str]) -> None:
+    # Seen: BGHTTP_QUEUE=amq.orders was accepted; a submit then failed with exit 4 ("the broker refused
+    # the publish (403 ACCESS_REFUSED - queue name 'amq.orders' contains reserved prefix 'amq.*')") and
+    # a worker logged broker_unreachable every 3 s forever: RabbitMQ refuses to declare such a queue.
+    result = run_cli(settings, *command, env={"BGHTTP_QUEUE": "amq.orders"}, timeout=30)
+
+    assert_one_line_error(result, 2)
+    assert "BGHTTP_QUEUE" in result.stderr and "amq." in result.stderr, result.stderr
+    assert list(FileStore(settings.store_dir).request_ids()) == []
+
+
+@pytest.mark.parametrize("command", [["get", URL], ["worker", "--processes", "1"]])
+def test_an_events_exchange_name_rabbitmq_reserves_is_a_bad_setting(settings: Settings, command: list[str]) -> None:
+    # Seen: BGHTTP_EVENTS_EXCHANGE=amq.orders was accepted; RabbitMQ refuses to declare it (403), so
+    # every final event failed and its message was retried by Dramatiq without end (a traceback,
+    # "Retrying message … in 1631 milliseconds", then message_dropped, again).
+    result = run_cli(settings, *command, env={"BGHTTP_EVENTS_EXCHANGE": "amq.orders"}, timeout=30)
+
+    assert_one_line_error(result, 2)
+    assert "BGHTTP_EVENTS_EXCHANGE" in result.stderr and "amq.topic" in result.stderr, result.stderr
+
+
+def test_the_predeclared_amq_topic_exchange_may_carry_the_events(tmp_path: Path) -> None:
+    settings = Settings.from_env({"BGHTTP_STORE_DIR": str(tmp_path), "BGHTTP_EVENTS_EXCHANGE": "amq.topic"})
+    assert settings.events_exchange == "amq.topic"
+
+
 def _dramatiq_worker(settings: Settings, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "dramatiq", "bghttp.actors", "--processes", "1", "--threads", "1"],

@@ -88,6 +88,31 @@ def test_bad_input_gives_exit_code_and_one_line(
 
 
 @pytest.mark.parametrize(
+    "args",
+    [
+        # Seen: "re-sent 0 unfinished request(s)", exit 0, for a mistyped --store: an operator
+        # recovering after a broker rebuild believed nothing was left to re-send.
+        ["recover"],
+        ["retry", "--status", "failed"],  # seen: "retried 0 failed request(s)", exit 0
+        ["retry", "abc"],  # seen: "no request 'abc' in the store …", exit 3
+        ["cancel", "abc"],
+        ["gc", "--older-than", "1d"],
+        ["workers"],
+    ],
+    ids=" ".join,
+)
+def test_a_command_on_a_store_that_does_not_exist_says_so_and_creates_nothing(
+    offline_settings: Settings, tmp_path: Path, args: list[str]
+) -> None:
+    missing = tmp_path / "mistyped-store"
+    result = run_cli(offline_settings, "--store", str(missing), *args)
+
+    assert_one_line_error(result, 6)
+    assert f"no store at {missing}" in result.stderr, result.stderr
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize(
     "where", ["default", "XDG_DATA_HOME", "BGHTTP_STORE_DIR", "an empty BGHTTP_STORE_DIR", "--store"]
 )
 def test_ls_on_a_fresh_machine_is_an_empty_list_and_creates_nothing(tmp_path: Path, where: str) -> None:

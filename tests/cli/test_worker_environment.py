@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -23,7 +24,7 @@ from bghttp import Settings
 from bghttp.store import FileStore
 from bghttp.worker.http_env import load_http_environment
 from tests.cli.helpers import assert_one_line_error, bghttp_command, cli_env
-from tests.support import RABBITMQ_URL, require_rabbitmq, unique_queue
+from tests.support import RABBITMQ_URL, free_port, require_rabbitmq, unique_queue
 
 #: Every case: its variables, the one the error must name, a fragment of the reason.
 BAD_ENVIRONMENTS: dict[str, tuple[dict[str, str], str, str]] = {
@@ -99,6 +100,30 @@ def test_bghttp_worker_refuses_an_unusable_environment(settings: Settings, no_so
     assert "Worker process is ready" not in result.stdout + result.stderr
 
 
+#: Proxy values whose password the error line printed. A password with an unencoded '/', '?' or '#'
+#: ("HTTPS_PROXY='http://user:hun7er/s3cret@proxy.example:3128': not a usable proxy URL (Invalid port:
+#: 'hun7er')": httpx ends the authority there, and redact_url found no password), and a value without a
+#: scheme (documented as taken for http://) with a bad port: redact_url saw no "//", so no userinfo.
+LEAKED_PROXY_PASSWORDS = {
+    "slash-in-password": "http://user:hun7er/s3cret@proxy.example:3128",
+    "question-mark-in-password": "http://user:hun7er?s3cret@proxy.example:3128",
+    "hash-in-password": "http://user:hun7er#s3cret@proxy.example:3128",
+    "no-scheme-bad-port": "user:hun7er-s3cret@proxy.example:35x8",
+    "no-scheme-port-out-of-range": "user:hun7er-s3cret@proxy.example:99999",
+    "no-scheme-slash-in-password": "user:hun7er/s3cret@proxy.example:3128",
+}
+
+
+@pytest.mark.parametrize("case", sorted(LEAKED_PROXY_PASSWORDS))
+def test_a_proxy_password_is_never_printed(settings: Settings, no_socksio: str, case: str) -> None:
+    variables = {"HTTPS_PROXY": LEAKED_PROXY_PASSWORDS[case]}
+    result = _run([*bghttp_command(), "worker", "--processes", "1"], _environment(settings, variables, no_socksio))
+
+    assert_one_line_error(result, 2)
+    assert "HTTPS_PROXY" in result.stderr and "proxy.example" in result.stderr, result.stderr
+    assert "hun7er" not in result.stderr and "s3cret" not in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize("case", ["socks-without-socksio", "missing-ca-file", "malformed-http-proxy"])
 def test_dramatiq_entry_refuses_an_unusable_environment(settings: Settings, no_socksio: str, case: str) -> None:
     variables, variable, reason = BAD_ENVIRONMENTS[case]
@@ -158,3 +183,55 @@ def test_a_worker_sends_through_the_proxy_variables_it_read_at_start() -> None:
     # Lower-case wins, as in urllib; NO_PROXY's host went direct.
     assert _Proxy.seen == ["GET http://through.invalid/x HTTP/1.1"]
     assert load_http_environment(use_proxies=False, environ={"HTTP_PROXY": proxy}).proxies == {}
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    """A connectivity probe's target: counts the HEAD requests that reach it."""
+
+    heads: list[str] = []
+
+    def do_HEAD(self) -> None:
+        self.heads.append(self.path)
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_with_the_egress_policy_on_a_probe_ignores_the_proxy_variables_as_requests_do(
+    settings: Settings, no_socksio: str, tmp_path: Path
+) -> None:
+    # Seen: the HTTP probe (httpx.head, trust_env) went through HTTP_PROXY although the egress
+    # policy makes the worker ignore every proxy variable; with that proxy down the worker logged
+    # network_offline ("no probe answered: http://127.0.0.1:…/health: ConnectError") and held
+    # every request waiting for the network, while its requests would have gone direct.
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    variables = {
+        "HTTP_PROXY": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        "BGHTTP_BLOCK_PRIVATE_ADDRESSES": "1",
+        "BGHTTP_CONNECTIVITY_PROBES": f"http://127.0.0.1:{server.server_address[1]}/health",
+        "BGHTTP_CONNECTIVITY_INTERVAL": "0.5",
+    }
+    log = tmp_path / "worker.log"
+    with log.open("w") as sink:
+        worker = subprocess.Popen(
+            [*bghttp_command(), "worker", "--processes", "1"],
+            env=_environment(settings, variables, no_socksio),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while len(_Health.heads) < 2 and "network_offline" not in log.read_text(errors="replace"):
+            assert worker.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
+            time.sleep(0.1)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=60)
+        server.shutdown()
+        server.server_close()
+    assert "network_offline" not in log.read_text(errors="replace"), log.read_text(errors="replace")[-3000:]
+    assert _Health.heads[:2] == ["/health", "/health"]

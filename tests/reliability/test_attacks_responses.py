@@ -137,3 +137,27 @@ def test_a_response_head_too_large_to_read_is_bad_response_once_without_a_connec
     assert record.retries_used == 0
     assert hits == 1
     assert probes_after == probes_before
+
+
+#: h11's "Receive buffer too long" (status hint 431) comes for a line of the chunked body too.
+#: Seen: each was told as "the response head is larger than the 100 KiB this client reads",
+#: with the head read (HTTP 200) and small.
+BODY_FRAMING_TOO_LARGE = {
+    "chunk size line of 300 KB": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;" + b"e" * 300_000 + b"\r\nhi\r\n0\r\n\r\n"
+    ),
+    "trailer of 300 KB": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nX-T: " + b"t" * 300_000 + b"\r\n\r\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BODY_FRAMING_TOO_LARGE))
+def test_a_chunked_body_line_too_large_to_read_is_not_called_a_large_head(tmp_path: Path, case: str) -> None:
+    store = FileStore(tmp_path / "store", fsync=False)
+    with replies(BODY_FRAMING_TOO_LARGE[case]) as server:
+        spec = stored_spec(store, server.url("/x"), timeout=2.0)
+        result = perform_attempt(build_http_client(), store, spec)
+    assert (result.outcome, result.status_code) == (Outcome.BAD_RESPONSE, 200), result.error
+    assert result.error and "response head" not in result.error, result.error
+    assert "chunked" in result.error, result.error

@@ -78,7 +78,22 @@ def settings(rabbitmq_settings: Settings) -> Iterator[Settings]:
     delete_queues(f"{settings.queue_name}.submit")
 
 
-def test_big_submit_messages_keep_the_worker_small_and_are_rejected(settings: Settings, tmp_path: Path) -> None:
+#: Where the messages are published: the submit queue, and the queues a producer may mistake for it.
+#: Seen: published to the work queue (routing key ``bghttp``, not ``bghttp.submit``), Dramatiq ran
+#: ``submit_request`` from it (it finds an actor by name, whatever the queue) with the work queue's
+#: prefetch (hundreds) and no size limit: 8 such messages took a worker process from 45 to 496 MiB.
+QUEUE_SUFFIXES = {
+    "submit-queue": ".submit",
+    "work-queue": "",
+    "work-delay-queue": ".DQ",
+    "submit-delay-queue": ".submit.DQ",
+}
+
+
+@pytest.mark.parametrize("where", sorted(QUEUE_SUFFIXES))
+def test_big_submit_messages_keep_the_worker_small_and_are_rejected(
+    settings: Settings, tmp_path: Path, where: str
+) -> None:
     worker = BghttpWorker(settings, log_path=tmp_path / "worker.log")
     events = EventQueue(settings.events_exchange)
     try:
@@ -87,7 +102,7 @@ def test_big_submit_messages_keep_the_worker_small_and_are_rejected(settings: Se
             assert worker.process.poll() is None and time.monotonic() < deadline, worker.log_path.read_text()
             time.sleep(0.1)
         rss = GroupRss(worker.process.pid)
-        queue = f"{settings.queue_name}.submit"
+        queue = f"{settings.queue_name}{QUEUE_SUFFIXES[where]}"
         encoded = base64.b64encode(os.urandom(BODY)).decode()
         for number in range(MESSAGES):
             spec = {"method": "POST", "url": "http://127.0.0.1:9/big", "request_id": f"big-{number}", "base64": encoded}

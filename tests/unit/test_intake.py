@@ -148,7 +148,7 @@ def test_an_oversized_message_becomes_a_small_one_the_intake_refuses_with_its_id
     stand_in = dramatiq.Message.decode(oversized_message("q.submit", raw))
 
     assert (stand_in.actor_name, stand_in.args, stand_in.message_id) == ("submit_request", (), "mid-7")
-    assert stand_in.kwargs == {OVERSIZED: {"bytes": len(raw), "request_id": "big-1"}}
+    assert stand_in.kwargs == {OVERSIZED: {"bytes": len(raw), "request_id": "big-1", "queue": "q.submit"}}
     assert len(oversized_message("q.submit", raw)) < 1000
     # Read in pieces (pika's frames) whatever where they split, the IDs are found.
     for piece in (7, 100, 1001):

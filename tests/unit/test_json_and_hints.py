@@ -145,6 +145,10 @@ def test_a_url_without_a_scheme_gets_the_clis_hint(client: BackgroundHttpClient,
         ("https:user:s3cret@example.com/x", "https://user:[REDACTED]@example.com/x"),
         ("http:example.com/x", "http://example.com/x"),
         ("user:s3cret@example.com/x", "https://user:[REDACTED]@example.com/x"),
+        # Seen: "did you mean https://http//example.com/x ?" for a scheme that lost its colon.
+        ("http//example.com/x", "http://example.com/x"),
+        ("HTTPS//user:s3cret@example.com/x", "https://user:[REDACTED]@example.com/x"),
+        ("httpbin.org/get", "https://httpbin.org/get"),  # a host that starts with "http" is a host
     ],
 )
 def test_a_url_with_a_broken_scheme_gets_a_hint_without_its_password(
