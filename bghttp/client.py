@@ -92,7 +92,9 @@ class BackgroundHttpClient:
             self.broker = self._local_worker.broker
         else:
             self.broker = create_broker(self.settings)
-        self._submission = Submission(self.store, self.on_conflict, self._publish, self._publish_many)
+        self._submission = Submission(
+            self.store, self.on_conflict, self._publish, self._publish_many, queue=self.settings.queue_name
+        )
         self._events = EventPublisher.for_broker(self.broker, self.settings)
 
     # ------------------------------------------------------------- submits

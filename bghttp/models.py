@@ -84,6 +84,9 @@ class RequestSpec:
     metadata: dict[str, Any] | None = None
     #: ``{"queue": ..., "actor": ...}``: the caller's Dramatiq actor that gets the final event.
     on_complete: dict[str, str] | None = None
+    #: The queue its messages go to (the submitter's ``BGHTTP_QUEUE``), set by the submit: a reader
+    #: asks whether a worker serves this queue, whatever its own is. "" in a file written before.
+    queue: str = ""
 
     @property
     def is_multipart(self) -> bool:
@@ -106,6 +109,7 @@ class RequestSpec:
             "trace_context": self.trace_context,
             "metadata": self.metadata,
             "on_complete": self.on_complete,
+            "queue": self.queue,
         }
 
     @classmethod
@@ -132,6 +136,7 @@ class RequestSpec:
             trace_context=_trace_context(data.get("trace_context")),
             metadata=_field(data, "metadata", dict) if data.get("metadata") is not None else None,
             on_complete=_field(data, "on_complete", dict) if data.get("on_complete") is not None else None,
+            queue=_field(data, "queue", str) if "queue" in data else "",
         )
 
 

@@ -64,8 +64,10 @@ class Submission:
         on_conflict: OnConflict,
         publish_one: PublishOne,
         publish_many: PublishMany,
+        queue: str = "",
     ) -> None:
         self.store = store
+        self.queue = queue  # recorded in each request it stores: the queue its messages go to
         self.on_conflict = check_on_conflict(on_conflict)
         self.publish_one = publish_one
         self.publish_many = publish_many
@@ -79,7 +81,7 @@ class Submission:
     # ------------------------------------------------------------- single
     def submit(self, prepared: PreparedRequest) -> RequestInfo:
         """Store ``prepared`` (or settle on the request that has its ID) and see it on its way."""
-        prepared = _traced(prepared)
+        prepared = self._stamped(prepared)
         for _ in range(SUBMIT_ROUNDS):
             # Its files are made durable by an fsync of each, beside the publish (``_publish_durably``).
             with self.store.batch(shared=False) as batch:
@@ -140,7 +142,7 @@ class Submission:
         left (unless someone else confirmed it meanwhile).
         """
         _refuse_duplicate_ids(prepared)
-        prepared = [_traced(request) for request in prepared]
+        prepared = [self._stamped(request) for request in prepared]
         created: list[StatusRecord] = []  # stored by this call
         to_publish: list[StatusRecord] = []  # created, and found unconfirmed
         infos: list[RequestInfo] = []
@@ -171,6 +173,13 @@ class Submission:
                 position = next(i for i, info in enumerate(infos) if info.request_id == record.request_id)
                 infos[position] = self.submit(prepared[position])
         return infos
+
+    def _stamped(self, prepared: PreparedRequest) -> PreparedRequest:
+        """``prepared`` with what a submit adds to its spec: this submission's queue, the caller's trace context."""
+        prepared = _traced(prepared)
+        if not self.queue or prepared.spec.queue == self.queue:
+            return prepared
+        return dataclasses.replace(prepared, spec=dataclasses.replace(prepared.spec, queue=self.queue))
 
     # ---------------------------------------------------------- conflicts
     def _store_or_existing(self, prepared: PreparedRequest) -> tuple[StatusRecord, bool]:
@@ -233,7 +242,7 @@ def differences(store: Store, prepared: PreparedRequest, stored: RequestSpec) ->
     way in (client, bulk, CLI, ``submit_request`` messages). What the submitter
     chose is compared: method, URL (query included), headers, body, timeout,
     retries, metadata, on_complete, multipart fields and files (their bytes);
-    not what a submit adds (creation time, generation, trace context). A
+    not what a submit adds (creation time, generation, trace context, queue). A
     ``timeout`` left out counts as the submitter's default timeout.
     StoreError if the stored body or a stored file cannot be read.
     """

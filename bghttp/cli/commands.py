@@ -421,7 +421,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             out.print_json(out.status_json(record, spec))
         else:
             out.print_status(record, spec)
-    notice = unserved_notice(record, settings)
+    notice = unserved_notice(record, settings, queue=spec.queue if spec is not None else "")
     if notice is not None:
         print(f"warning: {visible(notice)}", file=sys.stderr)
     return EXIT_OK
@@ -479,7 +479,9 @@ def _wait_and_report(
     """
     if narrate is None:
         narrate = show_progress and sys.stderr.isatty()
-    record = _wait(client, request_id, timeout, show_progress, WaitNotes(settings, sys.stderr, narrate=narrate))
+    submitted = client.store.load_request(request_id)  # the queue it was submitted to
+    notes = WaitNotes(settings, sys.stderr, narrate=narrate, queue=submitted.queue if submitted is not None else "")
+    record = _wait(client, request_id, timeout, show_progress, notes)
     spec = client.store.load_request(request_id)
     if as_json:
         out.print_json(out.status_json(record, spec))

@@ -58,6 +58,7 @@ def status_json(record: StatusRecord, spec: RequestSpec | None) -> dict[str, Any
     data = record.to_json()
     data["method"] = spec.method if spec else None
     data["url"] = redact_url(spec.url) if spec else None
+    data["queue"] = spec.queue or None if spec else None
     return data
 
 
@@ -69,6 +70,7 @@ def print_status(record: StatusRecord, spec: RequestSpec | None) -> None:
         ("phase", record.phase.value),
         ("method", spec.method if spec else "-"),
         ("url", redact_url(spec.url) if spec else "-"),
+        ("queue", spec.queue or "-" if spec else "-"),
         ("attempts", str(record.attempt_count)),
         ("retries", f"{record.retries_used}/{record.max_retries}"),
         ("last_status_code", str(record.last_status_code) if record.last_status_code is not None else "-"),

@@ -47,8 +47,11 @@ class WaitNotes:
         before_line: Callable[[], None] | None = None,
         read_workers: Callable[[], list[WorkerHeartbeat]] | None = None,
         clock: Callable[[], float] = time.time,
+        queue: str = "",
     ) -> None:
         self.settings = settings
+        # The queue the request was submitted to; "" (saved before queues were recorded): this command's.
+        self.queue = queue or settings.queue_name
         self.stream = stream
         self.narrate = narrate
         self.before_line = before_line  # clears a progress line drawn in place
@@ -90,7 +93,7 @@ class WaitNotes:
         if now - self._workers_read_at >= HEARTBEAT_READ_SECONDS:  # at once the first time (-inf)
             self._workers_read_at = now
             try:
-                self._workers = serving_workers(self.read_workers(), self.settings.queue_name)
+                self._workers = serving_workers(self.read_workers(), self.queue)
             except StoreError:
                 self._workers = None
         if self._workers is None:
@@ -99,7 +102,7 @@ class WaitNotes:
         if count and not self.narrate:
             return None
         what = "queued" if record.phase is Phase.QUEUED else "retry due"
-        where = f"on queue {self.settings.queue_name}, store {self.settings.store_dir}"
+        where = f"on queue {self.queue}, store {self.settings.store_dir}"
         if count == 0:
             served = "no live worker serves them (see bghttp workers)"
         else:

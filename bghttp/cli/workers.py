@@ -127,18 +127,25 @@ def waiting_for_a_worker_since(record: StatusRecord, now: float) -> float | None
     return None
 
 
-def unserved_notice(record: StatusRecord, settings: Settings, *, now: float | None = None) -> str | None:
-    """A line saying no live worker serves the request's queue and store, when it has waited long for one."""
+def unserved_notice(
+    record: StatusRecord, settings: Settings, *, queue: str = "", now: float | None = None
+) -> str | None:
+    """A line saying no live worker serves the request's queue and store, when it has waited long for one.
+
+    ``queue``: the one the request was submitted to (its spec's); "" for a request saved
+    before queues were recorded, which is taken to be on this command's ``BGHTTP_QUEUE``.
+    """
     now = time.time() if now is None else now
+    queue = queue or settings.queue_name
     since = waiting_for_a_worker_since(record, now)
     if since is None or now - since < QUEUED_NOTICE_SECONDS:
         return None
     try:
-        if serving_workers(read_heartbeats(settings.store_dir), settings.queue_name):
+        if serving_workers(read_heartbeats(settings.store_dir), queue):
             return None
     except StoreError:
         return None  # the heartbeats cannot be read here: whether a worker serves it is not known
     return (
         f"{record.request_id} has waited for a worker since {out.timestamp(since)}, and no live worker serves "
-        f"queue {settings.queue_name} on store {settings.store_dir} (see bghttp workers)"
+        f"queue {queue} on store {settings.store_dir} (see bghttp workers)"
     )

@@ -164,7 +164,9 @@ class Intake:
                         for request_id, token in messages:
                             publish_one(request_id, token)
 
-                    self._submission = Submission(store, "return", publish_one, publish_many)
+                    self._submission = Submission(
+                        store, "return", publish_one, publish_many, queue=self.settings.queue_name
+                    )
         return self._submission
 
     def take(self, args: tuple[Any, ...], kwargs: dict[str, Any], message_id: str) -> None:

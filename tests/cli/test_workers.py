@@ -230,3 +230,31 @@ def _assert_workers_cannot_be_read(settings: Settings) -> None:
         assert "no workers have a heartbeat" not in result.stdout
         assert_one_line_error(result, 6)
         assert "Permission denied" in result.stderr
+
+
+@pytest.mark.rabbitmq
+def test_the_notice_goes_by_the_queue_the_request_was_submitted_to_not_the_readers(
+    rabbitmq_settings: Settings,
+) -> None:
+    submitted_to = rabbitmq_settings
+    with BackgroundHttpClient(submitted_to) as client:
+        request_id = client.get("http://127.0.0.1:9/never", retries=0).request_id
+    submitted = time.monotonic()
+    # An operator's shell without the application's BGHTTP_QUEUE: the default queue.
+    reader = dataclasses.replace(submitted_to, queue_name="bghttp")
+    assert reader.queue_name != submitted_to.queue_name
+    plant(submitted_to, host="serving", pid=3)  # a live worker of the request's queue
+    time.sleep(max(0.0, submitted + 5.5 - time.monotonic()))
+
+    status = run_cli(reader, "status", request_id)
+    assert status.returncode == 0 and "no live worker" not in status.stderr, status.stderr
+    assert re.search(rf"^queue\s+{re.escape(submitted_to.queue_name)}$", status.stdout, re.M), status.stdout
+    assert json.loads(run_cli(reader, "status", request_id, "--json").stdout)["queue"] == submitted_to.queue_name
+    told = run_cli(reader, "wait", request_id, "--timeout", "1", "--progress")
+    assert f"on queue {submitted_to.queue_name}," in told.stderr and "1 live worker serves them" in told.stderr
+
+    # Only a worker of the reader's queue lives: the request's queue is the one named as unserved.
+    (submitted_to.store_dir / "workers").joinpath(next(iter(os.listdir(submitted_to.store_dir / "workers")))).unlink()
+    plant(reader, host="other", pid=4)
+    warned = run_cli(reader, "status", request_id)
+    assert f"no live worker serves queue {submitted_to.queue_name} on store" in warned.stderr, warned.stderr

@@ -185,6 +185,7 @@ def test_pages_load_and_a_hostile_response_renders_inert(
         ).text
         assert "<script>window.pwned='url'</script>?q=\\u202eexe.txt" in browser.find_element(By.ID, "target").text
         assert "window.pwned='reason'" in browser.find_element(By.ID, "last-error").text
+        assert browser.find_element(By.ID, "queue").text == rabbitmq_settings.queue_name  # as submitted
         screenshot(browser, artifacts_dir, "request")
     finally:
         beat.stop()

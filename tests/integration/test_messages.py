@@ -132,6 +132,10 @@ def test_a_message_delivered_twice_is_one_request(
     assert {event["event_id"] for event in received} == {received[0]["event_id"]}
     assert received[0]["request_id"] == "msg-twice" and received[0]["status"] == "completed"
     assert counting_server.hits["twice"] == 1
+    # The request records the queue its runs go to: the worker's, which took the submit message.
+    with BackgroundHttpClient(settings) as client:
+        spec = client.store.load_request("msg-twice")
+    assert spec is not None and spec.queue == settings.queue_name
 
 
 def test_cancel_publishes_the_event_and_the_worker_publishes_it_again_with_the_same_id(
