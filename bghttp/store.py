@@ -729,7 +729,9 @@ class FileStore:
     def commit_response(self, request_id: str, metadata: dict[str, Any]) -> Path:
         """Move the streamed ``.part`` body into place, then save its metadata.
 
-        Called under the request's claim, so there is one writer at a time.
+        Called under the request's claim, so there is one writer at a time. If the
+        metadata cannot be saved (StoreError), no response is left at all: neither
+        the new body nor the previous response's metadata.
         """
         body, part = self.response_body_path(request_id), self.response_part_path(request_id)
         try:
@@ -745,16 +747,26 @@ class FileStore:
         if held is not None:
             held.part_committed = request_id
         path = self._path("response", request_id)
-        if self._write_new(path, record_log.encode(metadata)):  # the first response of this request
-            return body
         try:
-            fd = open_nofollow(path, os.O_RDWR)  # readable too: an append looks at the file's last byte
-        except OSError as error:
-            raise StoreError(f"cannot write {path}: {error}") from error
-        try:
-            self._append_record(fd, path, metadata)
-        finally:
-            os.close(fd)
+            if self._write_new(path, record_log.encode(metadata)):  # the first response of this request
+                return body
+            try:
+                fd = open_nofollow(path, os.O_RDWR)  # readable too: an append looks at the file's last byte
+            except OSError as error:
+                raise StoreError(f"cannot write {path}: {error}") from error
+            try:
+                self._append_record(fd, path, metadata)
+            finally:
+                os.close(fd)
+        except BaseException:
+            # The new body is in place, the previous response's body gone: a body must not stay
+            # under another answer's metadata (a full disk left a 200's body described as the
+            # 500 before it). No response is saved then; the attempt's outcome says why.
+            for leftover in (path, body):
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
+            self._durability.must_sync(body, new_entry=True)  # the removals go with the batch's commit
+            raise
         return body
 
     def read_response_metadata(self, request_id: str) -> dict[str, Any] | None:
