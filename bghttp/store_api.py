@@ -121,6 +121,9 @@ class Store(Protocol):
     def was_removed(self, request_id: str) -> bool:
         """Whether this store removed the request (``delete``): a late message of it is expected here."""
 
+    def removed_record(self, request_id: str) -> StatusRecord | None:
+        """The final record a removed request had when ``delete`` removed it, if it had one (its event may be owed)."""
+
     def prune_removal_marks(self, older_than: float) -> int:
         """Forget removals older than ``older_than`` seconds; how many were forgotten."""
 

@@ -139,8 +139,7 @@ class RequestRunner:
         log = get_logger(request_id=request_id, token=token)
         spec, unreadable = self._load_request(request_id)
         if spec is None and unreadable is None:
-            self._not_here(request_id, log)
-            return None, None
+            return self._not_here(request_id, log), None
         if spec is not None:
             log = log.bind(method=spec.method, host=url_host(spec.url))
         started = time.monotonic()
@@ -156,8 +155,7 @@ class RequestRunner:
                     log.error("request_unreadable_status_not_written", error=str(error), store=self.store.location)
                     return None, None
                 if record is None:
-                    self._not_here(request_id, log)
-                    return None, None
+                    return self._not_here(request_id, log), None
                 plan = self._plan(record, token)
                 if plan.step is Step.DROP:
                     _drop(record, plan.reason, batch, log)
@@ -197,11 +195,16 @@ class RequestRunner:
             return None
         return self._run_claimed(spec, record, token, log)
 
-    def _not_here(self, request_id: str, log: Any) -> None:
-        """A message whose request is not in this store: dropped if the store removed it, else RequestNotInStore."""
+    def _not_here(self, request_id: str, log: Any) -> StatusRecord | None:
+        """A message whose request is not in this store: dropped if the store removed it, else RequestNotInStore.
+
+        Dropped, it returns the final record the request had when it was removed, if
+        any: the outcome's event may not have got out before the remove (its publish
+        failed, and this is the message retried for it), and it is owed all the same.
+        """
         if self.store.was_removed(request_id):
             log.info("message_dropped", reason="removed")
-            return
+            return self.store.removed_record(request_id)
         # A client on another store (or a mistyped --store) shares this queue: acking
         # would leave its request queued for ever, with nobody the wiser.
         log.error(
