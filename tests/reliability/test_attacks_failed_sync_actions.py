@@ -13,6 +13,7 @@ had cancelled.
 from __future__ import annotations
 
 import errno
+import resource
 import subprocess
 from pathlib import Path
 
@@ -89,3 +90,57 @@ def test_a_cancel_whose_status_sync_fails_cancels_nothing(rabbitmq_settings: Set
     assert record.status is RequestStatus.IN_PROGRESS, "a cancel that reported failure cancelled the request"
     with BackgroundHttpClient(rabbitmq_settings) as client:
         assert client.cancel("kept").status is RequestStatus.CANCELLED
+
+
+def test_a_retry_that_was_published_is_not_reported_as_failed(rabbitmq_settings: Settings) -> None:
+    """The replay is written and its message confirmed; only the ``published`` mark after it cannot be
+    appended (the status log reaches a file-size limit). The retry was reported as failed (exit 6,
+    "cannot write ... File too large") while its message was on the queue and the request ran."""
+    with BackgroundHttpClient(rabbitmq_settings) as client:
+        client.get("http://127.0.0.1:9/never", request_id="marked")
+        assert client.cancel("marked").status is RequestStatus.CANCELLED
+    log = FileStore(Path(rabbitmq_settings.store_dir))._path("status", "marked")
+    lines = log.read_bytes().splitlines(keepends=True)
+    # Room for the replay's version (a little longer than the cancel's), not for one more.
+    limit = len(b"".join(lines)) + len(lines[-1]) + 200
+    before = _published(rabbitmq_settings.queue_name)
+
+    result = subprocess.run(
+        [*bghttp_command(), "retry", "marked"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=cli_env(rabbitmq_settings),
+        cwd=PROJECT_ROOT,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+    )
+
+    record = FileStore(Path(rabbitmq_settings.store_dir)).read_status("marked")
+    assert record is not None
+    assert record.phase is Phase.QUEUED and record.replays == 1, "the replay's version was not written: no test"
+    assert _published(rabbitmq_settings.queue_name) == before + 1
+    assert result.returncode == 0, f"a retry that is on its way was reported as failed: {result.stderr}"
+
+
+def test_a_submit_that_was_published_is_not_reported_as_failed(rabbitmq_settings: Settings) -> None:
+    """The request is stored and durable, its message confirmed; only the ``published`` mark after it
+    cannot be appended (the status log reaches a file-size limit). The submit said "cannot write ...
+    File too large" (exit 6) while the request was on its way: a caller that submits again sends it twice."""
+    limit = 515  # the request file (~320 bytes) and the first status version (~415) fit; a second version not
+    before = _published(rabbitmq_settings.queue_name)
+
+    result = subprocess.run(
+        [*bghttp_command(), "post", "http://127.0.0.1:9/pay", "--id", "paid"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=cli_env(rabbitmq_settings),
+        cwd=PROJECT_ROOT,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+    )
+
+    record = FileStore(Path(rabbitmq_settings.store_dir)).read_status("paid")
+    assert record is not None, f"not stored: no test ({result.stderr})"
+    assert _published(rabbitmq_settings.queue_name) == before + 1
+    assert result.returncode == 0, f"a submit that is on its way was reported as failed: {result.stderr}"
+    assert result.stdout.strip() == "paid"
