@@ -144,3 +144,27 @@ def test_a_submit_that_was_published_is_not_reported_as_failed(rabbitmq_settings
     assert _published(rabbitmq_settings.queue_name) == before + 1
     assert result.returncode == 0, f"a submit that is on its way was reported as failed: {result.stderr}"
     assert result.stdout.strip() == "paid"
+
+
+def test_a_recover_that_re_sent_a_request_says_so(rabbitmq_settings: Settings) -> None:
+    """``bghttp recover`` publishes a request's new run, then cannot append its new token (a file-size
+    limit). It said "cannot write ... File too large" (exit 6) after re-sending it, and went no further."""
+    with BackgroundHttpClient(rabbitmq_settings) as client:
+        client.get("http://127.0.0.1:9/never", request_id="lost-message")
+    size = FileStore(Path(rabbitmq_settings.store_dir))._path("status", "lost-message").stat().st_size
+    limit = size + 100  # no room for one more version
+    before = _published(rabbitmq_settings.queue_name)
+
+    result = subprocess.run(
+        [*bghttp_command(), "--json", "recover"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=cli_env(rabbitmq_settings),
+        cwd=PROJECT_ROOT,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+    )
+
+    assert _published(rabbitmq_settings.queue_name) == before + 1
+    assert result.returncode == 0, f"a recover that re-sent the request was reported as failed: {result.stderr}"
+    assert '"recovered": 1' in result.stdout
