@@ -769,6 +769,49 @@ class FileStore:
             raise
         return body
 
+    def rewrite_final(self, request_id: str) -> None:
+        """Write the status record, the response metadata (their latest versions) and the response
+        body again, each as a new file fsynced before it replaces the old one; StoreError if one cannot be.
+
+        For a run whose commit failed: after a failed writeback the kernel keeps the
+        pages in its cache as clean (readers see them) and drops them later, so a
+        sync afterwards returns 0 and writes nothing. Called under the claim.
+        """
+        with self._status_lock(request_id):
+            for kind in ("status", "response"):
+                path = self._path(kind, request_id)
+                record = self._read_record(path)
+                if record is not None:
+                    self._write_atomic(path, record_log.encode(record), compaction=True)
+        body = self.response_body_path(request_id)
+        try:
+            source = open_nofollow(body, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            raise StoreError(f"cannot read {body}: {error}") from error
+        tmp = body.with_name(f"{body.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            copy = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                while chunk := os.read(source, 1 << 20):
+                    write_all(copy, chunk)
+                if self._durability.enabled:
+                    os.fsync(copy)
+            finally:
+                os.close(copy)
+            os.replace(tmp, body)
+            if self._durability.enabled:
+                fsync_path(body.parent)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise StoreError(f"cannot write {body}: {error}") from error
+        finally:
+            os.close(source)
+
     def read_response_metadata(self, request_id: str) -> dict[str, Any] | None:
         return self._read_record(self._path("response", request_id))
 

@@ -121,6 +121,10 @@ class Store(Protocol):
     def was_removed(self, request_id: str) -> bool:
         """Whether this store removed the request (``delete``): a late message of it is expected here."""
 
+    def rewrite_final(self, request_id: str) -> None:
+        """Write the request's status record and saved response again as new files, made durable now
+        (a retry of a run whose commit failed: the pages a failed writeback lost are not written by a sync)."""
+
     def removed_record(self, request_id: str) -> StatusRecord | None:
         """The final record a removed request had when ``delete`` removed it, if it had one (its event may be owed)."""
 

@@ -188,8 +188,11 @@ def declare_actor(broker: dramatiq.Broker, settings: Settings, holder: RunnerHol
                 "not_a_request_message", args=reprlib.repr(args), kwargs=reprlib.repr(kwargs)
             )
             return
+        current = CurrentMessage.get_current_message()
+        # A retry of a run that raised (its commit may have failed: see RequestRunner.run).
+        after_failure = current is not None and bool(current.options.get("retries"))
         try:
-            holder.get().run(*run)
+            holder.get().run(*run, after_failure=after_failure)
         except RequestNotInStore:
             # Not acked away, not retried: nacked, RabbitMQ moves it to the .XQ (the runner logged why).
             current = CurrentMessage.get_current_message()  # the worker's MessageProxy

@@ -93,17 +93,20 @@ class RequestRunner:
         self.in_flight = in_flight or InFlightLimits(settings.max_in_flight, settings.max_in_flight_per_host)
 
     # ------------------------------------------------------------------ entry
-    def run(self, request_id: str, token: int) -> None:
+    def run(self, request_id: str, token: int, *, after_failure: bool = False) -> None:
+        """Run the message ``(request_id, token)``. ``after_failure``: it is a retry of a run of it that
+        raised (its commit may have failed: a final record it meets is written to the disk again)."""
         # Every file this run writes becomes durable in one shared filesystem sync
         # before we return (and the message is acked), instead of 5 fsyncs of its own.
         try:
             try:
                 with self.store.batch() as batch:
-                    final = self._run(request_id, token, batch)
+                    final = self._run(request_id, token, batch, after_failure)
             except NotDurable as error:
                 # The commit failed (a failing disk): what this run wrote may be lost on a
                 # power cut, so the message must not be acked. Raised on, the message is
-                # retried (store errors without limit); its next run commits again.
+                # retried (store errors without limit); its next run writes a final record again
+                # (``rewrite_final``: a sync alone would not write pages a failed writeback lost).
                 get_logger(request_id=request_id, token=token).error(
                     "run_not_durable", error=str(error), store=self.store.location
                 )
@@ -116,9 +119,11 @@ class RequestRunner:
             # the request the moment it sees it final, and its event is owed all the same.
             self.after_run(*final)
 
-    def _run(self, request_id: str, token: int, batch: Batch) -> tuple[StatusRecord, Path | None] | None:
+    def _run(
+        self, request_id: str, token: int, batch: Batch, after_failure: bool = False
+    ) -> tuple[StatusRecord, Path | None] | None:
         """Run the message; the request's final record (and response file) if this message announces it."""
-        record, response = self._run_under_claim(request_id, token, batch)
+        record, response = self._run_under_claim(request_id, token, batch, after_failure)
         if record is None or not record.is_terminal or lifecycle.is_stale(record, token):
             return None  # not final, or a newer message of the request announces it
         return record, response
@@ -132,7 +137,7 @@ class RequestRunner:
         return record, path if path.exists() else None
 
     def _run_under_claim(
-        self, request_id: str, token: int, batch: Batch
+        self, request_id: str, token: int, batch: Batch, after_failure: bool = False
     ) -> tuple[StatusRecord | None, Path | None]:
         """Run the message: the request's record as this run last wrote or read it (None: none to
         announce), with its response file if it is final."""
@@ -158,6 +163,11 @@ class RequestRunner:
                     return self._not_here(request_id, log), None
                 plan = self._plan(record, token)
                 if plan.step is Step.DROP:
+                    if record.is_terminal and after_failure:
+                        # The run that wrote it may have failed its commit: after a failed writeback
+                        # the kernel keeps the pages as clean, and a sync writes nothing. Only
+                        # writing them again puts the outcome on the disk before this message's ack.
+                        self.store.rewrite_final(request_id)
                     _drop(record, plan.reason, batch, log)
                     return self._with_response(record)  # a final one is announced again (at least once)
                 if claimed:

@@ -12,56 +12,27 @@ its outcome, a ``submit_many`` accept its requests, with nothing on disk.
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
+import dataclasses
+import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from bghttp import BackgroundHttpClient, RequestStatus, Settings
 from bghttp.durability import NotDurable
+from bghttp.models import Phase
 from bghttp.store import FileStore
 from bghttp.validation import prepare_request
-from tests.reliability.full_disk import fill_leaving, mounted_tmpfs
-from tests.support import IN_CI
-
-
-def _run(*command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, capture_output=True, text=True, check=False)
-
-
-@contextlib.contextmanager
-def failing_disk(base: Path) -> Iterator[tuple[Path, Path]]:
-    """(an ext4 mount, its backing tmpfs): fill the tmpfs and writes to the ext4 fail at writeback."""
-    with mounted_tmpfs(base / "backing", "12m") as backing:
-        image = backing / "disk.img"
-        with open(image, "wb") as handle:
-            handle.truncate(64 << 20)  # sparse: its blocks take tmpfs pages only as they are written
-        attached = _run("losetup", "--find", "--show", str(image))
-        if attached.returncode != 0:
-            if IN_CI:
-                pytest.fail(f"cannot attach a loop device in CI: {attached.stderr}")
-            pytest.skip(f"no loop device here: {attached.stderr.strip()}")
-        device = attached.stdout.strip()
-        mountpoint = base / "ext4"
-        mountpoint.mkdir()
-        try:
-            made = _run("mkfs.ext4", "-q", "-O", "^has_journal", "-E", "lazy_itable_init=1,nodiscard", device)
-            assert made.returncode == 0, made.stderr
-            mounted = _run("mount", "-o", "errors=continue", device, str(mountpoint))
-            assert mounted.returncode == 0, mounted.stderr
-            try:
-                yield mountpoint, backing
-            finally:
-                _run("umount", "-l", str(mountpoint))
-        finally:
-            _run("losetup", "-d", device)
+from tests.reliability.full_disk import failing_disk, fill_leaving
+from tests.reliability.server import CountingServer
+from tests.support import WorkerProcess, queue_counts, wait_until
 
 
 def test_a_batch_whose_pages_failed_in_another_threads_sync_does_not_commit(tmp_path: Path) -> None:
-    with failing_disk(tmp_path) as (disk, backing):
-        store = FileStore(disk / "store")
+    with failing_disk(tmp_path) as disk:
+        store = FileStore(disk.mountpoint / "store")
         store.create_request(prepare_request("GET", "http://service.test/", request_id="laid-out").spec)
         written, go_on = threading.Event(), threading.Event()
         outcome: dict[str, BaseException | None] = {}
@@ -80,7 +51,7 @@ def test_a_batch_whose_pages_failed_in_another_threads_sync_does_not_commit(tmp_
         thread = threading.Thread(target=first_batch)
         thread.start()
         assert written.wait(60)
-        fill_leaving(backing, 0)  # the loop device's writes fail from now on
+        fill_leaving(disk.backing, 0)  # the loop device's writes fail from now on
         with pytest.raises(NotDurable), store.batch():  # this sync meets the failed writeback of "lost"
             store.create_request(prepare_request("GET", "http://service.test/", request_id="other").spec)
         go_on.set()
@@ -88,3 +59,34 @@ def test_a_batch_whose_pages_failed_in_another_threads_sync_does_not_commit(tmp_
         assert isinstance(outcome["first"], NotDurable), (
             f"committed although its pages were lost at writeback: {outcome['first']!r}"
         )
+
+
+def test_an_outcome_whose_commit_failed_is_on_disk_before_its_retry_is_acked(
+    rabbitmq_settings: Settings,
+    tmp_path: Path,
+    counting_server: CountingServer,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """After a failed writeback the kernel keeps the pages, clean: the next sync has nothing to write and
+    returns 0. The worker's run failed its commit (``run_not_durable``); its message was retried, met the
+    record ``completed`` (in the page cache), committed with that empty sync and was acked. After a remount
+    (a power cut) the record on the disk said ``in_progress/running``, and no message was left to run it."""
+    with failing_disk(tmp_path) as disk:
+        settings = dataclasses.replace(rabbitmq_settings, store_dir=disk.mountpoint / "store")
+        with BackgroundHttpClient(settings) as client:
+            client.get(counting_server.url("/big?id=kept&size=300000"), request_id="kept")
+        filler = fill_leaving(disk.backing, 0)  # the worker's writes fail at writeback from now on
+        worker = start_worker(settings)
+        wait_until(lambda: "run_not_durable" in worker.log_path.read_text(errors="replace"), timeout=60)
+        os.unlink(filler)  # the disk works again before the message's retry
+        wait_until(lambda: '"reason": "terminal"' in worker.log_path.read_text(errors="replace"), timeout=60)
+        worker.stop()
+        assert queue_counts(settings.queue_name)[0] == 0  # acked
+        disk.remount()
+        store = FileStore(settings.store_dir)
+        record = store.read_status("kept")
+        assert record is not None
+        assert (record.status, record.phase) == (RequestStatus.COMPLETED, Phase.DONE), "an acked outcome was lost"
+        assert store.response_body_path("kept").read_bytes() == b"x" * 300_000
+        metadata = store.read_response_metadata("kept")
+        assert metadata is not None and metadata["status_code"] == 200
