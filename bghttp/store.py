@@ -1034,52 +1034,65 @@ class FileStore:
                 return False
             existed = self.status_path_exists(request_id) or self.request_path(request_id).exists()
             if existed:
-                final = None
-                with contextlib.suppress(StoreError, ValueError):  # an unreadable record: a mark without it
-                    final = self.read_status(request_id)
-                self._mark_removed(request_id, final if final is not None and final.is_terminal else None)
+                self._mark_removed(request_id)
             self._remove_request_files(request_id)
             return existed
 
-    def _mark_removed(self, request_id: str, final: StatusRecord | None = None) -> None:
+    def _mark_removed(self, request_id: str) -> None:
         """Leave the mark that says this store removed ``request_id`` (before its files go).
 
-        ``final``: the request's final record, kept in the mark. Its event may not
-        have got out yet (the worker's publish failed, and its message is to be
-        retried) when a caller that saw the outcome removed the request: the
-        retried message announces it from the mark (``removed_record``).
         Best effort: without it, a late message of the request is taken for
         another store's and dead-lettered with an error, which is loud, not lossy.
         """
         marks = self.root / REMOVED_DIRECTORY
         path = self._removal_mark(request_id)
-        data = b"" if final is None else json.dumps(final.to_json(), separators=(",", ":")).encode()
         with contextlib.suppress(OSError):
             marks.mkdir(mode=0o700, exist_ok=True)
-            fd = open_nofollow(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                write_all(fd, data)
-            finally:
-                os.close(fd)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600))
             os.utime(path)  # gc prunes marks by age: the newest removal counts
 
     def was_removed(self, request_id: str) -> bool:
         """Whether this store removed ``request_id`` (and gc has not pruned the mark since)."""
         return os.path.lexists(self._removal_mark(request_id))
 
-    def removed_record(self, request_id: str) -> StatusRecord | None:
-        """The final record ``request_id`` had when ``delete`` removed it; None if none was kept (or readable)."""
+    def keep_owed_event(self, record: StatusRecord) -> None:
+        """Keep the final ``record`` whose event could not be published, beside the removal marks, until its
+        message's retry publishes it: a caller that saw it final may remove the request meanwhile.
+
+        Written only when a publish failed (a mark with content costs a block per removal), best effort,
+        pruned with the marks by gc.
+        """
+        path = self._owed_path(record.request_id)
+        data = json.dumps(record.to_json(), separators=(",", ":")).encode()
+        with contextlib.suppress(OSError):
+            (self.root / REMOVED_DIRECTORY).mkdir(mode=0o700, exist_ok=True)
+            fd = open_nofollow(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                write_all(fd, data)
+            finally:
+                os.close(fd)
+
+    def owed_event(self, request_id: str) -> StatusRecord | None:
+        """The final record ``keep_owed_event`` kept for ``request_id``; None if none (or unreadable)."""
         try:
-            fd = open_nofollow(self._removal_mark(request_id), os.O_RDONLY)
+            fd = open_nofollow(self._owed_path(request_id), os.O_RDONLY)
         except OSError:
             return None
         try:
             data = json.loads(read_to_end(fd))
-            return StatusRecord.from_json(data) if isinstance(data, dict) and data else None
+            return StatusRecord.from_json(data) if isinstance(data, dict) else None
         except (OSError, ValueError, KeyError, TypeError):
             return None
         finally:
             os.close(fd)
+
+    def forget_owed_event(self, request_id: str) -> None:
+        """Its event is out: drop what ``keep_owed_event`` kept."""
+        with contextlib.suppress(OSError):
+            os.unlink(self._owed_path(request_id))
+
+    def _owed_path(self, request_id: str) -> Path:
+        return self._removal_mark(request_id).with_suffix(".owed")
 
     def _removal_mark(self, request_id: str) -> Path:
         digest = hashlib.sha256(validate_request_id(request_id).encode()).hexdigest()[:40]

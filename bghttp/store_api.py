@@ -125,8 +125,14 @@ class Store(Protocol):
         """Write the request's status record and saved response again as new files, made durable now
         (a retry of a run whose commit failed: the pages a failed writeback lost are not written by a sync)."""
 
-    def removed_record(self, request_id: str) -> StatusRecord | None:
-        """The final record a removed request had when ``delete`` removed it, if it had one (its event may be owed)."""
+    def keep_owed_event(self, record: StatusRecord) -> None:
+        """Keep a final record whose event could not be published (best effort), for its message's retry."""
+
+    def owed_event(self, request_id: str) -> StatusRecord | None:
+        """The final record ``keep_owed_event`` kept for the request, if any (also after it was removed)."""
+
+    def forget_owed_event(self, request_id: str) -> None:
+        """The event ``keep_owed_event`` kept a record for is out."""
 
     def prune_removal_marks(self, older_than: float) -> int:
         """Forget removals older than ``older_than`` seconds; how many were forgotten."""

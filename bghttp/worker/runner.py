@@ -117,7 +117,15 @@ class RequestRunner:
             # After the sync, before the ack: a final status's event (bghttp.events), at least once.
             # From the record this run wrote or met, not read again: the caller may remove
             # the request the moment it sees it final, and its event is owed all the same.
-            self.after_run(*final)
+            try:
+                self.after_run(*final)
+            except BaseException:
+                # The message is retried; kept here, the event is announced by that retry even if
+                # the request is removed before it (it would find nothing to announce).
+                self.store.keep_owed_event(final[0])
+                raise
+            if after_failure:
+                self.store.forget_owed_event(request_id)
 
     def _run(
         self, request_id: str, token: int, batch: Batch, after_failure: bool = False
@@ -208,13 +216,12 @@ class RequestRunner:
     def _not_here(self, request_id: str, log: Any) -> StatusRecord | None:
         """A message whose request is not in this store: dropped if the store removed it, else RequestNotInStore.
 
-        Dropped, it returns the final record the request had when it was removed, if
-        any: the outcome's event may not have got out before the remove (its publish
-        failed, and this is the message retried for it), and it is owed all the same.
+        Dropped, it returns the final record whose event a failed publish left owed, if
+        any (this is the message retried for it, and the request was removed meanwhile).
         """
         if self.store.was_removed(request_id):
             log.info("message_dropped", reason="removed")
-            return self.store.removed_record(request_id)
+            return self.store.owed_event(request_id)
         # A client on another store (or a mistyped --store) shares this queue: acking
         # would leave its request queued for ever, with nobody the wiser.
         log.error(
