@@ -93,9 +93,10 @@ class RequestRunner:
         self.in_flight = in_flight or InFlightLimits(settings.max_in_flight, settings.max_in_flight_per_host)
 
     # ------------------------------------------------------------------ entry
-    def run(self, request_id: str, token: int, *, after_failure: bool = False) -> None:
-        """Run the message ``(request_id, token)``. ``after_failure``: it is a retry of a run of it that
-        raised (its commit may have failed: a final record it meets is written to the disk again)."""
+    def run(self, request_id: str, token: int, *, after_failure: bool = False, retried: bool = False) -> None:
+        """Run the message ``(request_id, token)``. ``after_failure``: it is a retry of a run of it whose
+        commit failed (NotDurable): a final record it meets is written to the disk again. ``retried``: it
+        is a retry of a run that raised (which may have kept an owed event, ``keep_owed_event``)."""
         # Every file this run writes becomes durable in one shared filesystem sync
         # before we return (and the message is acked), instead of 5 fsyncs of its own.
         try:
@@ -124,7 +125,7 @@ class RequestRunner:
                 # the request is removed before it (it would find nothing to announce).
                 self.store.keep_owed_event(final[0])
                 raise
-            if after_failure:
+            if retried:
                 self.store.forget_owed_event(request_id)
 
     def _run(
