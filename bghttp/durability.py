@@ -81,7 +81,8 @@ def _close_quietly(fd: int) -> None:
 class GroupCommit:
     """Threads call :meth:`wait_durable` after their writes; one sync serves all waiting.
 
-    A sync that fails fails every waiter it was to serve (each raises its error).
+    A sync that fails fails every waiter it was to serve (each raises its error),
+    and every batch whose writes it may have written back (see ``_last_failure``).
     """
 
     #: Failed syncs remembered for their waiters (by sync number); older ones are forgotten.
@@ -94,6 +95,10 @@ class GroupCommit:
         self._finished = 0  # the highest sync number that has finished
         self._running = False
         self._failures: dict[int, OSError] = {}
+        #: The latest failed sync, and its error. ``syncfs`` reports a writeback error once per
+        #: open file, and every sync goes through one fd: the sync that reports it may be one that
+        #: served another batch, and the next sync returns 0 with the pages lost.
+        self._last_failure: tuple[int, OSError] | None = None
         self._fd: int | None = None  # the store root, open for every sync (not opened and closed per sync)
 
     def _root_fd(self) -> int:
@@ -102,8 +107,18 @@ class GroupCommit:
             weakref.finalize(self, _close_quietly, fd)
         return self._fd
 
-    def wait_durable(self) -> None:
-        """Return once a sync that started after this call has finished; its OSError if it failed."""
+    def first_sync_from_now(self) -> int:
+        """The number of the first sync that may write back (and so report the loss of) what is written from now:
+        the one running, else the next."""
+        with self._condition:
+            return self._started if self._running else self._started + 1
+
+    def wait_durable(self, since: int | None = None) -> None:
+        """Return once a sync that started after this call has finished; its OSError if it failed.
+
+        ``since`` (from :meth:`first_sync_from_now` before the writes): also the OSError of
+        any sync numbered from it on that failed, whoever it served.
+        """
         with self._condition:
             # A sync already running may have started before our writes: we need the next one.
             needed = self._started + 1
@@ -126,6 +141,8 @@ class GroupCommit:
                     self._finished = max(self._finished, number)
                     if failure is not None:
                         self._failures[number] = failure
+                        if self._last_failure is None or number > self._last_failure[0]:
+                            self._last_failure = (number, failure)
                         for old in [n for n in self._failures if n <= number - self.FAILURES_KEPT]:
                             del self._failures[old]
                     self._condition.notify_all()
@@ -133,6 +150,8 @@ class GroupCommit:
             failure = self._failures.get(needed)
             if failure is not None:
                 raise failure
+            if since is not None and self._last_failure is not None and self._last_failure[0] >= since:
+                raise self._last_failure[1]
 
 
 class Batch:
@@ -154,6 +173,8 @@ class Batch:
         self._enabled = enabled
         self._request_files = request_files
         self._lock = threading.Lock()
+        #: The first sync that may have written back (and reported the loss of) this batch's writes.
+        self._first_sync = group_commit.first_sync_from_now() if shared and enabled else None
         self._files: set[Path] = set()
         self._directories: set[Path] = set()
         self._requests: list[str] = []
@@ -185,7 +206,7 @@ class Batch:
         what = f"request {', '.join(requests)}" if requests else "the store's writes"
         if self._shared:
             try:
-                self._group_commit.wait_durable()
+                self._group_commit.wait_durable(since=self._first_sync)
                 return
             except SyncUnavailable:
                 pass  # no syncfs on this kernel: fsync each file the batch wrote, below

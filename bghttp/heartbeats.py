@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StoreError
+from .store_files import make_private_dirs, write_all
 
 #: The store's directory of heartbeat records.
 WORKERS_DIR = "workers"
@@ -476,9 +477,7 @@ class HeartbeatWriter:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
             try:
-                view = memoryview(data)
-                while view:  # write(2) may write less than asked without an error
-                    view = view[os.write(fd, view) :]
+                write_all(fd, data)  # write(2) may write less than asked, or nothing, without an error
             finally:
                 os.close(fd)
             if self._placed:
@@ -549,10 +548,9 @@ class HeartbeatWriter:
         try:
             info = os.lstat(self.directory)
         except FileNotFoundError:
-            # A store not made yet: made private, like the store makes its own directories.
-            self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(self.directory, 0o700)
+            # A store not made yet: made private as the store makes its own directories, its
+            # missing parents too (``Path.mkdir(parents=True)`` made them 0777 under umask 000).
+            make_private_dirs(self.directory)
             info = os.lstat(self.directory)
         if not stat.S_ISDIR(info.st_mode):  # a symlink planted in its place is not followed
             raise NotADirectoryError(f"{self.directory} is not a directory")

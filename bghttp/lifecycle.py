@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import BghttpError, RetryRefused, UnknownRequest
+from .errors import BghttpError, RetryRefused, StoreError, UnknownRequest
 from .models import AttemptRecord, Phase, RequestSpec, RequestStatus, StatusRecord
 
 if TYPE_CHECKING:
@@ -398,12 +398,25 @@ class RequestLifecycle:
         return self.store.update_status(request_id, _or_unchanged(transition), durable=durable)
 
     def mark_published(self, request_id: str, generation: str) -> bool:
-        """Record that a message of this request was confirmed; False if it is gone or replaced."""
+        """Record that a message of this request was confirmed; False if it is gone or replaced.
+
+        Never raises StoreError: the message is confirmed and the request on its way
+        whether or not the mark can be written (a file-size limit, a full disk). Its
+        caller must not report the request as not sent: a submit reported failed
+        would be submitted again, and sent twice.
+        """
         try:
             # A power loss may undo it: then a later submit of the ID publishes once more (harmless).
             record = self._apply(request_id, lambda r: mark_published(r, generation), durable=False)
         except UnknownRequest:
             return False
+        except StoreError:
+            # Unmarked, a later submit of the same request publishes once more (harmless, as above).
+            try:
+                found = self.store.read_status(request_id)
+            except StoreError:
+                return True
+            return found is not None and found.generation == generation
         return record.generation == generation
 
     def republish(self, request_id: str, token: int) -> StatusRecord:

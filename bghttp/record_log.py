@@ -24,6 +24,7 @@ the rewrite and the truncate could read a torn first line and nothing else.)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import json
@@ -185,9 +186,17 @@ def append(fd: int, record: dict[str, Any], *, sync: bool, tail: Tail | None = N
         last = _last_byte(fd, size) if size else None
     if size and last != b"\n":
         line = b"\n" + line
-    write_all(fd, line, size)
-    if sync:
-        os.fsync(fd)
+    try:
+        write_all(fd, line, size)
+        if sync:
+            os.fsync(fd)
+    except BaseException:
+        # An append that raises must not stand: a version written whose fsync failed is
+        # read by everyone until a power cut takes it (a replay that said "cannot write"
+        # left its request queued under a token no message was published for). Cut back.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
+        raise
     return size + len(line)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
+from .errors import StoreError
 from .lifecycle import RequestLifecycle, next_token
 from .logs import get_logger
 from .models import StatusRecord
@@ -45,9 +46,14 @@ def recover_pending(
             new_token = next_token(current)
             delay = None if current.next_attempt_at is None else max(0.0, current.next_attempt_at - time.time())
             publish(current.request_id, new_token, delay)
-            # Now ``published``: a failing first submitter keeps the request.
-            lifecycle.republish(current.request_id, new_token)
             recovered += 1
+            try:
+                # Now ``published``: a failing first submitter keeps the request.
+                lifecycle.republish(current.request_id, new_token)
+            except StoreError as error:
+                # The run is on its way all the same (a record naming an older token accepts the
+                # newer message): not an error of the recovery, which goes on with the next one.
+                get_logger(request_id=current.request_id).warning("recovered_token_not_recorded", error=str(error))
             get_logger(request_id=current.request_id).info(
                 "request_recovered", phase=current.phase.value, delay_s=delay
             )

@@ -738,7 +738,9 @@ class FileStore:
     def commit_response(self, request_id: str, metadata: dict[str, Any]) -> Path:
         """Move the streamed ``.part`` body into place, then save its metadata.
 
-        Called under the request's claim, so there is one writer at a time.
+        Called under the request's claim, so there is one writer at a time. If the
+        metadata cannot be saved (StoreError), no response is left at all: neither
+        the new body nor the previous response's metadata.
         """
         body, part = self.response_body_path(request_id), self.response_part_path(request_id)
         try:
@@ -754,17 +756,70 @@ class FileStore:
         if held is not None:
             held.part_committed = request_id
         path = self._path("response", request_id)
-        if self._write_new(path, record_log.encode(metadata)):  # the first response of this request
-            return body
         try:
-            fd = open_nofollow(path, os.O_RDWR)  # readable too: an append looks at the file's last byte
-        except OSError as error:
-            raise StoreError(f"cannot write {path}: {error}") from error
-        try:
-            self._append_record(fd, path, metadata)
-        finally:
-            os.close(fd)
+            if self._write_new(path, record_log.encode(metadata)):  # the first response of this request
+                return body
+            try:
+                fd = open_nofollow(path, os.O_RDWR)  # readable too: an append looks at the file's last byte
+            except OSError as error:
+                raise StoreError(f"cannot write {path}: {error}") from error
+            try:
+                self._append_record(fd, path, metadata)
+            finally:
+                os.close(fd)
+        except BaseException:
+            # The new body is in place, the previous response's body gone: a body must not stay
+            # under another answer's metadata (a full disk left a 200's body described as the
+            # 500 before it). No response is saved then; the attempt's outcome says why.
+            for leftover in (path, body):
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
+            self._durability.must_sync(body, new_entry=True)  # the removals go with the batch's commit
+            raise
         return body
+
+    def rewrite_final(self, request_id: str) -> None:
+        """Write the status record, the response metadata (their latest versions) and the response
+        body again, each as a new file fsynced before it replaces the old one; StoreError if one cannot be.
+
+        For a run whose commit failed: after a failed writeback the kernel keeps the
+        pages in its cache as clean (readers see them) and drops them later, so a
+        sync afterwards returns 0 and writes nothing. Called under the claim.
+        """
+        with self._status_lock(request_id):
+            for kind in ("status", "response"):
+                path = self._path(kind, request_id)
+                record = self._read_record(path)
+                if record is not None:
+                    self._write_atomic(path, record_log.encode(record), compaction=True)
+        body = self.response_body_path(request_id)
+        try:
+            source = open_nofollow(body, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            raise StoreError(f"cannot read {body}: {error}") from error
+        tmp = body.with_name(f"{body.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            copy = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                while chunk := os.read(source, 1 << 20):
+                    write_all(copy, chunk)
+                if self._durability.enabled:
+                    os.fsync(copy)
+            finally:
+                os.close(copy)
+            os.replace(tmp, body)
+            if self._durability.enabled:
+                fsync_path(body.parent)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise StoreError(f"cannot write {body}: {error}") from error
+        finally:
+            os.close(source)
 
     def read_response_metadata(self, request_id: str) -> dict[str, Any] | None:
         return self._read_record(self._path("response", request_id))
@@ -1008,6 +1063,45 @@ class FileStore:
     def was_removed(self, request_id: str) -> bool:
         """Whether this store removed ``request_id`` (and gc has not pruned the mark since)."""
         return os.path.lexists(self._removal_mark(request_id))
+
+    def keep_owed_event(self, record: StatusRecord) -> None:
+        """Keep the final ``record`` whose event could not be published, beside the removal marks, until its
+        message's retry publishes it: a caller that saw it final may remove the request meanwhile.
+
+        Written only when a publish failed (a mark with content costs a block per removal), best effort,
+        pruned with the marks by gc.
+        """
+        path = self._owed_path(record.request_id)
+        data = json.dumps(record.to_json(), separators=(",", ":")).encode()
+        with contextlib.suppress(OSError):
+            (self.root / REMOVED_DIRECTORY).mkdir(mode=0o700, exist_ok=True)
+            fd = open_nofollow(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                write_all(fd, data)
+            finally:
+                os.close(fd)
+
+    def owed_event(self, request_id: str) -> StatusRecord | None:
+        """The final record ``keep_owed_event`` kept for ``request_id``; None if none (or unreadable)."""
+        try:
+            fd = open_nofollow(self._owed_path(request_id), os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            data = json.loads(read_to_end(fd))
+            return StatusRecord.from_json(data) if isinstance(data, dict) else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        finally:
+            os.close(fd)
+
+    def forget_owed_event(self, request_id: str) -> None:
+        """Its event is out: drop what ``keep_owed_event`` kept."""
+        with contextlib.suppress(OSError):
+            os.unlink(self._owed_path(request_id))
+
+    def _owed_path(self, request_id: str) -> Path:
+        return self._removal_mark(request_id).with_suffix(".owed")
 
     def _removal_mark(self, request_id: str) -> Path:
         digest = hashlib.sha256(validate_request_id(request_id).encode()).hexdigest()[:40]

@@ -121,6 +121,19 @@ class Store(Protocol):
     def was_removed(self, request_id: str) -> bool:
         """Whether this store removed the request (``delete``): a late message of it is expected here."""
 
+    def rewrite_final(self, request_id: str) -> None:
+        """Write the request's status record and saved response again as new files, made durable now
+        (a retry of a run whose commit failed: the pages a failed writeback lost are not written by a sync)."""
+
+    def keep_owed_event(self, record: StatusRecord) -> None:
+        """Keep a final record whose event could not be published (best effort), for its message's retry."""
+
+    def owed_event(self, request_id: str) -> StatusRecord | None:
+        """The final record ``keep_owed_event`` kept for the request, if any (also after it was removed)."""
+
+    def forget_owed_event(self, request_id: str) -> None:
+        """The event ``keep_owed_event`` kept a record for is out."""
+
     def prune_removal_marks(self, older_than: float) -> int:
         """Forget removals older than ``older_than`` seconds; how many were forgotten."""
 

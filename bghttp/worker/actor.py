@@ -25,6 +25,7 @@ from ..broker import (
     publish_request,
 )
 from ..config import Settings
+from ..durability import NotDurable
 from ..errors import BrokerUnavailable, StoreError
 from ..events import EventPublisher
 from ..lifecycle import parse_message_args
@@ -55,6 +56,10 @@ INTERNAL_MIN_BACKOFF_MS = 1000
 #: RabbitMQ outage): such messages are retried without limit, at most this far apart,
 #: so no accepted request is stranded however long the outage.
 OUTAGE_MAX_BACKOFF_MS = 60_000
+
+
+#: The message option that marks a retry of a run whose commit failed (``NotDurable``).
+NOT_DURABLE_OPTION = "bghttp_not_durable"
 
 
 def retry_internal_failure(retries: int, error: BaseException) -> bool:
@@ -194,8 +199,17 @@ def declare_actor(broker: dramatiq.Broker, settings: Settings, holder: RunnerHol
                 "not_a_request_message", args=reprlib.repr(args), kwargs=reprlib.repr(kwargs)
             )
             return
+        current = CurrentMessage.get_current_message()
+        # A retry of a run whose commit failed (see RequestRunner.run): the option stays in the
+        # message Dramatiq's Retries enqueues again (it changes and sends the same options).
+        after_failure = current is not None and bool(current.options.get(NOT_DURABLE_OPTION))
         try:
-            holder.get().run(*run)
+            retried = current is not None and bool(current.options.get("retries"))
+            holder.get().run(*run, after_failure=after_failure, retried=retried)
+        except NotDurable:
+            if current is not None:
+                current.options[NOT_DURABLE_OPTION] = True
+            raise
         except RequestNotInStore:
             # Not acked away, not retried: nacked, RabbitMQ moves it to the .XQ (the runner logged why).
             current = CurrentMessage.get_current_message()  # the worker's MessageProxy

@@ -97,17 +97,21 @@ class RequestRunner:
         self.in_flight = in_flight or InFlightLimits(settings.max_in_flight, settings.max_in_flight_per_host)
 
     # ------------------------------------------------------------------ entry
-    def run(self, request_id: str, token: int) -> None:
+    def run(self, request_id: str, token: int, *, after_failure: bool = False, retried: bool = False) -> None:
+        """Run the message ``(request_id, token)``. ``after_failure``: it is a retry of a run of it whose
+        commit failed (NotDurable): a final record it meets is written to the disk again. ``retried``: it
+        is a retry of a run that raised (which may have kept an owed event, ``keep_owed_event``)."""
         # Every file this run writes becomes durable in one shared filesystem sync
         # before we return (and the message is acked), instead of 5 fsyncs of its own.
         try:
             try:
                 with self.store.batch() as batch:
-                    final = self._run(request_id, token, batch)
+                    final = self._run(request_id, token, batch, after_failure)
             except NotDurable as error:
                 # The commit failed (a failing disk): what this run wrote may be lost on a
                 # power cut, so the message must not be acked. Raised on, the message is
-                # retried (store errors without limit); its next run commits again.
+                # retried (store errors without limit); its next run writes a final record again
+                # (``rewrite_final``: a sync alone would not write pages a failed writeback lost).
                 get_logger(request_id=request_id, token=token).error(
                     "run_not_durable", error=str(error), store=self.store.location
                 )
@@ -118,11 +122,21 @@ class RequestRunner:
             # After the sync, before the ack: a final status's event (bghttp.events), at least once.
             # From the record this run wrote or met, not read again: the caller may remove
             # the request the moment it sees it final, and its event is owed all the same.
-            self.after_run(*final)
+            try:
+                self.after_run(*final)
+            except BaseException:
+                # The message is retried; kept here, the event is announced by that retry even if
+                # the request is removed before it (it would find nothing to announce).
+                self.store.keep_owed_event(final[0])
+                raise
+            if retried:
+                self.store.forget_owed_event(request_id)
 
-    def _run(self, request_id: str, token: int, batch: Batch) -> tuple[StatusRecord, Path | None] | None:
+    def _run(
+        self, request_id: str, token: int, batch: Batch, after_failure: bool = False
+    ) -> tuple[StatusRecord, Path | None] | None:
         """Run the message; the request's final record (and response file) if this message announces it."""
-        record, response = self._run_under_claim(request_id, token, batch)
+        record, response = self._run_under_claim(request_id, token, batch, after_failure)
         if record is None or not record.is_terminal or lifecycle.is_stale(record, token):
             return None  # not final, or a newer message of the request announces it
         return record, response
@@ -136,15 +150,14 @@ class RequestRunner:
         return record, path if path.exists() else None
 
     def _run_under_claim(
-        self, request_id: str, token: int, batch: Batch
+        self, request_id: str, token: int, batch: Batch, after_failure: bool = False
     ) -> tuple[StatusRecord | None, Path | None]:
         """Run the message: the request's record as this run last wrote or read it (None: none to
         announce), with its response file if it is final."""
         log = get_logger(request_id=request_id, token=token)
         spec, unreadable = self._load_request(request_id)
         if spec is None and unreadable is None:
-            self._not_here(request_id, log)
-            return None, None
+            return self._not_here(request_id, log), None
         if spec is not None:
             log = log.bind(method=spec.method, host=url_host(spec.url))
         started = time.monotonic()
@@ -160,10 +173,14 @@ class RequestRunner:
                     log.error("request_unreadable_status_not_written", error=str(error), store=self.store.location)
                     return None, None
                 if record is None:
-                    self._not_here(request_id, log)
-                    return None, None
+                    return self._not_here(request_id, log), None
                 plan = self._plan(record, token)
                 if plan.step is Step.DROP:
+                    if record.is_terminal and after_failure:
+                        # The run that wrote it may have failed its commit: after a failed writeback
+                        # the kernel keeps the pages as clean, and a sync writes nothing. Only
+                        # writing them again puts the outcome on the disk before this message's ack.
+                        self.store.rewrite_final(request_id)
                     _drop(record, plan.reason, batch, log)
                     return self._with_response(record)  # a final one is announced again (at least once)
                 if claimed:
@@ -201,11 +218,15 @@ class RequestRunner:
             return None
         return self._run_claimed(spec, record, token, log)
 
-    def _not_here(self, request_id: str, log: Any) -> None:
-        """A message whose request is not in this store: dropped if the store removed it, else RequestNotInStore."""
+    def _not_here(self, request_id: str, log: Any) -> StatusRecord | None:
+        """A message whose request is not in this store: dropped if the store removed it, else RequestNotInStore.
+
+        Dropped, it returns the final record whose event a failed publish left owed, if
+        any (this is the message retried for it, and the request was removed meanwhile).
+        """
         if self.store.was_removed(request_id):
             log.info("message_dropped", reason="removed")
-            return
+            return self.store.owed_event(request_id)
         # A client on another store (or a mistyped --store) shares this queue: acking
         # would leave its request queued for ever, with nobody the wiser.
         log.error(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import subprocess
@@ -58,3 +59,51 @@ def fill_leaving(path: Path, pages: int) -> Path:
     finally:
         os.close(fd)
     return filler
+
+
+def _run(*command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class FailingDisk:
+    """An ext4 filesystem on a loop device whose backing file lives on a small tmpfs (``backing``)."""
+
+    mountpoint: Path
+    backing: Path
+    device: str
+
+    def remount(self) -> None:
+        """Unmount and mount again, as after a power cut: the page cache goes, what is on the disk stays."""
+        unmounted = _run("umount", str(self.mountpoint))
+        assert unmounted.returncode == 0, unmounted.stderr
+        mounted = _run("mount", "-o", "errors=continue", self.device, str(self.mountpoint))
+        assert mounted.returncode == 0, mounted.stderr
+
+
+@contextlib.contextmanager
+def failing_disk(base: Path) -> Iterator[FailingDisk]:
+    """An ext4 mount whose writes fail at writeback (EIO) once its backing tmpfs is filled (``fill_leaving``)."""
+    with mounted_tmpfs(base / "backing", "12m") as backing:
+        image = backing / "disk.img"
+        with open(image, "wb") as handle:
+            handle.truncate(64 << 20)  # sparse: its blocks take tmpfs pages only as they are written
+        attached = _run("losetup", "--find", "--show", str(image))
+        if attached.returncode != 0:
+            if IN_CI:
+                pytest.fail(f"cannot attach a loop device in CI: {attached.stderr}")
+            pytest.skip(f"no loop device here: {attached.stderr.strip()}")
+        device = attached.stdout.strip()
+        mountpoint = base / "ext4"
+        mountpoint.mkdir()
+        try:
+            made = _run("mkfs.ext4", "-q", "-O", "^has_journal", "-E", "lazy_itable_init=1,nodiscard", device)
+            assert made.returncode == 0, made.stderr
+            mounted = _run("mount", "-o", "errors=continue", device, str(mountpoint))
+            assert mounted.returncode == 0, mounted.stderr
+            try:
+                yield FailingDisk(mountpoint, backing, device)
+            finally:
+                _run("umount", "-l", str(mountpoint))
+        finally:
+            _run("losetup", "-d", device)

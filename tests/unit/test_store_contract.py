@@ -137,6 +137,31 @@ def test_a_removal_is_remembered_until_it_is_pruned(store: Store) -> None:
     assert not store.was_removed("gone")
 
 
+def test_an_owed_event_outlives_the_removal_until_it_is_forgotten(store: Store) -> None:
+    create(store, "owed")
+    final = store.update_status("owed", cancel)
+    store.keep_owed_event(final)
+    assert store.delete("owed")
+    assert store.owed_event("owed") == final and store.was_removed("owed")
+    store.forget_owed_event("owed")
+    assert store.owed_event("owed") is None and store.was_removed("owed")
+    store.forget_owed_event("owed")  # nothing to forget: no error
+
+
+def test_a_final_record_and_response_written_again_read_the_same(store: Store) -> None:
+    create(store, "final")
+    with store.claim("final") as claimed:
+        assert claimed
+        with store.open_response_part("final") as part:
+            part.write(b"the body")
+        store.commit_response("final", {"status_code": 200, "headers": []})
+        final = store.update_status("final", cancel)
+        store.rewrite_final("final")
+    assert store.read_status("final") == final
+    assert store.read_response_metadata("final") == {"status_code": 200, "headers": []}
+    assert store.response_body_path("final").read_bytes() == b"the body"
+
+
 def _delete_from_another_thread(store: Store, request_id: str) -> None:
     errors: list[BaseException] = []
 
