@@ -15,7 +15,7 @@ import math
 import re
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
@@ -317,13 +317,15 @@ def bounded_url(url: str, timeout: float) -> str:
 MAX_MESSAGE_DELAY_SECONDS = 600.0
 
 
-def request_message(queue_name: str, request_id: str, token: int) -> dramatiq.Message[None]:
+def request_message(
+    queue_name: str, request_id: str, token: int, options: Mapping[str, Any] | None = None
+) -> dramatiq.Message[None]:
     return dramatiq.Message(
         queue_name=queue_name,
         actor_name=ACTOR_NAME,
         args=message_args(request_id, token),
         kwargs={},
-        options={},
+        options=dict(options or {}),
     )
 
 
@@ -333,8 +335,12 @@ def publish_request(
     request_id: str,
     token: int,
     delay_seconds: float | None = None,
+    *,
+    options: Mapping[str, Any] | None = None,
 ) -> None:
     """Publish one run of a request, confirmed by the broker, or raise BrokerUnavailable.
+
+    ``options``: message options the run reads (see ``runner.UnrecordedAttempt``).
 
     A delay over ``MAX_MESSAGE_DELAY_SECONDS`` is shortened to it: the message
     comes early, and the runner (which never runs a request before it is due)
@@ -346,7 +352,7 @@ def publish_request(
     delay_ms = None if not delay_seconds or delay_seconds <= 0 else max(1, math.ceil(delay_seconds * 1000))
     try:
         broker.declare_queue(queue_name)  # a no-op once declared; StubBroker needs it
-        broker.enqueue(request_message(queue_name, request_id, token), delay=delay_ms)
+        broker.enqueue(request_message(queue_name, request_id, token, options), delay=delay_ms)
     except BROKER_ERRORS as error:
         raise broker_unavailable(
             error, f"the broker did not confirm request {request_id}", f"request {request_id} was not submitted"

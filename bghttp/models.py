@@ -201,6 +201,14 @@ class AttemptRecord:
     #: before the next attempt is at least this, up to ``BGHTTP_MAX_RETRY_AFTER``.
     retry_after: float | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AttemptRecord:
+        """The attempt of a status record's (or a message's) JSON; TypeError/ValueError if it is not one."""
+        return _attempt_from_json(data)
+
 
 @dataclasses.dataclass(frozen=True)
 class StatusRecord:

@@ -36,8 +36,8 @@ class Outcome(enum.StrEnum):
     TIMEOUT = "timeout"
     NETWORK_ERROR = "network_error"  # refused, reset, DNS failure, unreachable
     BAD_RESPONSE = "bad_response"  # the answer contradicts its own headers (e.g. a body that is not gzip)
-    DISK_FULL = "disk_full"  # the response could not be written
-    STORE_ERROR = "store_error"  # the response could not be saved for another reason (EIO, EACCES ...)
+    DISK_FULL = "disk_full"  # no space to save the response, or to mark the attempt sent (then nothing was sent)
+    STORE_ERROR = "store_error"  # as disk_full, for another reason (EIO, EACCES ...)
     TOO_LARGE = "too_large"  # the response passed BGHTTP_MAX_RESPONSE_BYTES
     BLOCKED = "blocked"  # the egress policy refused the address
     INVALID = "invalid"  # the request cannot be sent at all (a header httpx refuses, too many redirects ...)
@@ -71,7 +71,15 @@ class RequestUnsendable(Exception):
 
 
 class SendNotRecorded(Exception):
-    """The attempt could not be marked "sent" before its first byte: it is not sent."""
+    """The attempt could not be marked "sent" before its first byte: it is not sent.
+
+    ``store_error`` is why (the StoreError): raised inside httpcore's trace hook, this
+    error leaves its connection pool ``from None``, which drops ``__cause__``.
+    """
+
+    def __init__(self, message: str, store_error: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.store_error = store_error
 
 
 class ResponseNotSaved(Exception):
@@ -191,6 +199,10 @@ def _judge_store_failure(error: SendNotRecorded | ResponseNotSaved) -> Judgement
     """The store failed us: before sending (nothing went out) or while saving the answer."""
     cause = error.__cause__ or error
     if isinstance(error, SendNotRecorded):
+        cause = error.store_error or cause
+        # Nothing went out; a full disk here is a full disk like any other write of the attempt.
+        if is_disk_full(cause):
+            return Judgement(Outcome.DISK_FULL, f"not sent: no space left to record the attempt first: {cause}")
         return Judgement(Outcome.STORE_ERROR, f"not sent: the attempt could not be recorded first: {cause}")
     if is_disk_full(cause):
         return Judgement(Outcome.DISK_FULL, f"no space left to save the response: {cause}")

@@ -45,7 +45,7 @@ from .in_flight import InFlightLimits, WorkerSlots
 from .intake import declare_intake_actor, submit_queue_name
 from .metrics import metrics_middleware, observe_attempt, observe_final
 from .process_store import process_store
-from .runner import RequestNotInStore, RequestRunner
+from .runner import ATTEMPT_OPTION, OutcomeNotRecorded, RequestNotInStore, RequestRunner, UnrecordedAttempt
 
 #: Internal failures (a bug) are retried a few times by Dramatiq's own Retries
 #: middleware; request errors never reach it: the runner schedules those itself
@@ -203,12 +203,19 @@ def declare_actor(broker: dramatiq.Broker, settings: Settings, holder: RunnerHol
         # A retry of a run whose commit failed (see RequestRunner.run): the option stays in the
         # message Dramatiq's Retries enqueues again (it changes and sends the same options).
         after_failure = current is not None and bool(current.options.get(NOT_DURABLE_OPTION))
+        # The finished attempt this message follows: a retry's, or this message's own from a run whose
+        # outcome could not be written (the option is set below and kept by Retries, like the one above).
+        unrecorded = None if current is None else UnrecordedAttempt.from_option(current.options.get(ATTEMPT_OPTION))
         try:
             retried = current is not None and bool(current.options.get("retries"))
-            holder.get().run(*run, after_failure=after_failure, retried=retried)
+            holder.get().run(*run, after_failure=after_failure, retried=retried, unrecorded=unrecorded)
         except NotDurable:
             if current is not None:
                 current.options[NOT_DURABLE_OPTION] = True
+            raise
+        except OutcomeNotRecorded as error:
+            if current is not None:
+                current.options[ATTEMPT_OPTION] = error.unrecorded.to_option()
             raise
         except RequestNotInStore:
             # Not acked away, not retried: nacked, RabbitMQ moves it to the .XQ (the runner logged why).

@@ -143,7 +143,7 @@ class _Progress:
                 try:
                     on_sending()
                 except Exception as error:  # not recorded as sent: it must not be sent
-                    raise SendNotRecorded(str(error)) from error
+                    raise SendNotRecorded(str(error), error) from error
         elif event.endswith("receive_response_headers.started"):
             self.phase = "waiting for the response (the request was sent)"
 

@@ -52,10 +52,76 @@ SUCCESSOR_CLAIM_WAIT_SECONDS = 10.0
 #: How long a message waits for a claim held by another message, while the record
 #: shows this message's own run under way, before it concludes that it is a duplicate.
 DUPLICATE_CLAIM_GRACE_SECONDS = 1.0
-Publish = Callable[[str, int, "float | None"], None]
+
+
+class Publish(Protocol):
+    """Publish the run ``(request_id, token)`` after ``delay`` s, with message ``options`` (broker.publish_request)."""
+
+    def __call__(
+        self, request_id: str, token: int, delay: float | None, /, *, options: dict[str, Any] | None = None
+    ) -> None: ...
+
+
+#: The message option that carries the finished attempt a message follows (see UnrecordedAttempt).
+ATTEMPT_OPTION = "bghttp_attempt"
 #: Called after a run that wrote or met its request's final status, its writes durable:
 #: ``(final record, response file or None)``, as the run held them in memory (publishes final events).
 AfterRun = Callable[[StatusRecord, "Path | None"], object]
+
+
+@dataclasses.dataclass(frozen=True)
+class UnrecordedAttempt:
+    """An attempt as its worker finished it, carried by the messages that follow it.
+
+    An attempt's outcome is written after the attempt. If that write fails (a full
+    disk), the record still shows the attempt running, as if its worker had died.
+    The next run's message knows better: the retry published just before the write
+    carries the finished attempt, and so does Dramatiq's re-run of the message whose
+    write failed (with the store's error). The run that closes the attempt records
+    what happened, not "the worker stopped".
+    """
+
+    attempt: AttemptRecord
+    #: Another attempt would end the same way (``AttemptResult.final``).
+    final: bool = False
+    #: Why the outcome could not be written, when known (the re-run knows; a retry published before the write
+    #: does not: there the worker may also have stopped between the publish and the write).
+    not_saved: str | None = None
+
+    def to_option(self) -> dict[str, Any]:
+        return {"attempt": self.attempt.to_json(), "final": self.final, "not_saved": self.not_saved}
+
+    @classmethod
+    def from_option(cls, value: object) -> UnrecordedAttempt | None:
+        """The attempt a message's option carries; None for none (or junk: it only adds what is known)."""
+        if not isinstance(value, dict) or not isinstance(value.get("attempt"), dict):
+            return None
+        try:
+            attempt = AttemptRecord.from_json(value["attempt"])
+        except (TypeError, ValueError):
+            return None
+        if attempt.finished_at is None or attempt.outcome is None:
+            return None
+        not_saved = value.get("not_saved")
+        return cls(attempt, value.get("final") is True, not_saved if isinstance(not_saved, str) else None)
+
+    def ends(self, attempt: AttemptRecord) -> bool:
+        """Whether this is how ``attempt`` (of a record, unfinished there) ended."""
+        return self.attempt.number == attempt.number and self.attempt.started_at == attempt.started_at
+
+    def closing_error(self) -> str:
+        """The attempt's error, and that its outcome is recorded late."""
+        why = f" ({self.not_saved})" if self.not_saved else ""
+        note = f"its outcome could not be saved when the attempt ended{why}; recorded by the next run"
+        return f"{self.attempt.error}; {note}" if self.attempt.error else note
+
+
+class OutcomeNotRecorded(StoreError):
+    """The attempt ended but its outcome could not be written: the message is run again, carrying it."""
+
+    def __init__(self, message: str, unrecorded: UnrecordedAttempt) -> None:
+        super().__init__(message)
+        self.unrecorded = unrecorded
 
 
 class RequestNotInStore(Exception):
@@ -97,16 +163,26 @@ class RequestRunner:
         self.in_flight = in_flight or InFlightLimits(settings.max_in_flight, settings.max_in_flight_per_host)
 
     # ------------------------------------------------------------------ entry
-    def run(self, request_id: str, token: int, *, after_failure: bool = False, retried: bool = False) -> None:
+    def run(
+        self,
+        request_id: str,
+        token: int,
+        *,
+        after_failure: bool = False,
+        retried: bool = False,
+        unrecorded: UnrecordedAttempt | None = None,
+    ) -> None:
         """Run the message ``(request_id, token)``. ``after_failure``: it is a retry of a run of it whose
         commit failed (NotDurable): a final record it meets is written to the disk again. ``retried``: it
-        is a retry of a run that raised (which may have kept an owed event, ``keep_owed_event``)."""
+        is a retry of a run that raised (which may have kept an owed event, ``keep_owed_event``).
+        ``unrecorded``: the finished attempt the message carries (used if the record shows it unfinished).
+        Raises OutcomeNotRecorded if an attempt's outcome could not be written."""
         # Every file this run writes becomes durable in one shared filesystem sync
         # before we return (and the message is acked), instead of 5 fsyncs of its own.
         try:
             try:
                 with self.store.batch() as batch:
-                    final = self._run(request_id, token, batch, after_failure)
+                    final = self._run(request_id, token, batch, after_failure, unrecorded)
             except NotDurable as error:
                 # The commit failed (a failing disk): what this run wrote may be lost on a
                 # power cut, so the message must not be acked. Raised on, the message is
@@ -133,10 +209,15 @@ class RequestRunner:
                 self.store.forget_owed_event(request_id)
 
     def _run(
-        self, request_id: str, token: int, batch: Batch, after_failure: bool = False
+        self,
+        request_id: str,
+        token: int,
+        batch: Batch,
+        after_failure: bool = False,
+        unrecorded: UnrecordedAttempt | None = None,
     ) -> tuple[StatusRecord, Path | None] | None:
         """Run the message; the request's final record (and response file) if this message announces it."""
-        record, response = self._run_under_claim(request_id, token, batch, after_failure)
+        record, response = self._run_under_claim(request_id, token, batch, after_failure, unrecorded)
         if record is None or not record.is_terminal or lifecycle.is_stale(record, token):
             return None  # not final, or a newer message of the request announces it
         return record, response
@@ -150,7 +231,12 @@ class RequestRunner:
         return record, path if path.exists() else None
 
     def _run_under_claim(
-        self, request_id: str, token: int, batch: Batch, after_failure: bool = False
+        self,
+        request_id: str,
+        token: int,
+        batch: Batch,
+        after_failure: bool = False,
+        unrecorded: UnrecordedAttempt | None = None,
     ) -> tuple[StatusRecord | None, Path | None]:
         """Run the message: the request's record as this run last wrote or read it (None: none to
         announce), with its response file if it is final."""
@@ -184,7 +270,7 @@ class RequestRunner:
                     _drop(record, plan.reason, batch, log)
                     return self._with_response(record)  # a final one is announced again (at least once)
                 if claimed:
-                    return self._with_response(self._run_owned(spec, unreadable, record, token, log))
+                    return self._with_response(self._run_owned(spec, unreadable, record, token, log, unrecorded))
                 if (
                     lifecycle.is_running_under(record, token)
                     and time.monotonic() - started > DUPLICATE_CLAIM_GRACE_SECONDS
@@ -206,7 +292,13 @@ class RequestRunner:
             time.sleep(0.01)
 
     def _run_owned(
-        self, spec: RequestSpec | None, unreadable: str | None, record: StatusRecord, token: int, log: Any
+        self,
+        spec: RequestSpec | None,
+        unreadable: str | None,
+        record: StatusRecord,
+        token: int,
+        log: Any,
+        unrecorded: UnrecordedAttempt | None = None,
     ) -> StatusRecord | None:
         """The claim is ours and ``token`` may run: run the request (or fail it if its file is unreadable)."""
         if spec is None:
@@ -216,7 +308,7 @@ class RequestRunner:
             # read the spec: ours is not the request that is there now.
             log.info("message_dropped", reason="request replaced")
             return None
-        return self._run_claimed(spec, record, token, log)
+        return self._run_claimed(spec, record, token, log, unrecorded)
 
     def _not_here(self, request_id: str, log: Any) -> StatusRecord | None:
         """A message whose request is not in this store: dropped if the store removed it, else RequestNotInStore.
@@ -274,12 +366,14 @@ class RequestRunner:
         online = self.connectivity is None or self.connectivity.is_online()
         return plan_run(record, token, now=time.time(), online=online)
 
-    def _run_claimed(self, spec: RequestSpec, record: StatusRecord, token: int, log: Any) -> StatusRecord:
+    def _run_claimed(
+        self, spec: RequestSpec, record: StatusRecord, token: int, log: Any, unrecorded: UnrecordedAttempt | None
+    ) -> StatusRecord:
         """Carry out the request's run plan under its claim; its record as this run left it."""
         plan = self._plan(record, token)
         if plan.step is Step.CLOSE_INTERRUPTED:
             # The claim is ours, so the worker that ran this attempt is gone.
-            record, settled = self._close_interrupted(spec, record, log)
+            record, settled = self._close_interrupted(spec, record, log, unrecorded)
             if settled:
                 return record
             plan = self._plan(record, token)  # it was never sent: what now, with the attempt closed
@@ -346,7 +440,13 @@ class RequestRunner:
         log = log.bind(
             outcome=result.outcome.value, status_code=result.status_code, duration_ms=round(result.duration_ms, 1)
         )
-        record = self._settle(spec, record, finished, result, log)
+        try:
+            record = self._settle(spec, record, finished, result, log)
+        except StoreError as error:
+            # Not a dead worker's attempt: the re-run of this message, and the retry if one was
+            # published, carry how it ended, and the run that closes it says so.
+            unrecorded = UnrecordedAttempt(finished, result.final, not_saved=str(error))
+            raise OutcomeNotRecorded(str(error), unrecorded) from error
         self._attempt_ended(spec, record, result)
         return record
 
@@ -387,10 +487,12 @@ class RequestRunner:
             # Due exactly as documented (AttemptRecord.due_at): the attempt's end plus the
             # delay, however long judging it took; the message waits only for what is left.
             due = (attempt.finished_at or time.time()) + delay
+            # Published before the outcome is written: should that write fail, the retry knows how the attempt ended.
+            follows = {ATTEMPT_OPTION: UnrecordedAttempt(attempt, result.final).to_option()}
             try:
                 return lifecycle.hand_over(
                     record,
-                    lambda t: self.publish(request_id, t, max(0.0, due - time.time())),
+                    lambda t: self.publish(request_id, t, max(0.0, due - time.time()), options=follows),
                     lambda t: self._schedule_retry(request_id, attempt, retry_number, due, t),
                 )
             except BrokerUnavailable:
@@ -402,14 +504,18 @@ class RequestRunner:
         log.error("request_failed", error=result.error, retries_used=record.retries_used)
         return self._finish(request_id, attempt, RequestStatus.FAILED)
 
-    def _close_interrupted(self, spec: RequestSpec, record: StatusRecord, log: Any) -> tuple[StatusRecord, bool]:
-        """Close the attempts a dead worker left unfinished: ``(record, whether that settled this run)``.
+    def _close_interrupted(
+        self, spec: RequestSpec, record: StatusRecord, log: Any, unrecorded: UnrecordedAttempt | None = None
+    ) -> tuple[StatusRecord, bool]:
+        """Close the attempts left unfinished: ``(record, whether that settled this run)``.
 
         What is known decides: a response saved during the attempt is its
-        outcome; an attempt that was marked sent may have reached the server and
-        spends a retry like any error (none left: failed); one that was not sent
-        spends nothing, and the request runs again now. Attempts of a run before
-        the latest replay are closed and charged to nothing.
+        outcome; else the outcome the message carries (``unrecorded``: its worker
+        ended the attempt but could not write its outcome), decided as when it
+        ended; else its worker died: an attempt that was marked sent may have
+        reached the server and spends a retry like any error (none left: failed);
+        one that was not sent spends nothing, and the request runs again now.
+        Attempts of a run before the latest replay are closed and charged to nothing.
         """
         unfinished = [attempt for attempt in record.attempts if attempt.finished_at is None]
         now = time.time()
@@ -421,18 +527,29 @@ class RequestRunner:
         closed = [_interrupted(attempt, now) for attempt in unfinished[:-1]]
         last = unfinished[-1]
         saved = self._answer_saved_during(spec.request_id, last)
+        known = unrecorded if unrecorded is not None and unrecorded.ends(last) else None
+        ended, sent_at, counted = now, last.sent_at, saved is not None or last.sent_at is not None
         if saved is not None:
             status_code, answer = saved
             result = AttemptResult(answer.outcome, status_code, answer.error, retry_after=answer.retry_after)
+        elif known is not None:
+            how = known.attempt
+            assert how.outcome is not None and how.finished_at is not None  # from_option keeps finished ones only
+            result = AttemptResult(
+                how.outcome, how.status_code, known.closing_error(), retry_after=how.retry_after, final=known.final
+            )
+            # As it ended: its retry is due on the schedule from then, not from now.
+            ended, sent_at, counted = how.finished_at, how.sent_at or last.sent_at, how.counted
         else:
             result = AttemptResult(Outcome.INTERRUPTED, None, _interrupted(last, now).error)
         attempt = dataclasses.replace(
             last,
-            finished_at=now,
+            finished_at=ended,
             outcome=result.outcome,
             status_code=result.status_code,
             error=result.error,
-            counted=saved is not None or last.sent_at is not None,
+            counted=counted,
+            sent_at=sent_at,
             retry_after=result.retry_after,
         )
         record = self.lifecycle.close_interrupted(spec.request_id, [*closed, attempt])
@@ -440,7 +557,10 @@ class RequestRunner:
             self._attempt_ended(spec, record, result)
             return record, True
         log = log.bind(attempt=attempt.number)
-        log.warning("attempt_interrupted", sent=last.sent_at is not None, status_code=result.status_code)
+        if known is not None:
+            log.warning("attempt_outcome_recorded_late", outcome=result.outcome.value, not_saved=known.not_saved)
+        else:
+            log.warning("attempt_interrupted", sent=last.sent_at is not None, status_code=result.status_code)
         if not attempt.counted:
             return record, False  # never sent: run it again now, no retry spent
         record = self._settle(spec, record, attempt, result, log)
@@ -532,4 +652,11 @@ def _drop(record: StatusRecord, why_not: str | None, batch: Batch, log: Any) -> 
     log.info("message_dropped", reason=why_not)
 
 
-__all__ = ["EARLY_TOLERANCE_SECONDS", "RequestNotInStore", "RequestRunner"]
+__all__ = [
+    "ATTEMPT_OPTION",
+    "EARLY_TOLERANCE_SECONDS",
+    "OutcomeNotRecorded",
+    "RequestNotInStore",
+    "RequestRunner",
+    "UnrecordedAttempt",
+]
