@@ -509,12 +509,12 @@ class RequestRunner:
     ) -> tuple[StatusRecord, bool]:
         """Close the attempts left unfinished: ``(record, whether that settled this run)``.
 
-        What is known decides: a response saved during the attempt is its
-        outcome; else the outcome the message carries (``unrecorded``: its worker
-        ended the attempt but could not write its outcome), decided as when it
-        ended; else its worker died: an attempt that was marked sent may have
-        reached the server and spends a retry like any error (none left: failed);
-        one that was not sent spends nothing, and the request runs again now.
+        What is known decides: the outcome the message carries (``unrecorded``:
+        its worker ended the attempt but could not write its outcome), decided as
+        when it ended; else a response saved during the attempt; else its worker
+        died: an attempt that was marked sent may have reached the server and
+        spends a retry like any error (none left: failed); one that was not sent
+        spends nothing, and the request runs again now.
         Attempts of a run before the latest replay are closed and charged to nothing.
         """
         unfinished = [attempt for attempt in record.attempts if attempt.finished_at is None]
@@ -526,13 +526,10 @@ class RequestRunner:
             return record, record.is_terminal
         closed = [_interrupted(attempt, now) for attempt in unfinished[:-1]]
         last = unfinished[-1]
-        saved = self._answer_saved_during(spec.request_id, last)
         known = unrecorded if unrecorded is not None and unrecorded.ends(last) else None
+        saved = None if known is not None else self._answer_saved_during(spec.request_id, last)
         ended, sent_at, counted = now, last.sent_at, saved is not None or last.sent_at is not None
-        if saved is not None:
-            status_code, answer = saved
-            result = AttemptResult(answer.outcome, status_code, answer.error, retry_after=answer.retry_after)
-        elif known is not None:
+        if known is not None:  # its worker's own judgement (of a response it saved too, if it did)
             how = known.attempt
             assert how.outcome is not None and how.finished_at is not None  # from_option keeps finished ones only
             result = AttemptResult(
@@ -540,6 +537,9 @@ class RequestRunner:
             )
             # As it ended: its retry is due on the schedule from then, not from now.
             ended, sent_at, counted = how.finished_at, how.sent_at or last.sent_at, how.counted
+        elif saved is not None:
+            status_code, answer = saved
+            result = AttemptResult(answer.outcome, status_code, answer.error, retry_after=answer.retry_after)
         else:
             result = AttemptResult(Outcome.INTERRUPTED, None, _interrupted(last, now).error)
         attempt = dataclasses.replace(

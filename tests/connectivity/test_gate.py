@@ -150,7 +150,7 @@ class FakeConnectivity:
 
 
 class Published(list[tuple[str, int, float | None]]):
-    def __call__(self, request_id: str, token: int, delay: float | None) -> None:
+    def __call__(self, request_id: str, token: int, delay: float | None, **options: object) -> None:
         self.append((request_id, token, delay))
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from bghttp.core import outcomes
 from bghttp.core.outcomes import ClientErrors, Judgement, Outcome, judge_error, judge_status
+from bghttp.errors import StoreError
 
 
 class FakeTimeout(Exception):
@@ -103,6 +104,11 @@ def test_store_failures_say_whether_anything_was_sent_and_whether_the_disk_is_fu
     not_recorded = caused(outcomes.SendNotRecorded("x"), OSError(errno.EIO, "EIO"))
     assert judge(not_recorded) == Judgement(
         Outcome.STORE_ERROR, "not sent: the attempt could not be recorded first: [Errno 5] EIO"
+    )
+    # httpcore's pool re-raises the hook's error "from None": the store error is kept on the exception.
+    no_room = outcomes.SendNotRecorded("x", caused(StoreError("cannot write s.log"), OSError(errno.ENOSPC, "full")))
+    assert judge(no_room) == Judgement(
+        Outcome.DISK_FULL, "not sent: no space left to record the attempt first: cannot write s.log"
     )
     full = caused(outcomes.ResponseNotSaved(), OSError(errno.ENOSPC, "full"))
     assert judge(full) == Judgement(Outcome.DISK_FULL, "no space left to save the response: [Errno 28] full")

@@ -159,7 +159,7 @@ def test_a_message_for_a_busy_host_is_handed_back_as_a_new_run_spending_nothing(
         store,
         Settings(store_dir=store.root),
         httpx.Client(transport=httpx.MockTransport(lambda r: sent.append(r) or httpx.Response(200))),
-        lambda *message: published.append(message),
+        lambda *message, **options: published.append(message),
         in_flight=limits,
     )
     prepared = prepare_request("GET", SLOW, request_id="r1")

@@ -14,11 +14,13 @@ import httpx
 import pytest
 from pytest_httpserver import HTTPServer
 
+from bghttp.core.outcomes import Outcome
 from bghttp.errors import StoreError
 from bghttp.lifecycle import RequestLifecycle
 from bghttp.models import AttemptRecord, Phase, RequestStatus
 from bghttp.validation import prepare_request
 from bghttp.worker.execution import build_http_client
+from bghttp.worker.runner import ATTEMPT_OPTION, OutcomeNotRecorded, UnrecordedAttempt
 from tests.unit.test_runner import make_runner, submit
 
 
@@ -175,3 +177,90 @@ def test_an_answer_saved_before_the_worker_died_is_worded_as_the_attempt_words_i
     record = runner.store.read_status("r1")
     assert record is not None and record.status is RequestStatus.FAILED and calls == []
     assert record.last_error == record.attempts[0].error == "HTTP 502 Bad Gateway"
+
+
+def _outcome_write_fails_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    record_attempt = RequestLifecycle.record_attempt
+    failed: list[bool] = []
+
+    def fails_once(self: RequestLifecycle, *args: Any, **kwargs: Any) -> Any:
+        if not failed:
+            failed.append(True)
+            raise StoreError("cannot write status: [Errno 28] No space left on device")
+        return record_attempt(self, *args, **kwargs)
+
+    monkeypatch.setattr(RequestLifecycle, "record_attempt", fails_once)
+
+
+def test_an_attempt_whose_outcome_could_not_be_written_is_closed_with_it_not_as_a_dead_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The message's re-run carries the finished attempt (OutcomeNotRecorded) and closes it truthfully."""
+    calls: list[httpx.Request] = []
+    runner, _ = make_runner(
+        tmp_path, httpx.MockTransport(lambda request: calls.append(request) or httpx.Response(503))
+    )
+    submit(runner, retries=1)
+    _outcome_write_fails_once(monkeypatch)
+    with pytest.raises(OutcomeNotRecorded) as raised:
+        runner.run("r1", 1)
+    carried = raised.value.unrecorded
+    assert carried.attempt.outcome == "http_error" and carried.not_saved and "No space left" in carried.not_saved
+    assert isinstance(raised.value, StoreError)  # retried by Dramatiq without limit, like any store outage
+
+    runner.run("r1", 1, unrecorded=UnrecordedAttempt.from_option(carried.to_option()))
+
+    record = runner.store.read_status("r1")
+    assert record is not None and record.phase is Phase.WAITING_RETRY and record.retries_used == 1
+    (attempt,) = record.attempts
+    assert attempt.outcome == "http_error" and attempt.status_code == 503 and attempt.counted
+    assert attempt.error is not None and "worker stopped" not in attempt.error
+    assert "its outcome could not be saved" in attempt.error and "No space left" in attempt.error
+    assert attempt.finished_at == carried.attempt.finished_at  # the retry is due on the schedule from then
+    assert record.next_attempt_at == pytest.approx(carried.attempt.finished_at + 2.0)
+    assert len(calls) == 1
+
+
+def test_the_retry_published_before_a_failed_outcome_write_carries_the_attempt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner, _ = make_runner(tmp_path, httpx.MockTransport(lambda request: httpx.Response(502)))
+    submit(runner, retries=2)
+    options: list[dict[str, Any]] = []
+    publish = runner.publish
+
+    def keeping_options(request_id: str, token: int, delay: float | None, **kwargs: Any) -> None:
+        options.append(kwargs.get("options") or {})
+        publish(request_id, token, delay)
+
+    runner.publish = keeping_options  # type: ignore[assignment]
+    _outcome_write_fails_once(monkeypatch)
+    with pytest.raises(OutcomeNotRecorded):
+        runner.run("r1", 1)
+    (option,) = options
+    unrecorded = UnrecordedAttempt.from_option(option[ATTEMPT_OPTION])
+    assert unrecorded is not None and unrecorded.not_saved is None  # the publish came before the write
+
+    runner.run("r1", 2, unrecorded=unrecorded)  # the retry arrives first
+
+    record = runner.store.read_status("r1")
+    assert record is not None
+    first = record.attempts[0]
+    assert first.outcome == "http_error" and first.status_code == 502 and record.retries_used == 1
+    note = "its outcome could not be saved when the attempt ended; recorded by the next run"
+    assert first.error == f"HTTP 502 Bad Gateway; {note}"
+
+
+def test_a_carried_attempt_of_another_attempt_is_ignored(tmp_path: Path) -> None:
+    """A worker killed in a later attempt: the message's option is about an earlier one; the close is as before."""
+    transport, calls = counting_transport()
+    runner, _ = make_runner(tmp_path, transport)
+    submit(runner, retries=0)
+    crash(runner, "r1", sent=True)
+    other = UnrecordedAttempt(AttemptRecord(number=1, started_at=1.0, finished_at=2.0, outcome=Outcome.DISK_FULL))
+
+    runner.run("r1", 1, unrecorded=other)
+
+    record = runner.store.read_status("r1")
+    assert record is not None and record.status is RequestStatus.FAILED and calls == []
+    assert record.last_error == "the worker stopped during this attempt, after sending the request"

@@ -18,7 +18,7 @@ from bghttp.worker.runner import RequestRunner
 
 
 class Published(list[tuple[str, int, float | None]]):
-    def __call__(self, request_id: str, token: int, delay: float | None) -> None:
+    def __call__(self, request_id: str, token: int, delay: float | None, **options: object) -> None:
         self.append((request_id, token, delay))
 
 
@@ -49,7 +49,7 @@ def test_retry_is_published_before_the_status_names_it(tmp_path: Path) -> None:
     seen_status_at_publish: list[Phase] = []
     runner, published = make_runner(tmp_path, httpx.MockTransport(lambda r: httpx.Response(502)))
 
-    def publish(request_id: str, token: int, delay: float | None) -> None:
+    def publish(request_id: str, token: int, delay: float | None, **options: object) -> None:
         record = runner.store.read_status(request_id)
         assert record is not None
         seen_status_at_publish.append(record.phase)
@@ -182,7 +182,7 @@ def test_a_retry_that_cannot_be_published_is_still_spent_and_delayed(tmp_path: P
     calls: list[httpx.Request] = []
     runner, _ = make_runner(tmp_path, httpx.MockTransport(lambda r: calls.append(r) or httpx.Response(503)))
 
-    def broker_down(request_id: str, token: int, delay: float | None) -> None:
+    def broker_down(request_id: str, token: int, delay: float | None, **options: object) -> None:
         raise BrokerUnavailable("broker down")
 
     runner.publish = broker_down

@@ -39,7 +39,7 @@ def test_the_next_run_of_a_hand_back_waits_for_the_claim_instead_of_dropping_its
     limits = InFlightLimits(max_in_flight=10, max_per_host=1, max_waiting=0)
     next_runs: list[threading.Thread] = []
 
-    def publish(request_id: str, token: int, delay: float | None) -> None:
+    def publish(request_id: str, token: int, delay: float | None, **options: object) -> None:
         # The broker delivers the handed-back message to another thread at once.
         thread = threading.Thread(target=runner.run, args=(request_id, token))
         next_runs.append(thread)
