@@ -42,7 +42,7 @@ class Outcome(enum.StrEnum):
     BLOCKED = "blocked"  # the egress policy refused the address
     INVALID = "invalid"  # the request cannot be sent at all (a header httpx refuses, too many redirects ...)
     CANCELLED = "cancelled"  # the request was cancelled while it ran
-    INTERRUPTED = "interrupted"  # the worker died during the attempt (killed, out of memory, store failure)
+    INTERRUPTED = "interrupted"  # the worker died during the attempt (killed, out of memory)
 
 
 # ------------------------------------------------------ bghttp's attempt errors
