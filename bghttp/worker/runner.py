@@ -109,8 +109,10 @@ class UnrecordedAttempt:
         """Whether this is how ``attempt`` (of a record, unfinished there) ended."""
         return self.attempt.number == attempt.number and self.attempt.started_at == attempt.started_at
 
-    def closing_error(self) -> str:
-        """The attempt's error, and that its outcome is recorded late."""
+    def closing_error(self) -> str | None:
+        """The attempt's error, and that its outcome is recorded late (a success has no error: none)."""
+        if self.attempt.outcome is Outcome.SUCCESS:
+            return None
         why = f" ({self.not_saved})" if self.not_saved else ""
         note = f"its outcome could not be saved when the attempt ended{why}; recorded by the next run"
         return f"{self.attempt.error}; {note}" if self.attempt.error else note

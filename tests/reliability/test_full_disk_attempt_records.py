@@ -103,7 +103,7 @@ def test_an_attempt_whose_outcome_could_not_be_written_is_not_closed_as_a_stoppe
     assert [a.outcome for a in record.attempts] == ["disk_full", "success"], record.attempts
     assert record.status is RequestStatus.COMPLETED and record.retries_used == 1
     # On the schedule: the retry was due 2 s × scale after the attempt ended.
-    assert record.attempts[1].due_at == pytest.approx(first.finished_at + 2 * settings.backoff_scale)
+    assert record.attempts[1].due_at == pytest.approx(first.finished_at + 2 * settings.backoff_scale, abs=0.001)
     assert hits == 2
     attempts_shown = shown["attempts"]
     assert isinstance(attempts_shown, list) and attempts_shown[0]["outcome"] == "disk_full", shown
@@ -159,5 +159,5 @@ def test_a_full_disk_when_the_attempt_is_marked_sent_is_disk_full_and_retried(
     assert first.sent_at is None
     assert [a.outcome for a in record.attempts] == ["disk_full", "success"], record.attempts
     assert record.status is RequestStatus.COMPLETED and record.retries_used == 1
-    assert record.attempts[1].due_at == pytest.approx(first.finished_at + 2 * settings.backoff_scale)
+    assert record.attempts[1].due_at == pytest.approx(first.finished_at + 2 * settings.backoff_scale, abs=0.001)
     assert hits == 1  # the first attempt sent nothing
