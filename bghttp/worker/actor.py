@@ -45,7 +45,8 @@ from .in_flight import InFlightLimits, WorkerSlots
 from .intake import declare_intake_actor, submit_queue_name
 from .metrics import metrics_middleware, observe_attempt, observe_final
 from .process_store import process_store
-from .runner import ATTEMPT_OPTION, OutcomeNotRecorded, RequestNotInStore, RequestRunner, UnrecordedAttempt
+from .runner import RequestNotInStore, RequestRunner
+from .unrecorded import ATTEMPT_OPTION, OutcomeNotRecorded, UnrecordedAttempt
 
 #: Internal failures (a bug) are retried a few times by Dramatiq's own Retries
 #: middleware; request errors never reach it: the runner schedules those itself

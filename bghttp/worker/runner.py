@@ -45,6 +45,7 @@ from .cancel_watch import CancelWatch
 from .execution import AttemptResult, perform_attempt
 from .in_flight import InFlightLimits
 from .retry_policy import Verdict, decide
+from .unrecorded import ATTEMPT_OPTION, OutcomeNotRecorded, UnrecordedAttempt
 
 #: How long the next run waits for the claim its predecessor is about to release
 #: (then it publishes itself again, 1 s later, and the message we hold is acked).
@@ -62,68 +63,9 @@ class Publish(Protocol):
     ) -> None: ...
 
 
-#: The message option that carries the finished attempt a message follows (see UnrecordedAttempt).
-ATTEMPT_OPTION = "bghttp_attempt"
 #: Called after a run that wrote or met its request's final status, its writes durable:
 #: ``(final record, response file or None)``, as the run held them in memory (publishes final events).
 AfterRun = Callable[[StatusRecord, "Path | None"], object]
-
-
-@dataclasses.dataclass(frozen=True)
-class UnrecordedAttempt:
-    """An attempt as its worker finished it, carried by the messages that follow it.
-
-    An attempt's outcome is written after the attempt. If that write fails (a full
-    disk), the record still shows the attempt running, as if its worker had died.
-    The next run's message knows better: the retry published just before the write
-    carries the finished attempt, and so does Dramatiq's re-run of the message whose
-    write failed (with the store's error). The run that closes the attempt records
-    what happened, not "the worker stopped".
-    """
-
-    attempt: AttemptRecord
-    #: Another attempt would end the same way (``AttemptResult.final``).
-    final: bool = False
-    #: Why the outcome could not be written, when known (the re-run knows; a retry published before the write
-    #: does not: there the worker may also have stopped between the publish and the write).
-    not_saved: str | None = None
-
-    def to_option(self) -> dict[str, Any]:
-        return {"attempt": self.attempt.to_json(), "final": self.final, "not_saved": self.not_saved}
-
-    @classmethod
-    def from_option(cls, value: object) -> UnrecordedAttempt | None:
-        """The attempt a message's option carries; None for none (or junk: it only adds what is known)."""
-        if not isinstance(value, dict) or not isinstance(value.get("attempt"), dict):
-            return None
-        try:
-            attempt = AttemptRecord.from_json(value["attempt"])
-        except (TypeError, ValueError):
-            return None
-        if attempt.finished_at is None or attempt.outcome is None:
-            return None
-        not_saved = value.get("not_saved")
-        return cls(attempt, value.get("final") is True, not_saved if isinstance(not_saved, str) else None)
-
-    def ends(self, attempt: AttemptRecord) -> bool:
-        """Whether this is how ``attempt`` (of a record, unfinished there) ended."""
-        return self.attempt.number == attempt.number and self.attempt.started_at == attempt.started_at
-
-    def closing_error(self) -> str | None:
-        """The attempt's error, and that its outcome is recorded late (a success has no error: none)."""
-        if self.attempt.outcome is Outcome.SUCCESS:
-            return None
-        why = f" ({self.not_saved})" if self.not_saved else ""
-        note = f"its outcome could not be saved when the attempt ended{why}; recorded by the next run"
-        return f"{self.attempt.error}; {note}" if self.attempt.error else note
-
-
-class OutcomeNotRecorded(StoreError):
-    """The attempt ended but its outcome could not be written: the message is run again, carrying it."""
-
-    def __init__(self, message: str, unrecorded: UnrecordedAttempt) -> None:
-        super().__init__(message)
-        self.unrecorded = unrecorded
 
 
 class RequestNotInStore(Exception):
@@ -654,11 +596,4 @@ def _drop(record: StatusRecord, why_not: str | None, batch: Batch, log: Any) -> 
     log.info("message_dropped", reason=why_not)
 
 
-__all__ = [
-    "ATTEMPT_OPTION",
-    "EARLY_TOLERANCE_SECONDS",
-    "OutcomeNotRecorded",
-    "RequestNotInStore",
-    "RequestRunner",
-    "UnrecordedAttempt",
-]
+__all__ = ["EARLY_TOLERANCE_SECONDS", "RequestNotInStore", "RequestRunner"]

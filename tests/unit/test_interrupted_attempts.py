@@ -20,7 +20,7 @@ from bghttp.lifecycle import RequestLifecycle
 from bghttp.models import AttemptRecord, Phase, RequestStatus
 from bghttp.validation import prepare_request
 from bghttp.worker.execution import build_http_client
-from bghttp.worker.runner import ATTEMPT_OPTION, OutcomeNotRecorded, UnrecordedAttempt
+from bghttp.worker.unrecorded import ATTEMPT_OPTION, OutcomeNotRecorded, UnrecordedAttempt
 from tests.unit.test_runner import make_runner, submit
 
 
