@@ -469,13 +469,22 @@ class RequestLifecycle:
     def undo_replay(self, request_id: str, ended: StatusRecord, token: int) -> StatusRecord:
         return self._apply(request_id, lambda r: undo_replay(r, ended, token))
 
-    def record_attempt(self, request_id: str, attempt: AttemptRecord, transition: Transition) -> StatusRecord:
+    def record_attempt(
+        self, request_id: str, attempt: AttemptRecord, transition: Transition, *, closing: Sequence[AttemptRecord] = ()
+    ) -> StatusRecord:
         """Record the finished ``attempt`` with ``transition`` (finish, schedule_retry,
-        offline_attempt), or with :func:`amend_after_cancel` if the request ended meanwhile."""
+        offline_attempt), or with :func:`amend_after_cancel` if the request ended meanwhile.
+        ``closing``: attempts a dead worker left, closed first (:func:`close_interrupted`) in the
+        same write, so that no record shows them closed but not decided."""
 
         def change(record: StatusRecord) -> StatusRecord | None:
             if record.is_terminal:
                 return amend_after_cancel(record, attempt)
+            if closing:
+                try:
+                    record = close_interrupted(record, closing)
+                except IllegalTransition:
+                    return None
             return _or_unchanged(transition)(record)
 
         return self.store.update_status(request_id, change, amend_terminal=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -395,9 +395,16 @@ class RequestRunner:
         return record
 
     def _settle(
-        self, spec: RequestSpec, record: StatusRecord, attempt: AttemptRecord, result: AttemptResult, log: Any
+        self,
+        spec: RequestSpec,
+        record: StatusRecord,
+        attempt: AttemptRecord,
+        result: AttemptResult,
+        log: Any,
+        closing: Sequence[AttemptRecord] = (),
     ) -> StatusRecord:
-        """Carry out the retry policy's decision on the finished ``attempt``."""
+        """Carry out the retry policy's decision on the finished ``attempt``; ``closing``: unfinished
+        attempts a dead worker left, closed in the same write (``lifecycle.close_interrupted``)."""
         request_id = spec.request_id
         connectivity = self.connectivity
         decision = decide(
@@ -415,13 +422,15 @@ class RequestRunner:
         verdict = decision.verdict
         if verdict is Verdict.COMPLETE:
             log.info("request_completed", response_bytes=result.response_bytes)
-            return self._finish(request_id, attempt, RequestStatus.COMPLETED)
+            return self._finish(request_id, attempt, RequestStatus.COMPLETED, closing)
         if verdict is Verdict.CANCELLED:
             log.info("request_cancelled")
-            return self._finish(request_id, attempt, RequestStatus.CANCELLED)
+            return self._finish(request_id, attempt, RequestStatus.CANCELLED, closing)
         if verdict is Verdict.WAIT_FOR_NETWORK:
             log.warning("attempt_failed_offline", error=result.error)
-            record = self.lifecycle.record_attempt(request_id, attempt, lambda r: lifecycle.offline_attempt(r, attempt))
+            record = self.lifecycle.record_attempt(
+                request_id, attempt, lambda r: lifecycle.offline_attempt(r, attempt), closing=closing
+            )
             if record.is_terminal:
                 return record
             return self._wait_for_network(spec, record, log)
@@ -437,16 +446,16 @@ class RequestRunner:
                 return lifecycle.hand_over(
                     record,
                     lambda t: self.publish(request_id, t, max(0.0, due - time.time()), options=follows),
-                    lambda t: self._schedule_retry(request_id, attempt, retry_number, due, t),
+                    lambda t: self._schedule_retry(request_id, attempt, retry_number, due, t, closing),
                 )
             except BrokerUnavailable:
                 # Spend the retry and record the due time under the *current*
                 # token: the message we hold comes back (redelivered, or retried by
                 # Dramatiq) and then waits until it is due, as the new one would have.
-                self._schedule_retry(request_id, attempt, retry_number, due, None)
+                self._schedule_retry(request_id, attempt, retry_number, due, None, closing)
                 raise
         log.error("request_failed", error=result.error, retries_used=record.retries_used)
-        return self._finish(request_id, attempt, RequestStatus.FAILED)
+        return self._finish(request_id, attempt, RequestStatus.FAILED, closing)
 
     def _close_interrupted(
         self, spec: RequestSpec, record: StatusRecord, log: Any, unrecorded: UnrecordedAttempt | None = None
@@ -496,18 +505,21 @@ class RequestRunner:
             sent_at=sent_at,
             retry_after=result.retry_after,
         )
-        record = self.lifecycle.close_interrupted(spec.request_id, [*closed, attempt])
-        if record.is_terminal:
-            self._attempt_ended(spec, record, result)
-            return record, True
+        closing = [*closed, attempt]
         log = log.bind(attempt=attempt.number)
         if known is not None:
             log.warning("attempt_outcome_recorded_late", outcome=result.outcome.value, not_saved=known.not_saved)
         else:
             log.warning("attempt_interrupted", sent=last.sent_at is not None, status_code=result.status_code)
         if not attempt.counted:
+            record = self.lifecycle.close_interrupted(spec.request_id, closing)
+            if record.is_terminal:
+                self._attempt_ended(spec, record, result)
+                return record, True
             return record, False  # never sent: run it again now, no retry spent
-        record = self._settle(spec, record, attempt, result, log)
+        # Closed and decided in one write: with two, a failure between them (a full disk) left the
+        # attempt closed but undecided, and the re-run started another one, beyond the retries.
+        record = self._settle(spec, record, attempt, result, log, closing=closing)
         # The worker that ran the attempt died before it could count it: this one ended it, and counts it
         # (and the request, when that made it final) in its metrics and heartbeat.
         self._attempt_ended(spec, record, result)
@@ -534,16 +546,27 @@ class RequestRunner:
             return None
         return meta.status_code, judge_status(meta.status_code, meta.reason, meta.headers)
 
-    def _finish(self, request_id: str, attempt: AttemptRecord, status: RequestStatus) -> StatusRecord:
-        return self.lifecycle.record_attempt(request_id, attempt, lambda r: lifecycle.finish(r, attempt, status))
+    def _finish(
+        self, request_id: str, attempt: AttemptRecord, status: RequestStatus, closing: Sequence[AttemptRecord] = ()
+    ) -> StatusRecord:
+        return self.lifecycle.record_attempt(
+            request_id, attempt, lambda r: lifecycle.finish(r, attempt, status), closing=closing
+        )
 
     def _schedule_retry(
-        self, request_id: str, attempt: AttemptRecord, retry_number: int, due: float, token: int | None
+        self,
+        request_id: str,
+        attempt: AttemptRecord,
+        retry_number: int,
+        due: float,
+        token: int | None,
+        closing: Sequence[AttemptRecord] = (),
     ) -> StatusRecord:
         return self.lifecycle.record_attempt(
             request_id,
             attempt,
             lambda r: lifecycle.schedule_retry(r, attempt, retry_number=retry_number, due=due, token=token),
+            closing=closing,
         )
 
     def _wait_for_network(self, spec: RequestSpec, record: StatusRecord, log: Any) -> StatusRecord:

@@ -281,3 +281,24 @@ def test_a_success_whose_final_record_could_not_be_written_completes_without_an_
     record = runner.store.read_status("r1")
     assert record is not None and record.status is RequestStatus.COMPLETED and len(calls) == 1
     assert [(a.outcome, a.error) for a in record.attempts] == [("success", None)] and record.last_error is None
+
+
+def test_a_dead_workers_attempt_closed_but_not_decided_is_not_sent_again_beyond_the_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The close is written, the decision after it is not (the disk fills between the two): the re-run
+    must still decide that attempt, not take the request for one with nothing unfinished and send it."""
+    transport, calls = counting_transport()
+    runner, _ = make_runner(tmp_path, transport)
+    submit(runner, retries=0)
+    crash(runner, "r1", sent=True)
+    _outcome_write_fails_once(monkeypatch)
+    with pytest.raises(StoreError):
+        runner.run("r1", 1)
+
+    runner.run("r1", 1)
+
+    record = runner.store.read_status("r1")
+    assert calls == [], f"a retries=0 request whose attempt was marked sent was sent again; {record}"
+    assert record is not None and record.status is RequestStatus.FAILED
+    assert [(a.outcome, a.counted) for a in record.attempts] == [("interrupted", True)]
