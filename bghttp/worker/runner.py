@@ -175,8 +175,12 @@ class RequestRunner:
                 if record is None:
                     return self._not_here(request_id, log), None
                 plan = self._plan(record, token)
-                if plan.step is Step.DROP:
-                    if record.is_terminal and after_failure:
+                # A final record to write again needs the claim: a remove, or a replace by another
+                # request of the ID, takes it, and must not come between the rewrite's read and its
+                # renames (the old body would be put in place as the new request's). Wait for it below.
+                rewrite = record.is_terminal and after_failure
+                if plan.step is Step.DROP and (claimed or not rewrite):
+                    if rewrite:
                         # The run that wrote it may have failed its commit: after a failed writeback
                         # the kernel keeps the pages as clean, and a sync writes nothing. Only
                         # writing them again puts the outcome on the disk before this message's ack.
