@@ -118,19 +118,31 @@ class RequestRunner:
                 raise
         finally:
             self.in_flight.release()  # the attempt's place, if an error ended the run before it was given back
-        if self.after_run is not None and final is not None:
-            # After the sync, before the ack: a final status's event (bghttp.events), at least once.
-            # From the record this run wrote or met, not read again: the caller may remove
-            # the request the moment it sees it final, and its event is owed all the same.
-            try:
+        if self.after_run is None:
+            return
+        # Outcomes of this ID whose event a failed publish left owed (``keep_owed_event``): this message's
+        # own, if it is their retry, or those of a request of the ID removed (and submitted again) since.
+        owed = self.store.owed_events(request_id) if retried or final is None else []
+        if final is not None:
+            owed = [record for record in owed if record.outcome != final[0].outcome]
+        if final is None and not owed:
+            return
+        try:
+            for record in owed:
+                self.after_run(record, None)  # its response went with its request
+            if final is not None:
+                # After the sync, before the ack: a final status's event (bghttp.events), at least once.
+                # From the record this run wrote or met, not read again: the caller may remove
+                # the request the moment it sees it final, and its event is owed all the same.
                 self.after_run(*final)
-            except BaseException:
-                # The message is retried; kept here, the event is announced by that retry even if
-                # the request is removed before it (it would find nothing to announce).
+        except BaseException:
+            # The message is retried; kept here, the event is announced by that retry even if
+            # the request is removed (and its ID submitted again) before it.
+            if final is not None:
                 self.store.keep_owed_event(final[0])
-                raise
-            if retried:
-                self.store.forget_owed_event(request_id)
+            raise
+        if retried or owed:
+            self.store.forget_owed_events(request_id, [*owed, *([] if final is None else [final[0]])])
 
     def _run(
         self, request_id: str, token: int, batch: Batch, after_failure: bool = False
@@ -157,7 +169,8 @@ class RequestRunner:
         log = get_logger(request_id=request_id, token=token)
         spec, unreadable = self._load_request(request_id)
         if spec is None and unreadable is None:
-            return self._not_here(request_id, log), None
+            self._not_here(request_id, log)
+            return None, None
         if spec is not None:
             log = log.bind(method=spec.method, host=url_host(spec.url))
         started = time.monotonic()
@@ -173,7 +186,8 @@ class RequestRunner:
                     log.error("request_unreadable_status_not_written", error=str(error), store=self.store.location)
                     return None, None
                 if record is None:
-                    return self._not_here(request_id, log), None
+                    self._not_here(request_id, log)
+                    return None, None
                 plan = self._plan(record, token)
                 # A final record to write again needs the claim: a remove, or a replace by another
                 # request of the ID, takes it, and must not come between the rewrite's read and its
@@ -222,15 +236,12 @@ class RequestRunner:
             return None
         return self._run_claimed(spec, record, token, log)
 
-    def _not_here(self, request_id: str, log: Any) -> StatusRecord | None:
-        """A message whose request is not in this store: dropped if the store removed it, else RequestNotInStore.
-
-        Dropped, it returns the final record whose event a failed publish left owed, if
-        any (this is the message retried for it, and the request was removed meanwhile).
-        """
+    def _not_here(self, request_id: str, log: Any) -> None:
+        """A message whose request is not in this store: dropped if the store removed it (``run`` then
+        announces the outcomes a failed publish left owed, if any), else RequestNotInStore."""
         if self.store.was_removed(request_id):
             log.info("message_dropped", reason="removed")
-            return self.store.owed_event(request_id)
+            return
         # A client on another store (or a mistyped --store) shares this queue: acking
         # would leave its request queued for ever, with nobody the wiser.
         log.error(
