@@ -781,6 +781,7 @@ class FileStore:
     def rewrite_final(self, request_id: str) -> None:
         """Write the status record, the response metadata (their latest versions) and the response
         body again, each as a new file fsynced before it replaces the old one; StoreError if one cannot be.
+        (A shared store's record logs are never replaced: their latest versions are appended again.)
 
         For a run whose commit failed: after a failed writeback the kernel keeps the
         pages in its cache as clean (readers see them) and drops them later, so a
@@ -789,6 +790,9 @@ class FileStore:
         with self._status_lock(request_id):
             for kind in ("status", "response"):
                 path = self._path(kind, request_id)
+                if self.shared:
+                    self._append_again(path)
+                    continue
                 record = self._read_record(path)
                 if record is not None:
                     self._write_atomic(path, record_log.encode(record), compaction=True)
@@ -820,6 +824,23 @@ class FileStore:
             raise StoreError(f"cannot write {body}: {error}") from error
         finally:
             os.close(source)
+
+    def _append_again(self, path: Path) -> None:
+        """Append the latest version of the record log at ``path`` once more (flushed to the server):
+        ``rewrite_final`` on a shared store, whose record logs are never replaced by a rename (another
+        host may still open the replaced file for a second, ``shared_fs``)."""
+        try:
+            fd = open_nofollow(path, os.O_RDWR)
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            raise StoreError(f"cannot write {path}: {error}") from error
+        try:
+            tail = self._read_tail(path)
+            if tail is not None and tail.record is not None:
+                self._append_record(fd, path, tail.record, tail=tail)
+        finally:
+            os.close(fd)
 
     def read_response_metadata(self, request_id: str) -> dict[str, Any] | None:
         return self._read_record(self._path("response", request_id))
