@@ -202,7 +202,11 @@ def declare_actor(broker: dramatiq.Broker, settings: Settings, holder: RunnerHol
         current = CurrentMessage.get_current_message()
         # A retry of a run whose commit failed (see RequestRunner.run): the option stays in the
         # message Dramatiq's Retries enqueues again (it changes and sends the same options).
-        after_failure = current is not None and bool(current.options.get(NOT_DURABLE_OPTION))
+        # A message RabbitMQ redelivers may be one too, without the option: its worker died (or
+        # lost its connection) after the commit failed, before the retry was enqueued.
+        after_failure = current is not None and (
+            bool(current.options.get(NOT_DURABLE_OPTION)) or bool(getattr(current, "redelivered", False))
+        )
         try:
             retried = current is not None and bool(current.options.get("retries"))
             holder.get().run(*run, after_failure=after_failure, retried=retried)
