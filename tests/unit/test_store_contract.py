@@ -174,7 +174,7 @@ def test_a_final_record_and_response_written_again_read_the_same(store: Store) -
         store.rewrite_final("final")
     assert store.read_status("final") == final
     assert store.read_response_metadata("final") == {"status_code": 200, "headers": []}
-    assert store.response_body_path("final").read_bytes() == b"the body"
+    assert store.response_file_path("final").read_bytes() == b"the body"
 
 
 def _delete_from_another_thread(store: Store, request_id: str) -> None:
