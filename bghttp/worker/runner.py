@@ -175,6 +175,7 @@ class RequestRunner:
             log = log.bind(method=spec.method, host=url_host(spec.url))
         started = time.monotonic()
         deadline = started + SUCCESSOR_CLAIM_WAIT_SECONDS
+        rewrite = False
         while True:
             with self.store.claim(request_id) as claimed:
                 try:
@@ -218,10 +219,21 @@ class RequestRunner:
             # recorded us, and has yet to let go): wait for it rather than drop the
             # only message left.
             if time.monotonic() > deadline:
-                self.publish(request_id, token, 1.0)
-                log.info("message_deferred", reason="claim still held")
+                self._defer_for_claim(request_id, token, rewrite, log)
                 return None, None
             time.sleep(0.01)
+
+    def _defer_for_claim(self, request_id: str, token: int, rewrite: bool, log: Any) -> None:
+        """Hand the message back: another held the claim too long. NotDurable (Dramatiq retries this
+        message, its option kept) if it is to write a final record again: a message published again
+        would not say that a commit failed."""
+        if rewrite:
+            raise NotDurable(
+                f"request {request_id}: its final record is still to be written again (a commit failed),"
+                " and another holds its claim"
+            )
+        self.publish(request_id, token, 1.0)
+        log.info("message_deferred", reason="claim still held")
 
     def _run_owned(
         self, spec: RequestSpec | None, unreadable: str | None, record: StatusRecord, token: int, log: Any
