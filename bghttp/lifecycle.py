@@ -397,13 +397,16 @@ class RequestLifecycle:
     def _apply(self, request_id: str, transition: Transition, *, durable: bool = True) -> StatusRecord:
         return self.store.update_status(request_id, _or_unchanged(transition), durable=durable)
 
-    def mark_published(self, request_id: str, generation: str) -> bool:
+    def mark_published(self, request_id: str, generation: str, *, needed: bool = False) -> bool:
         """Record that a message of this request was confirmed; False if it is gone or replaced.
 
-        Never raises StoreError: the message is confirmed and the request on its way
-        whether or not the mark can be written (a file-size limit, a full disk). Its
-        caller must not report the request as not sent: a submit reported failed
-        would be submitted again, and sent twice.
+        Does not raise StoreError when the mark cannot be written (a file-size limit, a
+        full disk): the message is confirmed and the request on its way whether or not
+        it is marked, and a submit reported failed would be submitted again, and sent
+        twice. Unless the mark is ``needed``: by a caller that found the request
+        unconfirmed and did not create it. Its creator, whose publish may still fail,
+        takes an unmarked request back (``discard_unconfirmed``); then StoreError,
+        unless the record shows the request is not its creator's to take back any more.
         """
         try:
             # A power loss may undo it: then a later submit of the ID publishes once more (harmless).
@@ -415,8 +418,14 @@ class RequestLifecycle:
             try:
                 found = self.store.read_status(request_id)
             except StoreError:
+                if needed:
+                    raise
                 return True
-            return found is not None and found.generation == generation
+            if found is None or found.generation != generation:
+                return False
+            if needed and is_untouched(found):
+                raise  # its creator may take it back: not "accepted"
+            return True
         return record.generation == generation
 
     def republish(self, request_id: str, token: int) -> StatusRecord:

@@ -255,6 +255,12 @@ class StatusRecord:
         return self.status.is_terminal
 
     @property
+    def outcome(self) -> tuple[object, ...]:
+        """What tells one final outcome of the request ID from another: what its event ID is made of
+        (``events.event_id``), not what an amend changes."""
+        return self.request_id, self.generation, self.status, self.attempt_count, self.completed_at
+
+    @property
     def attempt_count(self) -> int:
         """HTTP attempts started (including ones that did not spend a retry)."""
         return len(self.attempts)

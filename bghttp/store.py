@@ -781,6 +781,7 @@ class FileStore:
     def rewrite_final(self, request_id: str) -> None:
         """Write the status record, the response metadata (their latest versions) and the response
         body again, each as a new file fsynced before it replaces the old one; StoreError if one cannot be.
+        (A shared store's record logs are never replaced: their latest versions are appended again.)
 
         For a run whose commit failed: after a failed writeback the kernel keeps the
         pages in its cache as clean (readers see them) and drops them later, so a
@@ -789,6 +790,9 @@ class FileStore:
         with self._status_lock(request_id):
             for kind in ("status", "response"):
                 path = self._path(kind, request_id)
+                if self.shared:
+                    self._append_again(path)
+                    continue
                 record = self._read_record(path)
                 if record is not None:
                     self._write_atomic(path, record_log.encode(record), compaction=True)
@@ -820,6 +824,23 @@ class FileStore:
             raise StoreError(f"cannot write {body}: {error}") from error
         finally:
             os.close(source)
+
+    def _append_again(self, path: Path) -> None:
+        """Append the latest version of the record log at ``path`` once more (flushed to the server):
+        ``rewrite_final`` on a shared store, whose record logs are never replaced by a rename (another
+        host may still open the replaced file for a second, ``shared_fs``)."""
+        try:
+            fd = open_nofollow(path, os.O_RDWR)
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            raise StoreError(f"cannot write {path}: {error}") from error
+        try:
+            tail = self._read_tail(path)
+            if tail is not None and tail.record is not None:
+                self._append_record(fd, path, tail.record, tail=tail)
+        finally:
+            os.close(fd)
 
     def read_response_metadata(self, request_id: str) -> dict[str, Any] | None:
         return self._read_record(self._path("response", request_id))
@@ -1065,38 +1086,53 @@ class FileStore:
         return os.path.lexists(self._removal_mark(request_id))
 
     def keep_owed_event(self, record: StatusRecord) -> None:
-        """Keep the final ``record`` whose event could not be published, beside the removal marks, until its
-        message's retry publishes it: a caller that saw it final may remove the request meanwhile.
+        """Keep the final ``record`` whose event could not be published, beside the removal marks, until a
+        retried message of its request publishes it: a caller that saw it final may remove the request
+        meanwhile, and submit its ID again (whose outcomes are kept beside it, not in its place).
 
         Written only when a publish failed (a mark with content costs a block per removal), best effort,
         pruned with the marks by gc.
         """
-        path = self._owed_path(record.request_id)
-        data = json.dumps(record.to_json(), separators=(",", ":")).encode()
+        kept = [old for old in self.owed_events(record.request_id) if old.outcome != record.outcome]
+        data = json.dumps([old.to_json() for old in [*kept, record]], separators=(",", ":")).encode()
+        self._write_owed(record.request_id, data)
+
+    def _write_owed(self, request_id: str, data: bytes) -> None:
+        path = self._owed_path(request_id)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         with contextlib.suppress(OSError):
             (self.root / REMOVED_DIRECTORY).mkdir(mode=0o700, exist_ok=True)
-            fd = open_nofollow(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 write_all(fd, data)
             finally:
                 os.close(fd)
+            os.replace(tmp, path)  # a reader never sees a list cut short
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
-    def owed_event(self, request_id: str) -> StatusRecord | None:
-        """The final record ``keep_owed_event`` kept for ``request_id``; None if none (or unreadable)."""
+    def owed_events(self, request_id: str) -> list[StatusRecord]:
+        """The final records ``keep_owed_event`` kept for ``request_id``, oldest first (none if unreadable)."""
         try:
             fd = open_nofollow(self._owed_path(request_id), os.O_RDONLY)
         except OSError:
-            return None
+            return []
         try:
             data = json.loads(read_to_end(fd))
-            return StatusRecord.from_json(data) if isinstance(data, dict) else None
+            items = data if isinstance(data, list) else [data]  # a single record: kept by an earlier version
+            return [StatusRecord.from_json(item) for item in items if isinstance(item, dict)]
         except (OSError, ValueError, KeyError, TypeError):
-            return None
+            return []
         finally:
             os.close(fd)
 
-    def forget_owed_event(self, request_id: str) -> None:
-        """Its event is out: drop what ``keep_owed_event`` kept."""
+    def forget_owed_events(self, request_id: str, announced: Iterable[StatusRecord]) -> None:
+        """The events of ``announced`` are out: drop them from what ``keep_owed_event`` kept."""
+        gone = {record.outcome for record in announced}
+        left = [record for record in self.owed_events(request_id) if record.outcome not in gone]
+        if left:
+            self._write_owed(request_id, json.dumps([r.to_json() for r in left], separators=(",", ":")).encode())
+            return
         with contextlib.suppress(OSError):
             os.unlink(self._owed_path(request_id))
 

@@ -23,7 +23,7 @@ The guarantees every implementation gives:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -126,13 +126,14 @@ class Store(Protocol):
         (a retry of a run whose commit failed: the pages a failed writeback lost are not written by a sync)."""
 
     def keep_owed_event(self, record: StatusRecord) -> None:
-        """Keep a final record whose event could not be published (best effort), for its message's retry."""
+        """Keep a final record whose event could not be published (best effort), for a retried message of
+        its request; beside those kept before (of an earlier request of the ID, removed since)."""
 
-    def owed_event(self, request_id: str) -> StatusRecord | None:
-        """The final record ``keep_owed_event`` kept for the request, if any (also after it was removed)."""
+    def owed_events(self, request_id: str) -> list[StatusRecord]:
+        """The final records ``keep_owed_event`` kept for the request ID, oldest first (also after a removal)."""
 
-    def forget_owed_event(self, request_id: str) -> None:
-        """The event ``keep_owed_event`` kept a record for is out."""
+    def forget_owed_events(self, request_id: str, announced: Iterable[StatusRecord]) -> None:
+        """The events of ``announced``, kept by ``keep_owed_event``, are out."""
 
     def prune_removal_marks(self, older_than: float) -> int:
         """Forget removals older than ``older_than`` seconds; how many were forgotten."""

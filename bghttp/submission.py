@@ -109,7 +109,8 @@ class Submission:
             if kept and isinstance(error, Exception) and not isinstance(error, StoreError):
                 return True  # another message got through: on its way
             raise
-        return self.lifecycle.mark_published(request_id, generation) or created
+        # A request this call did not create needs its mark: its creator may yet take it back.
+        return self.lifecycle.mark_published(request_id, generation, needed=not created) or created
 
     def _publish_durably(self, request_id: str, token: int, batch: Batch) -> None:
         """Publish the first run while the request's new files are fsynced; return when both are done.
@@ -166,7 +167,9 @@ class Submission:
             raise
         created_ids = {record.request_id for record in created}
         for record in to_publish:
-            marked = self.lifecycle.mark_published(record.request_id, record.generation)
+            marked = self.lifecycle.mark_published(
+                record.request_id, record.generation, needed=record.request_id not in created_ids
+            )
             if not marked and record.request_id not in created_ids:
                 # An unconfirmed request found in the store vanished before it was
                 # marked: submit this item on its own, through the single-submit path.

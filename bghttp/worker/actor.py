@@ -203,7 +203,11 @@ def declare_actor(broker: dramatiq.Broker, settings: Settings, holder: RunnerHol
         current = CurrentMessage.get_current_message()
         # A retry of a run whose commit failed (see RequestRunner.run): the option stays in the
         # message Dramatiq's Retries enqueues again (it changes and sends the same options).
-        after_failure = current is not None and bool(current.options.get(NOT_DURABLE_OPTION))
+        # A message RabbitMQ redelivers may be one too, without the option: its worker died (or
+        # lost its connection) after the commit failed, before the retry was enqueued.
+        after_failure = current is not None and (
+            bool(current.options.get(NOT_DURABLE_OPTION)) or bool(getattr(current, "redelivered", False))
+        )
         # The finished attempt this message follows: a retry's, or this message's own from a run whose
         # outcome could not be written (the option is set below and kept by Retries, like the one above).
         unrecorded = None if current is None else UnrecordedAttempt.from_option(current.options.get(ATTEMPT_OPTION))

@@ -138,19 +138,31 @@ class RequestRunner:
                 raise
         finally:
             self.in_flight.release()  # the attempt's place, if an error ended the run before it was given back
-        if self.after_run is not None and final is not None:
-            # After the sync, before the ack: a final status's event (bghttp.events), at least once.
-            # From the record this run wrote or met, not read again: the caller may remove
-            # the request the moment it sees it final, and its event is owed all the same.
-            try:
+        if self.after_run is None:
+            return
+        # Outcomes of this ID whose event a failed publish left owed (``keep_owed_event``): this message's
+        # own, if it is their retry, or those of a request of the ID removed (and submitted again) since.
+        owed = self.store.owed_events(request_id) if retried or final is None else []
+        if final is not None:
+            owed = [record for record in owed if record.outcome != final[0].outcome]
+        if final is None and not owed:
+            return
+        try:
+            for record in owed:
+                self.after_run(record, None)  # its response went with its request
+            if final is not None:
+                # After the sync, before the ack: a final status's event (bghttp.events), at least once.
+                # From the record this run wrote or met, not read again: the caller may remove
+                # the request the moment it sees it final, and its event is owed all the same.
                 self.after_run(*final)
-            except BaseException:
-                # The message is retried; kept here, the event is announced by that retry even if
-                # the request is removed before it (it would find nothing to announce).
+        except BaseException:
+            # The message is retried; kept here, the event is announced by that retry even if
+            # the request is removed (and its ID submitted again) before it.
+            if final is not None:
                 self.store.keep_owed_event(final[0])
-                raise
-            if retried:
-                self.store.forget_owed_event(request_id)
+            raise
+        if retried or owed:
+            self.store.forget_owed_events(request_id, [*owed, *([] if final is None else [final[0]])])
 
     def _run(
         self,
@@ -187,11 +199,13 @@ class RequestRunner:
         log = get_logger(request_id=request_id, token=token)
         spec, unreadable = self._load_request(request_id)
         if spec is None and unreadable is None:
-            return self._not_here(request_id, log), None
+            self._not_here(request_id, log)
+            return None, None
         if spec is not None:
             log = log.bind(method=spec.method, host=url_host(spec.url))
         started = time.monotonic()
         deadline = started + SUCCESSOR_CLAIM_WAIT_SECONDS
+        rewrite = False
         while True:
             with self.store.claim(request_id) as claimed:
                 try:
@@ -203,10 +217,15 @@ class RequestRunner:
                     log.error("request_unreadable_status_not_written", error=str(error), store=self.store.location)
                     return None, None
                 if record is None:
-                    return self._not_here(request_id, log), None
+                    self._not_here(request_id, log)
+                    return None, None
                 plan = self._plan(record, token)
-                if plan.step is Step.DROP:
-                    if record.is_terminal and after_failure:
+                # A final record to write again needs the claim: a remove, or a replace by another
+                # request of the ID, takes it, and must not come between the rewrite's read and its
+                # renames (the old body would be put in place as the new request's). Wait for it below.
+                rewrite = record.is_terminal and after_failure
+                if plan.step is Step.DROP and (claimed or not rewrite):
+                    if rewrite:
                         # The run that wrote it may have failed its commit: after a failed writeback
                         # the kernel keeps the pages as clean, and a sync writes nothing. Only
                         # writing them again puts the outcome on the disk before this message's ack.
@@ -230,10 +249,21 @@ class RequestRunner:
             # recorded us, and has yet to let go): wait for it rather than drop the
             # only message left.
             if time.monotonic() > deadline:
-                self.publish(request_id, token, 1.0)
-                log.info("message_deferred", reason="claim still held")
+                self._defer_for_claim(request_id, token, rewrite, log)
                 return None, None
             time.sleep(0.01)
+
+    def _defer_for_claim(self, request_id: str, token: int, rewrite: bool, log: Any) -> None:
+        """Hand the message back: another held the claim too long. NotDurable (Dramatiq retries this
+        message, its option kept) if it is to write a final record again: a message published again
+        would not say that a commit failed."""
+        if rewrite:
+            raise NotDurable(
+                f"request {request_id}: its final record is still to be written again (a commit failed),"
+                " and another holds its claim"
+            )
+        self.publish(request_id, token, 1.0)
+        log.info("message_deferred", reason="claim still held")
 
     def _run_owned(
         self,
@@ -254,15 +284,12 @@ class RequestRunner:
             return None
         return self._run_claimed(spec, record, token, log, unrecorded)
 
-    def _not_here(self, request_id: str, log: Any) -> StatusRecord | None:
-        """A message whose request is not in this store: dropped if the store removed it, else RequestNotInStore.
-
-        Dropped, it returns the final record whose event a failed publish left owed, if
-        any (this is the message retried for it, and the request was removed meanwhile).
-        """
+    def _not_here(self, request_id: str, log: Any) -> None:
+        """A message whose request is not in this store: dropped if the store removed it (``run`` then
+        announces the outcomes a failed publish left owed, if any), else RequestNotInStore."""
         if self.store.was_removed(request_id):
             log.info("message_dropped", reason="removed")
-            return self.store.owed_event(request_id)
+            return
         # A client on another store (or a mistyped --store) shares this queue: acking
         # would leave its request queued for ever, with nobody the wiser.
         log.error(

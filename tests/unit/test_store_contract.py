@@ -141,11 +141,26 @@ def test_an_owed_event_outlives_the_removal_until_it_is_forgotten(store: Store) 
     create(store, "owed")
     final = store.update_status("owed", cancel)
     store.keep_owed_event(final)
+    store.keep_owed_event(final)  # kept again (its retry failed too): once
     assert store.delete("owed")
-    assert store.owed_event("owed") == final and store.was_removed("owed")
-    store.forget_owed_event("owed")
-    assert store.owed_event("owed") is None and store.was_removed("owed")
-    store.forget_owed_event("owed")  # nothing to forget: no error
+    assert store.owed_events("owed") == [final] and store.was_removed("owed")
+    store.forget_owed_events("owed", [final])
+    assert store.owed_events("owed") == [] and store.was_removed("owed")
+    store.forget_owed_events("owed", [final])  # nothing to forget: no error
+
+
+def test_the_owed_events_of_an_id_submitted_again_are_kept_side_by_side(store: Store) -> None:
+    create(store, "owed")
+    first = store.update_status("owed", cancel)
+    store.keep_owed_event(first)
+    assert store.delete("owed")
+    create(store, "owed")
+    second = store.update_status("owed", cancel)
+    assert second.outcome != first.outcome  # another generation
+    store.keep_owed_event(second)
+    assert store.owed_events("owed") == [first, second]
+    store.forget_owed_events("owed", [second])
+    assert store.owed_events("owed") == [first]
 
 
 def test_a_final_record_and_response_written_again_read_the_same(store: Store) -> None:
@@ -159,7 +174,7 @@ def test_a_final_record_and_response_written_again_read_the_same(store: Store) -
         store.rewrite_final("final")
     assert store.read_status("final") == final
     assert store.read_response_metadata("final") == {"status_code": 200, "headers": []}
-    assert store.response_body_path("final").read_bytes() == b"the body"
+    assert store.response_file_path("final").read_bytes() == b"the body"
 
 
 def _delete_from_another_thread(store: Store, request_id: str) -> None:
