@@ -736,11 +736,33 @@ class FileStore:
 
     # ------------------------------------------------------------ responses
     def commit_response(self, request_id: str, metadata: dict[str, Any]) -> Path:
-        """Move the streamed ``.part`` body into place, then save its metadata.
+        """Save the metadata of the streamed ``.part`` body, then move the body into place.
 
-        Called under the request's claim, so there is one writer at a time. If the
-        metadata cannot be saved (StoreError), no response is left at all: neither
-        the new body nor the previous response's metadata.
+        Called under the request's claim, so there is one writer at a time. The
+        metadata goes first: if it cannot be saved (StoreError), the previous
+        response stays as it was, its body under its own metadata. If the body then
+        cannot be moved into place, no response is left (the new metadata must not
+        describe the previous body). A worker that dies between the two leaves the
+        ``.part``: the next run moves it into place if it is whole (``move_response_body``).
+        """
+        path = self._path("response", request_id)
+        if not self._write_new(path, record_log.encode(metadata)):  # not the first response of this request
+            try:
+                fd = open_nofollow(path, os.O_RDWR)  # readable too: an append looks at the file's last byte
+            except OSError as error:
+                raise StoreError(f"cannot write {path}: {error}") from error
+            try:
+                self._append_record(fd, path, metadata)
+            finally:
+                os.close(fd)
+        return self.move_response_body(request_id)
+
+    def move_response_body(self, request_id: str) -> Path:
+        """Move the streamed ``.part`` into place as the response body: the second half of
+        ``commit_response``, or the end of one whose worker died after the first half.
+
+        If it cannot be moved, no response is left (its metadata must not describe
+        the previous body): StoreError. Called under the request's claim.
         """
         body, part = self.response_body_path(request_id), self.response_part_path(request_id)
         try:
@@ -751,31 +773,14 @@ class FileStore:
             else:
                 os.replace(part, body)
         except OSError as error:
+            for leftover in (self._path("response", request_id), body):
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
+            self._durability.must_sync(body, new_entry=True)  # the removals go with the batch's commit
             raise StoreError(f"cannot save the response body of {request_id}: {error}") from error
         held = self._held_files()
         if held is not None:
             held.part_committed = request_id
-        path = self._path("response", request_id)
-        try:
-            if self._write_new(path, record_log.encode(metadata)):  # the first response of this request
-                return body
-            try:
-                fd = open_nofollow(path, os.O_RDWR)  # readable too: an append looks at the file's last byte
-            except OSError as error:
-                raise StoreError(f"cannot write {path}: {error}") from error
-            try:
-                self._append_record(fd, path, metadata)
-            finally:
-                os.close(fd)
-        except BaseException:
-            # The new body is in place, the previous response's body gone: a body must not stay
-            # under another answer's metadata (a full disk left a 200's body described as the
-            # 500 before it). No response is saved then; the attempt's outcome says why.
-            for leftover in (path, body):
-                with contextlib.suppress(FileNotFoundError):
-                    leftover.unlink()
-            self._durability.must_sync(body, new_entry=True)  # the removals go with the batch's commit
-            raise
         return body
 
     def rewrite_final(self, request_id: str) -> None:

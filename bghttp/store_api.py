@@ -96,9 +96,12 @@ class Store(Protocol):
         """Open the file a response body is streamed into (under the claim)."""
 
     def commit_response(self, request_id: str, metadata: dict[str, Any]) -> Path:
-        """Move the streamed body into place and save its metadata."""
+        """Save the streamed body's metadata, then move the body into place (``move_response_body``)."""
 
     def discard_partial_response(self, request_id: str) -> None: ...
+
+    def move_response_body(self, request_id: str) -> Path:
+        """Move the streamed body into place (the end of a commit a dead worker left half done)."""
 
     def partial_response_size(self, request_id: str) -> int | None: ...
 

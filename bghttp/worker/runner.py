@@ -571,6 +571,13 @@ class RequestRunner:
             return None
         if meta is None or meta.saved_at < attempt.started_at:
             return None
+        streamed = self.store.partial_response_size(request_id)
+        if streamed is not None:
+            # Its worker died between saving the answer's metadata and moving its body into place
+            # (store.commit_response): the answer is saved if the body is whole, and moved now.
+            if streamed != meta.size:
+                return None
+            self.store.move_response_body(request_id)
         return meta.status_code, judge_status(meta.status_code, meta.reason, meta.headers)
 
     def _finish(

@@ -78,3 +78,6 @@ def test_saving_a_response_that_cannot_open_its_metadata_keeps_the_last_ones(tmp
     with descriptors_left(0), pytest.raises(StoreError):
         store.commit_response("r1", {"status_code": 201, "size": 6})
     assert store.read_response_metadata("r1") is not None, "the metadata log was deleted"
+    # The previous response stays whole: its body under its own metadata.
+    assert store.read_response_metadata("r1")["status_code"] == 200  # type: ignore[index]
+    assert store.response_file_path("r1").read_bytes() == b"first"

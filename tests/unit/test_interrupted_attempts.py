@@ -99,6 +99,60 @@ def test_a_response_saved_before_the_worker_died_is_the_attempts_outcome(tmp_pat
     assert [(a.outcome, a.status_code) for a in record.attempts] == [("success", 201)]
 
 
+class _Killed(BaseException):
+    """The worker's death, between two system calls."""
+
+
+def _killed_between_metadata_and_body(runner: Any, monkeypatch: pytest.MonkeyPatch, body: bytes, size: int) -> None:
+    """A worker dies inside commit_response, after the answer's metadata, before its body is moved into place."""
+    with runner.store.open_response_part("r1") as part:
+        part.write(body)
+
+    def killed(*_: object) -> None:
+        raise _Killed
+
+    metadata = {"status_code": 201, "headers": [], "size": size, "saved_at": time.time()}
+    with monkeypatch.context() as patched:
+        patched.setattr("bghttp.store.os.replace", killed)
+        with pytest.raises(_Killed):
+            runner.store.commit_response("r1", metadata)
+
+
+def test_a_worker_killed_between_an_answers_metadata_and_its_body_saved_the_answer_if_the_body_is_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transport, calls = counting_transport()
+    runner, _ = make_runner(tmp_path, transport)
+    submit(runner, retries=1)
+    crash(runner, "r1", sent=True)
+    _killed_between_metadata_and_body(runner, monkeypatch, b"the answer", 10)
+
+    runner.run("r1", 1)
+
+    record = runner.store.read_status("r1")
+    assert record is not None and record.status is RequestStatus.COMPLETED and calls == []
+    assert [(a.outcome, a.status_code) for a in record.attempts] == [("success", 201)]
+    assert runner.store.response_file_path("r1").read_bytes() == b"the answer"
+    assert runner.store.partial_response_size("r1") is None
+
+
+def test_a_worker_killed_between_an_answers_metadata_and_a_body_not_whole_saved_no_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transport, calls = counting_transport()
+    runner, _ = make_runner(tmp_path, transport)
+    submit(runner, retries=1)
+    crash(runner, "r1", sent=True)
+    _killed_between_metadata_and_body(runner, monkeypatch, b"the ans", 10)  # 7 of its 10 bytes on the disk
+
+    runner.run("r1", 1)
+
+    record = runner.store.read_status("r1")
+    assert record is not None and calls == []
+    assert record.phase is Phase.WAITING_RETRY  # an interrupted attempt that was sent: a retry spent, on schedule
+    assert [a.outcome for a in record.attempts] == [Outcome.INTERRUPTED]
+
+
 def test_an_attempt_that_cannot_be_marked_sent_sends_nothing(
     tmp_path: Path, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
