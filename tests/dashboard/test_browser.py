@@ -73,13 +73,27 @@ def screenshot(driver: Any, artifacts: Path, name: str) -> None:
 
 def click(driver: Any, element_id: str, by: str = "id") -> None:
     """Click a button or link and wait until the browser has left the page (a form's answer has loaded)."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.wait import WebDriverWait
 
     page = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(by, element_id).click()
-    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(page))
+
+    def left(_: Any) -> bool:
+        try:
+            page.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as error:
+            # chromedriver may say this of a node whose page was just replaced, instead of
+            # "stale element" (seen once in CI, from expected_conditions.staleness_of).
+            if "does not belong to the document" in str(error):
+                return True
+            raise
+        return False
+
+    WebDriverWait(driver, 20).until(left)
 
 
 def assert_inert(driver: Any) -> None:
