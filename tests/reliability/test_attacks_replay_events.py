@@ -158,7 +158,9 @@ def test_replays_racing_cancels_give_one_event_per_outcome_and_no_extra_send(
     distinct = {(routing_key, event["event_id"]) for routing_key, event in received}
     assert len({event_id for _, event_id in distinct}) == len(distinct)  # no ID under two routing keys
     assert len(distinct) == outcomes, (replays, sorted(distinct))
-    assert final.replays == replays and counting_server.hits["replay-cancel"] <= replays
+    # At most one send per run (the first run, too, may be sent before its cancel lands: a CI run
+    # had 13 hits for 12 replays; none had more sends than runs).
+    assert final.replays == replays and counting_server.hits["replay-cancel"] <= outcomes
     assert replays >= 6, replays  # most replays were accepted: the race was run
 
 
