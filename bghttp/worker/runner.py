@@ -38,7 +38,7 @@ from ..durability import NotDurable
 from ..errors import BrokerUnavailable, StoreError, UnknownRequest
 from ..lifecycle import RequestLifecycle
 from ..logs import get_logger
-from ..models import AttemptRecord, RequestSpec, RequestStatus, StatusRecord
+from ..models import AttemptRecord, Phase, RequestSpec, RequestStatus, StatusRecord
 from ..redaction import request_secrets, scrub
 from ..store_api import Batch, Store
 from .cancel_watch import CancelWatch
@@ -344,7 +344,7 @@ class RequestRunner:
         plan = self._plan(record, token)
         if plan.step is Step.CLOSE_INTERRUPTED:
             # The claim is ours, so the worker that ran this attempt is gone.
-            record, settled = self._close_interrupted(spec, record, log, unrecorded)
+            record, settled = self._close_interrupted(spec, record, log, unrecorded, token)
             if settled:
                 return record
             plan = self._plan(record, token)  # it was never sent: what now, with the attempt closed
@@ -384,6 +384,7 @@ class RequestRunner:
             now = time.time()
             self.lifecycle.mark_sent(spec.request_id, number, now)
             sent_at.append(now)
+
         with tracing.attempt_span(spec, number, propagate=self.settings.propagate_trace) as span:
             result = perform_attempt(
                 self.http,
@@ -413,6 +414,8 @@ class RequestRunner:
         )
         try:
             record = self._settle(spec, record, finished, result, log)
+        except OutcomeNotRecorded:
+            raise  # after the retry was published: it carries the attempt, and says so
         except StoreError as error:
             # Not a dead worker's attempt: the re-run of this message, and the retry if one was
             # published, carry how it ended, and the run that closes it says so.
@@ -429,9 +432,14 @@ class RequestRunner:
         result: AttemptResult,
         log: Any,
         closing: Sequence[AttemptRecord] = (),
+        token: int | None = None,
+        carry: UnrecordedAttempt | None = None,
     ) -> StatusRecord:
         """Carry out the retry policy's decision on the finished ``attempt``; ``closing``: unfinished
-        attempts a dead worker left, closed in the same write (``lifecycle.close_interrupted``)."""
+        attempts a dead worker left, closed in the same write (``lifecycle.close_interrupted``).
+        ``token``: the message closing them, which may itself be the retry a hand-over would publish
+        now; ``carry``: how the attempt ended, as the retry is to carry it (default: ``attempt``).
+        Raises OutcomeNotRecorded if a retry was published and its outcome then could not be written."""
         request_id = spec.request_id
         connectivity = self.connectivity
         decision = decide(
@@ -467,14 +475,34 @@ class RequestRunner:
             # Due exactly as documented (AttemptRecord.due_at): the attempt's end plus the
             # delay, however long judging it took; the message waits only for what is left.
             due = (attempt.finished_at or time.time()) + delay
+            carried = carry or UnrecordedAttempt(attempt, result.final)
+            successor = lifecycle.next_token(record)
+            if successor in (token, carried.successor):
+                # The retry a hand-over would publish now is in the queue already (published before a
+                # write that failed): this message, or the one the re-run message published. Recorded
+                # under its token, not published again: another message at every run while the disk
+                # stays full, each of which publishes one more, would double them at every round.
+                return self._schedule_retry(request_id, attempt, retry_number, due, successor, closing)
+            carried = dataclasses.replace(carried, successor=None)
             # Published before the outcome is written: should that write fail, the retry knows how the attempt ended.
-            follows = {ATTEMPT_OPTION: UnrecordedAttempt(attempt, result.final).to_option()}
+            follows = {ATTEMPT_OPTION: carried.to_option()}
+            published: list[int] = []
+
+            def publish(t: int) -> None:
+                self.publish(request_id, t, max(0.0, due - time.time()), options=follows)
+                published.append(t)
+
             try:
                 return lifecycle.hand_over(
-                    record,
-                    lambda t: self.publish(request_id, t, max(0.0, due - time.time()), options=follows),
-                    lambda t: self._schedule_retry(request_id, attempt, retry_number, due, t, closing),
+                    record, publish, lambda t: self._schedule_retry(request_id, attempt, retry_number, due, t, closing)
                 )
+            except StoreError as error:
+                if not published:
+                    raise
+                # The retry carries the attempt and closes it: a re-run of this message must not publish another.
+                not_saved = carried.not_saved or str(error)
+                unrecorded = dataclasses.replace(carried, not_saved=not_saved, successor=published[0])
+                raise OutcomeNotRecorded(str(error), unrecorded) from error
             except BrokerUnavailable:
                 # Spend the retry and record the due time under the *current*
                 # token: the message we hold comes back (redelivered, or retried by
@@ -485,7 +513,12 @@ class RequestRunner:
         return self._finish(request_id, attempt, RequestStatus.FAILED, closing)
 
     def _close_interrupted(
-        self, spec: RequestSpec, record: StatusRecord, log: Any, unrecorded: UnrecordedAttempt | None = None
+        self,
+        spec: RequestSpec,
+        record: StatusRecord,
+        log: Any,
+        unrecorded: UnrecordedAttempt | None = None,
+        token: int | None = None,
     ) -> tuple[StatusRecord, bool]:
         """Close the attempts left unfinished: ``(record, whether that settled this run)``.
 
@@ -546,7 +579,13 @@ class RequestRunner:
             return record, False  # never sent: run it again now, no retry spent
         # Closed and decided in one write: with two, a failure between them (a full disk) left the
         # attempt closed but undecided, and the re-run started another one, beyond the retries.
-        record = self._settle(spec, record, attempt, result, log, closing=closing)
+        carry = known if known is not None else UnrecordedAttempt(attempt, result.final)
+        record = self._settle(spec, record, attempt, result, log, closing=closing, token=token, carry=carry)
+        if token is not None and record.token == token and record.phase is Phase.WAITING_RETRY:
+            # This message went on as the retry (see _settle): the attempt was ended by the worker
+            # that ran it, or by this run if it died; the retry runs now, or when it is due.
+            self._attempt_ended(spec, record, result)
+            return record, False
         # The worker that ran the attempt died before it could count it: this one ended it, and counts it
         # (and the request, when that made it final) in its metrics and heartbeat.
         self._attempt_ended(spec, record, result)

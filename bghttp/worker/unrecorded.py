@@ -33,9 +33,17 @@ class UnrecordedAttempt:
     #: Why the outcome could not be written, when known (the re-run knows; a retry published before the write
     #: does not: there the worker may also have stopped between the publish and the write).
     not_saved: str | None = None
+    #: The token of the retry published (carrying this attempt) before the write failed, if one was: that
+    #: message closes the attempt, so a re-run of the message that published it has nothing left to do.
+    successor: int | None = None
 
     def to_option(self) -> dict[str, Any]:
-        return {"attempt": self.attempt.to_json(), "final": self.final, "not_saved": self.not_saved}
+        return {
+            "attempt": self.attempt.to_json(),
+            "final": self.final,
+            "not_saved": self.not_saved,
+            "successor": self.successor,
+        }
 
     @classmethod
     def from_option(cls, value: object) -> UnrecordedAttempt | None:
@@ -48,8 +56,13 @@ class UnrecordedAttempt:
             return None
         if attempt.finished_at is None or attempt.outcome is None:
             return None
-        not_saved = value.get("not_saved")
-        return cls(attempt, value.get("final") is True, not_saved if isinstance(not_saved, str) else None)
+        not_saved, successor = value.get("not_saved"), value.get("successor")
+        return cls(
+            attempt,
+            value.get("final") is True,
+            not_saved if isinstance(not_saved, str) else None,
+            successor if isinstance(successor, int) and not isinstance(successor, bool) else None,
+        )
 
     def ends(self, attempt: AttemptRecord) -> bool:
         """Whether this is how ``attempt`` (of a record, unfinished there) ended."""
@@ -59,6 +72,8 @@ class UnrecordedAttempt:
         """The attempt's error, and that its outcome is recorded late (a success has no error: none)."""
         if self.attempt.outcome is Outcome.SUCCESS:
             return None
+        if self.attempt.outcome is Outcome.INTERRUPTED:
+            return self.attempt.error  # a dead worker's attempt, closed by a run that could not write it: no more known
         why = f" ({self.not_saved})" if self.not_saved else ""
         note = f"its outcome could not be saved when the attempt ended{why}; recorded by the next run"
         return f"{self.attempt.error}; {note}" if self.attempt.error else note

@@ -1,0 +1,86 @@
+"""Messages of an attempt whose outcome cannot be written while the disk stays full: no message storm.
+
+The queue is modelled as Dramatiq runs it: a message whose run raises (a StoreError) is
+run again, with the options the actor sets; every publish adds a message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bghttp.errors import StoreError
+from bghttp.lifecycle import RequestLifecycle
+from bghttp.models import Phase
+from bghttp.worker.unrecorded import ATTEMPT_OPTION, OutcomeNotRecorded, UnrecordedAttempt
+from tests.unit.test_interrupted_attempts import counting_transport, crash
+from tests.unit.test_runner import make_runner, submit
+
+Message = tuple[int, dict[str, Any]]
+
+
+def _disk_full(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Every outcome write fails while the returned list holds True."""
+    record_attempt = RequestLifecycle.record_attempt
+    full = [True]
+
+    def failing(self: RequestLifecycle, *args: Any, **kwargs: Any) -> Any:
+        if full[0]:
+            raise StoreError("cannot write status: [Errno 28] No space left on device")
+        return record_attempt(self, *args, **kwargs)
+
+    monkeypatch.setattr(RequestLifecycle, "record_attempt", failing)
+    return full
+
+
+def _queue_run(runner: Any, queue: list[Message]) -> list[Message]:
+    """Run every message of ``queue`` once, as the worker would: what the queue holds afterwards."""
+    published: list[Message] = []
+    runner.publish = lambda request_id, token, delay, *, options=None: published.append((token, dict(options or {})))
+    left: list[Message] = []
+    for token, options in queue:
+        unrecorded = UnrecordedAttempt.from_option(options.get(ATTEMPT_OPTION))
+        try:
+            runner.run("r1", token, unrecorded=unrecorded)
+        except OutcomeNotRecorded as error:
+            left.append((token, {**options, ATTEMPT_OPTION: error.unrecorded.to_option()}))
+        except StoreError:
+            left.append((token, options))  # Dramatiq's Retries: store errors without limit, options kept
+    return left + published
+
+
+@pytest.mark.parametrize("how", ["carried", "dead_worker"])
+def test_the_messages_of_an_unwritable_outcome_do_not_multiply_while_the_disk_stays_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    transport, _ = counting_transport()
+    if how == "carried":
+        transport = httpx.MockTransport(lambda request: httpx.Response(503))
+    runner, _ = make_runner(tmp_path, transport)
+    submit(runner, retries=3)
+    if how == "dead_worker":
+        crash(runner, "r1", sent=True)
+    full = _disk_full(monkeypatch)
+    queue: list[Message] = [(1, {})]
+    sizes = []
+    for _ in range(6):  # six rounds of Dramatiq retries while the disk stays full
+        queue = _queue_run(runner, queue)
+        sizes.append(len(queue))
+    assert max(sizes) <= 2, f"messages per round while the disk is full: {sizes}"
+
+    full[0] = False
+    for _ in range(3):
+        queue = _queue_run(runner, queue)
+    record = runner.store.read_status("r1")
+    assert record is not None
+    assert record.retries_used <= 2 and len(record.attempts) <= 3, record
+    assert record.status.value == "completed" or record.phase is Phase.WAITING_RETRY, record
+    first = record.attempts[0]
+    assert first.error is None or first.error.count("recorded by the next run") <= 1, first.error
+    if how == "carried":
+        assert first.outcome == "http_error" and first.status_code == 503, first
+    else:
+        assert first.error == "the worker stopped during this attempt, after sending the request", first.error
