@@ -97,9 +97,7 @@ def is_valid_request_id(request_id: object) -> bool:
 def validate_request_id(request_id: object) -> str:
     """Return ``request_id`` if it is a safe file name, else raise InvalidRequestId."""
     if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
-        raise InvalidRequestId(
-            f"request_id must be 1-128 characters of A-Z a-z 0-9 . _ -, got {quoted(request_id)}"
-        )
+        raise InvalidRequestId(f"request_id must be 1-128 characters of A-Z a-z 0-9 . _ -, got {quoted(request_id)}")
     if request_id in {".", ".."}:
         raise InvalidRequestId(f"request_id must not be {request_id!r}")
     return request_id
@@ -773,15 +771,32 @@ class FileStore:
             else:
                 os.replace(part, body)
         except OSError as error:
-            for leftover in (self._path("response", request_id), body):
-                with contextlib.suppress(FileNotFoundError):
-                    leftover.unlink()
-            self._durability.must_sync(body, new_entry=True)  # the removals go with the batch's commit
+            self._remove_response(request_id)
             raise StoreError(f"cannot save the response body of {request_id}: {error}") from error
         held = self._held_files()
         if held is not None:
             held.part_committed = request_id
         return body
+
+    def abandon_response(self, request_id: str) -> None:
+        """No response is left: an answer's metadata was saved but its streamed ``.part`` body is not
+        whole (its worker died between the two halves of ``commit_response``). The metadata must not
+        stay to describe the previous answer's body, nor the cut body stay behind. Under the claim."""
+        with contextlib.suppress(FileNotFoundError):
+            self.response_part_path(request_id).unlink()
+        self._remove_response(request_id)
+
+    def _remove_response(self, request_id: str) -> None:
+        """Remove the response's metadata and body (StoreError if one cannot be)."""
+        body = self.response_body_path(request_id)
+        for leftover in (self._path("response", request_id), body):
+            try:
+                leftover.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as error:
+                raise StoreError(f"cannot remove {leftover}: {error}") from error
+        self._durability.must_sync(body, new_entry=True)  # the removals go with the batch's commit
 
     def rewrite_final(self, request_id: str) -> None:
         """Write the status record, the response metadata (their latest versions) and the response
@@ -1021,9 +1036,7 @@ class FileStore:
                         yield
                     return
             if time.monotonic() >= deadline:
-                raise RequestRunning(
-                    f"request {request_id!r} is running and its attempt did not stop within {wait:g}s"
-                )
+                raise RequestRunning(f"request {request_id!r} is running and its attempt did not stop within {wait:g}s")
             time.sleep(CLAIM_POLL_SECONDS)
 
     def discard_unconfirmed(self, request_id: str, generation: str) -> bool:

@@ -103,6 +103,9 @@ class Store(Protocol):
     def move_response_body(self, request_id: str) -> Path:
         """Move the streamed body into place (the end of a commit a dead worker left half done)."""
 
+    def abandon_response(self, request_id: str) -> None:
+        """Remove an answer whose metadata was saved but whose streamed body is not whole (and that body)."""
+
     def partial_response_size(self, request_id: str) -> int | None: ...
 
     def read_response_metadata(self, request_id: str) -> dict[str, Any] | None: ...

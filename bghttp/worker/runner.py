@@ -615,6 +615,8 @@ class RequestRunner:
             # Its worker died between saving the answer's metadata and moving its body into place
             # (store.commit_response): the answer is saved if the body is whole, and moved now.
             if streamed != meta.size:
+                # Cut: no answer, and none left whose metadata would describe the previous answer's body.
+                self.store.abandon_response(request_id)
                 return None
             self.store.move_response_body(request_id)
         return meta.status_code, judge_status(meta.status_code, meta.reason, meta.headers)
