@@ -225,6 +225,7 @@ class RequestRunner:
                 # renames (the old body would be put in place as the new request's). Wait for it below.
                 rewrite = record.is_terminal and after_failure
                 if plan.step is Step.DROP and (claimed or not rewrite):
+                    self._end_half_saved_answer(record, claimed)  # its worker died, cancelled, in commit_response
                     if rewrite:
                         # The run that wrote it may have failed its commit: after a failed writeback
                         # the kernel keeps the pages as clean, and a sync writes nothing. Only
@@ -535,6 +536,7 @@ class RequestRunner:
         if not any(attempt.finished_at is None for attempt in record.run_attempts):
             # Left by a run before the latest replay (cancelled, its worker killed): that run's
             # outcome is final, so its dead attempt is only closed; the replay's budget is its own.
+            self._end_half_saved_answer(record)
             record = self.lifecycle.close_interrupted(spec.request_id, [_interrupted(a, now) for a in unfinished])
             return record, record.is_terminal
         closed = [_interrupted(attempt, now) for attempt in unfinished[:-1]]
@@ -608,18 +610,31 @@ class RequestRunner:
             meta = None if not metadata else ResponseMeta.from_json(metadata)
         except (StoreError, ValueError):  # unreadable, or not a response's: no answer is known
             return None
-        if meta is None or meta.saved_at < attempt.started_at:
+        if meta is None or meta.saved_at < attempt.started_at or not self._whole_answer(request_id, meta):
             return None
-        streamed = self.store.partial_response_size(request_id)
-        if streamed is not None:
-            # Its worker died between saving the answer's metadata and moving its body into place
-            # (store.commit_response): the answer is saved if the body is whole, and moved now.
-            if streamed != meta.size:
-                # Cut: no answer, and none left whose metadata would describe the previous answer's body.
-                self.store.abandon_response(request_id)
-                return None
-            self.store.move_response_body(request_id)
         return meta.status_code, judge_status(meta.status_code, meta.reason, meta.headers)
+
+    def _whole_answer(self, request_id: str, meta: ResponseMeta) -> bool:
+        """Whether the answer ``meta`` describes is saved, its body in place. If its worker died between
+        saving the metadata and moving the body into place (store.commit_response), the body is moved now
+        if it is whole; if it is cut, no response is left (none whose metadata describes another body)."""
+        streamed = self.store.partial_response_size(request_id)
+        if streamed is None:
+            return True
+        if streamed != meta.size:
+            self.store.abandon_response(request_id)
+            return False
+        self.store.move_response_body(request_id)
+        return True
+
+    def _end_half_saved_answer(self, record: StatusRecord, claimed: bool = True) -> None:
+        """An attempt left unfinished in a record that is final (cancelled meanwhile) or replayed since
+        may have saved half an answer: finish or remove it (``_whole_answer``). Only under the claim."""
+        if not claimed or not (record.is_terminal or record.replays):
+            return
+        unfinished = [attempt for attempt in record.attempts if attempt.finished_at is None]
+        if unfinished:
+            self._answer_saved_during(record.request_id, unfinished[-1])
 
     def _finish(
         self, request_id: str, attempt: AttemptRecord, status: RequestStatus, closing: Sequence[AttemptRecord] = ()
