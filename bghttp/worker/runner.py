@@ -250,20 +250,24 @@ class RequestRunner:
             # recorded us, and has yet to let go): wait for it rather than drop the
             # only message left.
             if time.monotonic() > deadline:
-                self._defer_for_claim(request_id, token, rewrite, log)
+                self._defer_for_claim(request_id, token, rewrite, log, unrecorded)
                 return None, None
             time.sleep(0.01)
 
-    def _defer_for_claim(self, request_id: str, token: int, rewrite: bool, log: Any) -> None:
+    def _defer_for_claim(
+        self, request_id: str, token: int, rewrite: bool, log: Any, unrecorded: UnrecordedAttempt | None = None
+    ) -> None:
         """Hand the message back: another held the claim too long. NotDurable (Dramatiq retries this
         message, its option kept) if it is to write a final record again: a message published again
-        would not say that a commit failed."""
+        would not say that a commit failed. The one published again carries the attempt this one
+        carries (``unrecorded``): without it, that attempt would be closed as a dead worker's."""
         if rewrite:
             raise NotDurable(
                 f"request {request_id}: its final record is still to be written again (a commit failed),"
                 " and another holds its claim"
             )
-        self.publish(request_id, token, 1.0)
+        options = None if unrecorded is None else {ATTEMPT_OPTION: unrecorded.to_option()}
+        self.publish(request_id, token, 1.0, options=options)
         log.info("message_deferred", reason="claim still held")
 
     def _run_owned(

@@ -84,3 +84,35 @@ def test_the_messages_of_an_unwritable_outcome_do_not_multiply_while_the_disk_st
         assert first.outcome == "http_error" and first.status_code == 503, first
     else:
         assert first.error == "the worker stopped during this attempt, after sending the request", first.error
+
+
+def test_a_retry_that_hands_itself_back_for_the_claim_still_carries_the_attempt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retry published before a failed outcome write comes while another holds the claim too long: the
+    message it publishes again in its place must carry the attempt too, or the attempt is closed as a dead
+    worker's ('the worker stopped'), though none stopped."""
+
+    def times_out(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("no answer", request=request)
+
+    runner, _ = make_runner(tmp_path, httpx.MockTransport(times_out))
+    submit(runner, retries=2)
+    full = _disk_full(monkeypatch)
+    queue = _queue_run(runner, [(1, {})])  # the re-run of message 1 and the retry, 2, both carrying the attempt
+    full[0] = False
+    ((token, options),) = [message for message in queue if message[0] == 2]
+    monkeypatch.setattr("bghttp.worker.runner.SUCCESSOR_CLAIM_WAIT_SECONDS", 0.0)
+    with runner.store.claim("r1") as claimed:
+        assert claimed
+        handed_back = _queue_run(runner, [(token, options)])
+    ((again, again_options),) = handed_back
+    assert again == 2
+
+    _queue_run(runner, [(again, again_options)])
+
+    record = runner.store.read_status("r1")
+    assert record is not None
+    first = record.attempts[0]
+    assert first.outcome == "timeout", first
+    assert "worker stopped" not in (first.error or ""), first.error
