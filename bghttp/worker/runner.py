@@ -541,7 +541,8 @@ class RequestRunner:
             # Left by a run before the latest replay (cancelled, its worker killed): that run's
             # outcome is final, so its dead attempt is only closed; the replay's budget is its own.
             self._end_half_saved_answer(record)
-            record = self.lifecycle.close_interrupted(spec.request_id, [_interrupted(a, now) for a in unfinished])
+            closed = [_carried(unrecorded, a) or _interrupted(a, now) for a in unfinished]
+            record = self.lifecycle.close_interrupted(spec.request_id, closed)
             return record, record.is_terminal
         closed = [_interrupted(attempt, now) for attempt in unfinished[:-1]]
         last = unfinished[-1]
@@ -687,6 +688,23 @@ class RequestRunner:
         )
         log.info("message_deferred", reason="host busy", retry_in_s=round(delay, 3))
         return record
+
+
+def _carried(unrecorded: UnrecordedAttempt | None, attempt: AttemptRecord) -> AttemptRecord | None:
+    """``attempt``, closed with the outcome ``unrecorded`` carries for it (its worker's own); None if none."""
+    if unrecorded is None or not unrecorded.ends(attempt):
+        return None
+    how = unrecorded.attempt
+    return dataclasses.replace(
+        attempt,
+        finished_at=how.finished_at,
+        outcome=how.outcome,
+        status_code=how.status_code,
+        error=unrecorded.closing_error(),
+        counted=how.counted,
+        sent_at=how.sent_at or attempt.sent_at,
+        retry_after=how.retry_after,
+    )
 
 
 def _interrupted(attempt: AttemptRecord, now: float) -> AttemptRecord:

@@ -116,3 +116,33 @@ def test_a_retry_that_hands_itself_back_for_the_claim_still_carries_the_attempt(
     first = record.attempts[0]
     assert first.outcome == "timeout", first
     assert "worker stopped" not in (first.error or ""), first.error
+
+
+def test_an_attempt_carried_past_a_cancel_and_a_replay_is_closed_with_its_outcome(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outcome write fails; the request is cancelled and replayed before the carrying retry runs:
+    the replay's run closes the earlier attempt with the outcome the message carries, not as a dead
+    worker's, and runs the replay."""
+    calls: list[int] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(503 if len(calls) == 1 else 200)
+
+    runner, _ = make_runner(tmp_path, httpx.MockTransport(answer))
+    submit(runner, retries=2)
+    full = _disk_full(monkeypatch)
+    queue = _queue_run(runner, [(1, {})])
+    full[0] = False
+    runner.lifecycle.cancel("r1")
+    runner.lifecycle.replay("r1")
+    ((token, options),) = [message for message in queue if message[0] == 2]  # the replay's token too
+
+    _queue_run(runner, [(token, options)])
+
+    record = runner.store.read_status("r1")
+    assert record is not None and record.status.value == "completed" and len(calls) == 2, record
+    first = record.attempts[0]
+    assert first.outcome == "http_error" and first.status_code == 503, first
+    assert "worker stopped" not in (first.error or ""), first.error
