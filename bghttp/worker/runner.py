@@ -30,8 +30,7 @@ import httpx
 
 from .. import lifecycle, record_log, tracing
 from ..config import Settings
-from ..core.outcomes import Judgement, Outcome, judge_status
-from ..core.response_meta import ResponseMeta
+from ..core.outcomes import Outcome
 from ..core.run_plan import EARLY_TOLERANCE_SECONDS, RunPlan, Step, plan_run
 from ..core.urls import url_host
 from ..durability import NotDurable
@@ -45,7 +44,8 @@ from .cancel_watch import CancelWatch
 from .execution import AttemptResult, perform_attempt
 from .in_flight import InFlightLimits
 from .retry_policy import Verdict, decide
-from .unrecorded import ATTEMPT_OPTION, OutcomeNotRecorded, UnrecordedAttempt
+from .saved_answers import answer_saved_during, end_half_saved_answer
+from .unrecorded import ATTEMPT_OPTION, OutcomeNotRecorded, UnrecordedAttempt, carried, interrupted
 
 #: How long the next run waits for the claim its predecessor is about to release
 #: (then it publishes itself again, 1 s later, and the message we hold is acked).
@@ -225,7 +225,7 @@ class RequestRunner:
                 # renames (the old body would be put in place as the new request's). Wait for it below.
                 rewrite = record.is_terminal and after_failure
                 if plan.step is Step.DROP and (claimed or not rewrite):
-                    self._end_half_saved_answer(record, claimed)  # its worker died, cancelled, in commit_response
+                    end_half_saved_answer(self.store, record, claimed)  # its worker died, cancelled, in commit_response
                     if rewrite:
                         # The run that wrote it may have failed its commit: after a failed writeback
                         # the kernel keeps the pages as clean, and a sync writes nothing. Only
@@ -540,14 +540,14 @@ class RequestRunner:
         if not any(attempt.finished_at is None for attempt in record.run_attempts):
             # Left by a run before the latest replay (cancelled, its worker killed): that run's
             # outcome is final, so its dead attempt is only closed; the replay's budget is its own.
-            self._end_half_saved_answer(record)
-            closed = [_carried(unrecorded, a) or _interrupted(a, now) for a in unfinished]
+            end_half_saved_answer(self.store, record)
+            closed = [carried(unrecorded, a) or interrupted(a, now) for a in unfinished]
             record = self.lifecycle.close_interrupted(spec.request_id, closed)
             return record, record.is_terminal
-        closed = [_interrupted(attempt, now) for attempt in unfinished[:-1]]
+        closed = [interrupted(attempt, now) for attempt in unfinished[:-1]]
         last = unfinished[-1]
         known = unrecorded if unrecorded is not None and unrecorded.ends(last) else None
-        saved = None if known is not None else self._answer_saved_during(spec.request_id, last)
+        saved = None if known is not None else answer_saved_during(self.store, spec.request_id, last)
         ended, sent_at, counted = now, last.sent_at, saved is not None or last.sent_at is not None
         if known is not None:  # its worker's own judgement (of a response it saved too, if it did)
             how = known.attempt
@@ -561,7 +561,7 @@ class RequestRunner:
             status_code, answer = saved
             result = AttemptResult(answer.outcome, status_code, answer.error, retry_after=answer.retry_after)
         else:
-            result = AttemptResult(Outcome.INTERRUPTED, None, _interrupted(last, now).error)
+            result = AttemptResult(Outcome.INTERRUPTED, None, interrupted(last, now).error)
         attempt = dataclasses.replace(
             last,
             finished_at=ended,
@@ -606,40 +606,6 @@ class RequestRunner:
     def _attempt_ended(self, spec: RequestSpec, record: StatusRecord, result: AttemptResult) -> None:
         if self.on_attempt is not None:
             self.on_attempt(spec, record, result)
-
-    def _answer_saved_during(self, request_id: str, attempt: AttemptRecord) -> tuple[int, Judgement] | None:
-        """The status code of a response the attempt saved before its worker died, if it did, judged as
-        the attempt would have judged it (its Retry-After counted from now: never earlier than asked)."""
-        try:
-            metadata = self.store.read_response_metadata(request_id)
-            meta = None if not metadata else ResponseMeta.from_json(metadata)
-        except (StoreError, ValueError):  # unreadable, or not a response's: no answer is known
-            return None
-        if meta is None or meta.saved_at < attempt.started_at or not self._whole_answer(request_id, meta):
-            return None
-        return meta.status_code, judge_status(meta.status_code, meta.reason, meta.headers)
-
-    def _whole_answer(self, request_id: str, meta: ResponseMeta) -> bool:
-        """Whether the answer ``meta`` describes is saved, its body in place. If its worker died between
-        saving the metadata and moving the body into place (store.commit_response), the body is moved now
-        if it is whole; if it is cut, no response is left (none whose metadata describes another body)."""
-        streamed = self.store.partial_response_size(request_id)
-        if streamed is None:
-            return True
-        if streamed != meta.size:
-            self.store.abandon_response(request_id)
-            return False
-        self.store.move_response_body(request_id)
-        return True
-
-    def _end_half_saved_answer(self, record: StatusRecord, claimed: bool = True) -> None:
-        """An attempt left unfinished in a record that is final (cancelled meanwhile) or replayed since
-        may have saved half an answer: finish or remove it (``_whole_answer``). Only under the claim."""
-        if not claimed or not (record.is_terminal or record.replays):
-            return
-        unfinished = [attempt for attempt in record.attempts if attempt.finished_at is None]
-        if unfinished:
-            self._answer_saved_during(record.request_id, unfinished[-1])
 
     def _finish(
         self, request_id: str, attempt: AttemptRecord, status: RequestStatus, closing: Sequence[AttemptRecord] = ()
@@ -688,36 +654,6 @@ class RequestRunner:
         )
         log.info("message_deferred", reason="host busy", retry_in_s=round(delay, 3))
         return record
-
-
-def _carried(unrecorded: UnrecordedAttempt | None, attempt: AttemptRecord) -> AttemptRecord | None:
-    """``attempt``, closed with the outcome ``unrecorded`` carries for it (its worker's own); None if none."""
-    if unrecorded is None or not unrecorded.ends(attempt):
-        return None
-    how = unrecorded.attempt
-    return dataclasses.replace(
-        attempt,
-        finished_at=how.finished_at,
-        outcome=how.outcome,
-        status_code=how.status_code,
-        error=unrecorded.closing_error(),
-        counted=how.counted,
-        sent_at=how.sent_at or attempt.sent_at,
-        retry_after=how.retry_after,
-    )
-
-
-def _interrupted(attempt: AttemptRecord, now: float) -> AttemptRecord:
-    """``attempt``, closed as interrupted: counted (a retry spent) only if it may have reached the server."""
-    sent = attempt.sent_at is not None
-    when = "after sending the request" if sent else "before sending the request"
-    return dataclasses.replace(
-        attempt,
-        finished_at=now,
-        outcome=Outcome.INTERRUPTED,
-        error=f"the worker stopped during this attempt, {when}",
-        counted=sent,
-    )
 
 
 def _drop(record: StatusRecord, why_not: str | None, batch: Batch, log: Any) -> None:

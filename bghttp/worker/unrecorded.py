@@ -87,4 +87,34 @@ class OutcomeNotRecorded(StoreError):
         self.unrecorded = unrecorded
 
 
-__all__ = ["ATTEMPT_OPTION", "OutcomeNotRecorded", "UnrecordedAttempt"]
+def carried(unrecorded: UnrecordedAttempt | None, attempt: AttemptRecord) -> AttemptRecord | None:
+    """``attempt``, closed with the outcome ``unrecorded`` carries for it (its worker's own); None if none."""
+    if unrecorded is None or not unrecorded.ends(attempt):
+        return None
+    how = unrecorded.attempt
+    return dataclasses.replace(
+        attempt,
+        finished_at=how.finished_at,
+        outcome=how.outcome,
+        status_code=how.status_code,
+        error=unrecorded.closing_error(),
+        counted=how.counted,
+        sent_at=how.sent_at or attempt.sent_at,
+        retry_after=how.retry_after,
+    )
+
+
+def interrupted(attempt: AttemptRecord, now: float) -> AttemptRecord:
+    """``attempt``, closed as interrupted: counted (a retry spent) only if it may have reached the server."""
+    sent = attempt.sent_at is not None
+    when = "after sending the request" if sent else "before sending the request"
+    return dataclasses.replace(
+        attempt,
+        finished_at=now,
+        outcome=Outcome.INTERRUPTED,
+        error=f"the worker stopped during this attempt, {when}",
+        counted=sent,
+    )
+
+
+__all__ = ["ATTEMPT_OPTION", "OutcomeNotRecorded", "UnrecordedAttempt", "carried", "interrupted"]
