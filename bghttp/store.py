@@ -1112,22 +1112,13 @@ class FileStore:
         pruned with the marks by gc.
         """
         kept = [old for old in self.owed_events(record.request_id) if old.outcome != record.outcome]
-        data = json.dumps([old.to_json() for old in [*kept, record]], separators=(",", ":")).encode()
-        self._write_owed(record.request_id, data)
+        self._write_owed(record.request_id, [*kept, record])
 
-    def _write_owed(self, request_id: str, data: bytes) -> None:
-        path = self._owed_path(request_id)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        with contextlib.suppress(OSError):
+    def _write_owed(self, request_id: str, records: list[StatusRecord]) -> None:
+        data = json.dumps([record.to_json() for record in records], separators=(",", ":")).encode()
+        with contextlib.suppress(OSError, StoreError):  # best effort
             (self.root / REMOVED_DIRECTORY).mkdir(mode=0o700, exist_ok=True)
-            fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                write_all(fd, data)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)  # a reader never sees a list cut short
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+            self._write_atomic(self._owed_path(request_id), data)  # a reader never sees a list cut short
 
     def owed_events(self, request_id: str) -> list[StatusRecord]:
         """The final records ``keep_owed_event`` kept for ``request_id``, oldest first (none if unreadable)."""
@@ -1149,7 +1140,7 @@ class FileStore:
         gone = {record.outcome for record in announced}
         left = [record for record in self.owed_events(request_id) if record.outcome not in gone]
         if left:
-            self._write_owed(request_id, json.dumps([r.to_json() for r in left], separators=(",", ":")).encode())
+            self._write_owed(request_id, left)
             return
         with contextlib.suppress(OSError):
             os.unlink(self._owed_path(request_id))
